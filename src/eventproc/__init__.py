@@ -1,0 +1,23 @@
+"""eventproc: claim rows from an `events` table, route them to handlers, keep going.
+
+Only the names in ``__all__`` are public; handler packs import nothing else.
+"""
+
+from eventproc.errors import EventprocError, PermanentError, RetryLater
+from eventproc.event import Event, NewEvent, Outcome
+from eventproc.handler import HandlerContext
+from eventproc.registry import Registry
+
+__version__ = "0.1.0"
+
+__all__ = [
+    "Event",
+    "EventprocError",
+    "HandlerContext",
+    "NewEvent",
+    "Outcome",
+    "PermanentError",
+    "Registry",
+    "RetryLater",
+    "__version__",
+]

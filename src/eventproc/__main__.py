@@ -1,0 +1,3 @@
+from eventproc.cli import main
+
+main()

@@ -1,0 +1,188 @@
+"""Settings: the only code that reads the environment or ``.env``.
+
+Components never see this class; they take the small frozen configs that
+``Settings`` builds (``processor_config()`` and friends), so tests can build
+them directly.
+"""
+
+import enum
+import ipaddress
+from pathlib import Path
+from typing import Any
+
+from pydantic import AliasChoices, Field, ValidationError, field_validator
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+from eventproc.errors import ConfigError
+from eventproc.processor_config import ProcessorConfig
+from eventproc.retry import RetryPolicy
+
+DEFAULT_SQLITE_PATH = "eventproc.db"
+
+
+class Ordering(enum.StrEnum):
+    AGGREGATE = "aggregate"
+    NONE = "none"
+
+
+class AggregateFailure(enum.StrEnum):
+    BLOCK = "block"
+    PARK = "park"
+
+
+class LogFormat(enum.StrEnum):
+    AUTO = "auto"
+    JSON = "json"
+    TEXT = "text"
+
+
+class LogLevel(enum.StrEnum):
+    DEBUG = "debug"
+    INFO = "info"
+    WARNING = "warning"
+    WARN = "warn"
+    ERROR = "error"
+    CRITICAL = "critical"
+
+
+class Settings(BaseSettings):
+    """Every environment variable eventproc reads, its default and its bounds."""
+
+    model_config = SettingsConfigDict(
+        env_file=".env",
+        env_file_encoding="utf-8",
+        extra="ignore",
+        case_sensitive=False,
+        populate_by_name=True,
+    )
+
+    # Seed names, seed defaults.
+    port: int = Field(8080, ge=1, le=65535)
+    poll_interval_ms: int = Field(10_000, ge=10, le=3_600_000)
+    batch_size: int = Field(20, ge=1, le=10_000)
+    max_retries: int = Field(5, ge=1, le=1000)
+    enable_polling: bool = True
+    log_level: LogLevel = LogLevel.INFO
+    environment: str = Field(
+        "development", validation_alias=AliasChoices("ENVIRONMENT", "NODE_ENV")
+    )
+
+    # Database.
+    database_url: str | None = None
+    supabase_url: str | None = None
+
+    # Processing.
+    concurrency: int = Field(50, ge=1, le=10_000)
+    lease_seconds: float = Field(30.0, ge=1, le=86_400)
+    handler_timeout_seconds: float = Field(60.0, gt=0, le=86_400)
+    retry_base_ms: int = Field(1000, ge=0, le=86_400_000)
+    retry_max_ms: int = Field(300_000, ge=0, le=86_400_000)
+    ordering: Ordering = Ordering.AGGREGATE
+    aggregate_failure: AggregateFailure = AggregateFailure.BLOCK
+    listen: bool = True
+    shutdown_grace_seconds: float = Field(25.0, ge=0, le=3600)
+    worker_id: str | None = Field(None, max_length=80)
+
+    # Wiring and surface.
+    handlers: str = "yachtparty:registry"
+    host: str = "127.0.0.1"
+    api_token: str | None = None
+    allow_unauthenticated: bool = False
+    log_format: LogFormat = LogFormat.AUTO
+
+    @field_validator("handlers")
+    @classmethod
+    def _check_handlers(cls, value: str) -> str:
+        module, _, attr = value.partition(":")
+        if not module or not all(part.isidentifier() for part in module.split(".")):
+            raise ValueError("must look like 'package.module' or 'package.module:name'")
+        if attr and not attr.isidentifier():
+            raise ValueError("the part after ':' must be a Python name")
+        return value
+
+    @field_validator("database_url")
+    @classmethod
+    def _check_database_url(cls, value: str | None) -> str | None:
+        if value is None or value == "":
+            return None
+        schemes = ("postgresql", "postgres", "sqlite")
+        scheme = value.split(":", 1)[0].split("+", 1)[0]
+        if scheme not in schemes:
+            raise ValueError(
+                "must start with postgresql:// (or postgres://) or sqlite:///"
+            )
+        return value
+
+    @property
+    def is_production(self) -> bool:
+        return self.environment.lower() in {"production", "prod"}
+
+    @property
+    def effective_database_url(self) -> str:
+        """The URL to open: DATABASE_URL, or a SQLite file in the working directory."""
+        if self.database_url:
+            return self.database_url
+        return f"sqlite:///{Path(DEFAULT_SQLITE_PATH).resolve()}"
+
+    def processor_config(self) -> ProcessorConfig:
+        return ProcessorConfig(
+            batch_size=self.batch_size,
+            concurrency=self.concurrency,
+            poll_interval_ms=self.poll_interval_ms,
+            lease_seconds=self.lease_seconds,
+            handler_timeout_seconds=self.handler_timeout_seconds,
+            polling_enabled=self.enable_polling,
+            listen=self.listen,
+            ordered=self.ordering is Ordering.AGGREGATE,
+            park_failed_aggregates=self.aggregate_failure is AggregateFailure.PARK,
+            shutdown_grace_seconds=self.shutdown_grace_seconds,
+            retry=RetryPolicy(
+                max_retries=self.max_retries,
+                base_ms=self.retry_base_ms,
+                max_ms=max(self.retry_max_ms, self.retry_base_ms),
+            ),
+        )
+
+    def check_bind(self) -> None:
+        """Refuse to serve mutating endpoints to a network with no token."""
+        if self.api_token or self.allow_unauthenticated or _is_loopback(self.host):
+            return
+        raise ConfigError(
+            f"HOST={self.host} is not a loopback address and API_TOKEN is not set: "
+            "set API_TOKEN (recommended) or ALLOW_UNAUTHENTICATED=true"
+        )
+
+
+def _is_loopback(host: str) -> bool:
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
+
+
+def load_settings(**overrides: Any) -> Settings:
+    """Build Settings from the environment; any problem becomes one ConfigError line."""
+    try:
+        settings = Settings(**overrides)
+    except ValidationError as exc:
+        raise ConfigError(_describe(exc)) from None
+    if settings.supabase_url and not settings.database_url:
+        raise ConfigError(
+            "SUPABASE_URL is set but DATABASE_URL is not: eventproc talks to Postgres "
+            "directly. Set DATABASE_URL to your project's connection string "
+            "(Project Settings > Database, session mode, port 5432); LISTEN does not "
+            "pass the transaction pooler on port 6543 (if you must use it, set "
+            "LISTEN=false)."
+        )
+    return settings
+
+
+def _describe(exc: ValidationError) -> str:
+    problems = []
+    for error in exc.errors():
+        name = str(error["loc"][0]).upper() if error["loc"] else "settings"
+        given = error.get("input")
+        problems.append(f"{name}={given!r}: {error['msg']}")
+    return "Invalid configuration: " + "; ".join(problems)

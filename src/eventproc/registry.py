@@ -1,0 +1,132 @@
+"""Registry: event type -> the handler that processes it."""
+
+import importlib
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+
+from pydantic import BaseModel
+
+from eventproc.errors import ConfigError, RegistryError
+from eventproc.handler import HandlerFunc
+
+
+@dataclass(frozen=True, slots=True)
+class Handler:
+    event_type: str
+    func: HandlerFunc
+    description: str = ""
+    payload_model: type[BaseModel] | None = None
+    transactional: bool = False
+    timeout_seconds: float | None = None
+
+    @property
+    def name(self) -> str:
+        return f"{self.func.__module__}.{self.func.__qualname__}"
+
+
+class Registry:
+    """Maps each event type to one handler, as the seed's registry did."""
+
+    def __init__(self) -> None:
+        self._handlers: dict[str, Handler] = {}
+
+    def handler(
+        self,
+        event_type: str,
+        *,
+        description: str = "",
+        payload: type[BaseModel] | None = None,
+        transactional: bool = False,
+        timeout_seconds: float | None = None,
+    ) -> Callable[[HandlerFunc], HandlerFunc]:
+        """Decorator form of :meth:`register`."""
+
+        def decorate(func: HandlerFunc) -> HandlerFunc:
+            self.register(
+                event_type,
+                func,
+                description=description,
+                payload=payload,
+                transactional=transactional,
+                timeout_seconds=timeout_seconds,
+            )
+            return func
+
+        return decorate
+
+    def register(
+        self,
+        event_type: str,
+        func: HandlerFunc,
+        *,
+        description: str = "",
+        payload: type[BaseModel] | None = None,
+        transactional: bool = False,
+        timeout_seconds: float | None = None,
+    ) -> Handler:
+        if not event_type or len(event_type) > 100:
+            raise RegistryError(f"event type must be 1 to 100 characters: {event_type!r}")
+        if event_type in self._handlers:
+            existing = self._handlers[event_type].name
+            raise RegistryError(f"{event_type!r} already has a handler: {existing}")
+        if timeout_seconds is not None and timeout_seconds <= 0:
+            raise RegistryError("timeout_seconds must be > 0")
+        entry = Handler(
+            event_type=event_type,
+            func=func,
+            description=description,
+            payload_model=payload,
+            transactional=transactional,
+            timeout_seconds=timeout_seconds,
+        )
+        self._handlers[event_type] = entry
+        return entry
+
+    def include(self, other: "Registry") -> None:
+        """Add every handler of ``other`` (e.g. a pack) to this registry."""
+        for entry in other:
+            self.register(
+                entry.event_type,
+                entry.func,
+                description=entry.description,
+                payload=entry.payload_model,
+                transactional=entry.transactional,
+                timeout_seconds=entry.timeout_seconds,
+            )
+
+    def get(self, event_type: str) -> Handler | None:
+        return self._handlers.get(event_type)
+
+    @property
+    def event_types(self) -> list[str]:
+        return list(self._handlers)
+
+    def __iter__(self) -> Iterator[Handler]:
+        return iter(self._handlers.values())
+
+    def __len__(self) -> int:
+        return len(self._handlers)
+
+    def __contains__(self, event_type: object) -> bool:
+        return event_type in self._handlers
+
+
+def load_registry(spec: str) -> Registry:
+    """Import ``package.module[:name]`` and return the Registry it names.
+
+    Without ``:name`` the module's ``registry`` attribute is used.
+    """
+    module_name, _, attr = spec.partition(":")
+    try:
+        module = importlib.import_module(module_name)
+    except ImportError as exc:
+        raise ConfigError(f"HANDLERS={spec!r}: cannot import {module_name}: {exc}") from exc
+    found = getattr(module, attr or "registry", None)
+    if callable(found) and not isinstance(found, Registry):
+        found = found()
+    if not isinstance(found, Registry):
+        raise ConfigError(
+            f"HANDLERS={spec!r}: {module_name}.{attr or 'registry'} is not an "
+            "eventproc.Registry (or a function returning one)"
+        )
+    return found

@@ -1,0 +1,43 @@
+"""Storage: ``open_store(url)`` picks the backend from the URL scheme."""
+
+from eventproc.store.protocol import (
+    Burial,
+    Capabilities,
+    ClaimPolicy,
+    Completion,
+    EventFilter,
+    Failure,
+    Lease,
+    Store,
+    StoreStats,
+)
+from eventproc.store.sqlstore import SqlStore
+
+
+def open_store(url: str, *, worker_name: str = "eventproc", pool_size: int = 10) -> SqlStore:
+    """Build (not connect) the store for ``url``: postgresql://… or sqlite:///…"""
+    scheme = url.split(":", 1)[0].split("+", 1)[0]
+    if scheme in ("postgresql", "postgres"):
+        from eventproc.store.postgres import PostgresStore
+
+        return PostgresStore(url, worker_name=worker_name, pool_size=pool_size)
+    if scheme == "sqlite":
+        from eventproc.store.sqlite import SqliteStore
+
+        return SqliteStore(url, worker_name=worker_name)
+    raise ValueError(f"unsupported database URL scheme {scheme!r}")
+
+
+__all__ = [
+    "Burial",
+    "Capabilities",
+    "ClaimPolicy",
+    "Completion",
+    "EventFilter",
+    "Failure",
+    "Lease",
+    "SqlStore",
+    "Store",
+    "StoreStats",
+    "open_store",
+]

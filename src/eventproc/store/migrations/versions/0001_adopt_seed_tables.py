@@ -1,0 +1,86 @@
+"""Create the seed's tables, or adopt existing ones, and add eventproc's columns.
+
+Every statement is idempotent (IF NOT EXISTS), so a database that already has
+the seed's ``events`` table with rows is upgraded in place and keeps them.
+
+Revision ID: 0001
+Revises:
+"""
+
+from alembic import op
+
+from eventproc.store.migrations import sql_file_statements
+
+revision = "0001"
+down_revision = None
+branch_labels = None
+depends_on = None
+
+STATEMENTS = [
+    """
+    CREATE TABLE IF NOT EXISTS events (
+        id UUID PRIMARY KEY,
+        event_type VARCHAR(100) NOT NULL,
+        aggregate_id UUID,
+        aggregate_type VARCHAR(50),
+        payload JSONB NOT NULL,
+        metadata JSONB,
+        processed BOOLEAN DEFAULT FALSE,
+        version INTEGER DEFAULT 1,
+        created_at TIMESTAMPTZ DEFAULT now(),
+        created_by VARCHAR(100)
+    )
+    """,
+    "ALTER TABLE events ALTER COLUMN id SET DEFAULT gen_random_uuid()",
+    "ALTER TABLE events ADD COLUMN IF NOT EXISTS priority SMALLINT NOT NULL DEFAULT 0",
+    "ALTER TABLE events ADD COLUMN IF NOT EXISTS attempts INTEGER NOT NULL DEFAULT 0",
+    "ALTER TABLE events ADD COLUMN IF NOT EXISTS next_attempt_at TIMESTAMPTZ",
+    "ALTER TABLE events ADD COLUMN IF NOT EXISTS locked_by TEXT",
+    "ALTER TABLE events ADD COLUMN IF NOT EXISTS locked_until TIMESTAMPTZ",
+    "ALTER TABLE events ADD COLUMN IF NOT EXISTS processed_at TIMESTAMPTZ",
+    "ALTER TABLE events ADD COLUMN IF NOT EXISTS outcome TEXT",
+    """
+    CREATE INDEX IF NOT EXISTS events_pending_idx
+        ON events (priority DESC, created_at, id) WHERE NOT processed
+    """,
+    """
+    CREATE INDEX IF NOT EXISTS events_aggregate_pending_idx
+        ON events (aggregate_id, created_at, id)
+        WHERE NOT processed AND aggregate_id IS NOT NULL
+    """,
+    """
+    CREATE INDEX IF NOT EXISTS events_type_created_idx
+        ON events (event_type, created_at)
+    """,
+    """
+    CREATE TABLE IF NOT EXISTS event_dead_letters (
+        id UUID PRIMARY KEY,
+        event_id UUID NOT NULL,
+        event_type VARCHAR(100) NOT NULL,
+        payload JSONB NOT NULL,
+        error_message TEXT NOT NULL,
+        retry_count INTEGER NOT NULL,
+        original_created_at TIMESTAMPTZ NOT NULL,
+        created_at TIMESTAMPTZ DEFAULT now()
+    )
+    """,
+    "ALTER TABLE event_dead_letters ALTER COLUMN id SET DEFAULT gen_random_uuid()",
+    "ALTER TABLE event_dead_letters ADD COLUMN IF NOT EXISTS error_detail TEXT",
+    "ALTER TABLE event_dead_letters ADD COLUMN IF NOT EXISTS handler TEXT",
+    "ALTER TABLE event_dead_letters ADD COLUMN IF NOT EXISTS replayed_at TIMESTAMPTZ",
+    """
+    CREATE INDEX IF NOT EXISTS event_dead_letters_event_id_idx
+        ON event_dead_letters (event_id)
+    """,
+    """
+    CREATE INDEX IF NOT EXISTS event_dead_letters_created_at_idx
+        ON event_dead_letters (created_at)
+    """,
+]
+
+
+def upgrade() -> None:
+    for statement in STATEMENTS:
+        op.execute(statement)
+    for statement in sql_file_statements("postgres_triggers_v1.sql"):
+        op.execute(statement)

@@ -1,0 +1,227 @@
+"""PostgresStore: SKIP LOCKED claims, LISTEN/NOTIFY wake-ups, Alembic migrations."""
+
+import asyncio
+import contextlib
+import json
+import logging
+from collections.abc import Callable, Sequence
+from datetime import datetime, timedelta
+from importlib import resources
+from typing import Any, final
+
+from sqlalchemy import (
+    Boolean,
+    ColumnElement,
+    Insert,
+    Integer,
+    Interval,
+    Select,
+    String,
+    Text,
+    bindparam,
+    func,
+    literal,
+    select,
+    text,
+    tuple_,
+)
+from sqlalchemy.dialects import postgresql
+from sqlalchemy.engine import URL, make_url
+from sqlalchemy.ext.asyncio import AsyncConnection, create_async_engine
+
+from eventproc.event import NewEvent
+from eventproc.store.protocol import Capabilities, Lease
+from eventproc.store.schema import events
+from eventproc.store.sqlstore import SqlStore, translated
+from eventproc.store.types import UTCDateTime
+
+logger = logging.getLogger(__name__)
+
+CHANNEL = "eventproc_events"
+LISTENER_CHECK_SECONDS = 15.0
+MIGRATION_LOCK_KEY = 0x6576656E7470726F  # "eventpro": one migration at a time
+
+_INSERT_MANY = text(
+    """
+    INSERT INTO events (id, event_type, aggregate_id, aggregate_type, payload,
+                        metadata, version, created_by, priority)
+    SELECT u.id, u.event_type, u.aggregate_id, u.aggregate_type, u.payload::jsonb,
+           u.metadata::jsonb, u.version, u.created_by, u.priority
+    FROM unnest(:ids, :types, :aggregate_ids, :aggregate_types, :payloads,
+                :metadatas, :versions, :created_bys, :priorities)
+         AS u(id, event_type, aggregate_id, aggregate_type, payload, metadata,
+              version, created_by, priority)
+    ON CONFLICT (id) DO NOTHING
+    """
+).bindparams(
+    bindparam("ids", type_=postgresql.ARRAY(postgresql.UUID(as_uuid=True))),
+    bindparam("types", type_=postgresql.ARRAY(String)),
+    bindparam("aggregate_ids", type_=postgresql.ARRAY(postgresql.UUID(as_uuid=True))),
+    bindparam("aggregate_types", type_=postgresql.ARRAY(String)),
+    bindparam("payloads", type_=postgresql.ARRAY(Text)),
+    bindparam("metadatas", type_=postgresql.ARRAY(Text)),
+    bindparam("versions", type_=postgresql.ARRAY(Integer)),
+    bindparam("created_bys", type_=postgresql.ARRAY(String)),
+    bindparam("priorities", type_=postgresql.ARRAY(Integer)),
+)
+
+
+def asyncpg_url(url: str) -> URL:
+    """Accept the plain ``postgresql://`` URL users have; drive it with asyncpg.
+
+    libpq's ``sslmode`` becomes asyncpg's ``ssl`` so that copied Supabase or
+    Cloud SQL connection strings work unchanged.
+    """
+    parsed = make_url(url.replace("postgres://", "postgresql://", 1))
+    parsed = parsed.set(drivername="postgresql+asyncpg")
+    query = dict(parsed.query)
+    if "sslmode" in query:
+        query["ssl"] = query.pop("sslmode")
+    return parsed.set(query=query)
+
+
+@final
+class PostgresStore(SqlStore):
+    def __init__(self, url: str, *, worker_name: str = "eventproc", pool_size: int = 10):
+        self.url = asyncpg_url(url)
+        engine = create_async_engine(
+            self.url,
+            pool_size=pool_size,
+            max_overflow=pool_size * 2,
+            pool_recycle=1800,
+        )
+        super().__init__(engine, worker_name=worker_name)
+        self.capabilities = Capabilities(
+            listen=True, skip_locked=True, cross_process_wakeups=True
+        )
+        self.url_for_display = self.url.render_as_string(hide_password=True)
+
+    # -- dialect hooks -------------------------------------------------------
+
+    def now(self) -> ColumnElement[datetime]:
+        return func.now(type_=UTCDateTime())
+
+    def later(self, seconds: float) -> ColumnElement[datetime]:
+        return func.now(type_=UTCDateTime()) + literal(
+            timedelta(seconds=seconds), Interval()
+        )
+
+    def merged_metadata(self, patch: dict[str, Any]) -> ColumnElement[Any]:
+        pairs: list[Any] = []
+        for key, value in patch.items():
+            pairs.append(literal(key, String()))
+            pairs.append(_typed(value))
+        base = func.coalesce(events.c.metadata, text("'{}'::jsonb"))
+        return base.op("||")(func.jsonb_build_object(*pairs))
+
+    def fenced(self, leases: Sequence[Lease]) -> ColumnElement[bool]:
+        # One fixed statement whatever the batch size (asyncpg prepares it
+        # once), pairing each id with its own claim token.
+        pairs = select(
+            func.unnest(
+                literal(
+                    [lease.event_id for lease in leases],
+                    postgresql.ARRAY(postgresql.UUID(as_uuid=True)),
+                )
+            ),
+            func.unnest(literal([lease.token for lease in leases], postgresql.ARRAY(Text))),
+        )
+        return tuple_(events.c.id, events.c.locked_by).in_(pairs)
+
+    def insert_ignoring_conflicts(self, table: Any) -> Insert:
+        return postgresql.insert(table).on_conflict_do_nothing(index_elements=["id"])
+
+    def lock_skipping_locked(self, statement: Select[Any]) -> Select[Any]:
+        return statement.with_for_update(skip_locked=True)
+
+    # -- publishing ------------------------------------------------------------
+
+    @translated
+    async def event_insert_many(
+        self, new_events: Sequence[NewEvent], connection: AsyncConnection | None = None
+    ) -> int:
+        if not new_events:
+            return 0
+        params = {
+            "ids": [e.id for e in new_events],
+            "types": [e.event_type for e in new_events],
+            "aggregate_ids": [e.aggregate_id for e in new_events],
+            "aggregate_types": [e.aggregate_type for e in new_events],
+            "payloads": [json.dumps(e.payload) for e in new_events],
+            "metadatas": [
+                None if e.metadata is None else json.dumps(e.metadata) for e in new_events
+            ],
+            "versions": [e.version for e in new_events],
+            "created_bys": [e.created_by for e in new_events],
+            "priorities": [e.priority for e in new_events],
+        }
+        if connection is not None:
+            return (await connection.execute(_INSERT_MANY, params)).rowcount
+        async with self.engine.begin() as conn:
+            inserted = (await conn.execute(_INSERT_MANY, params)).rowcount
+        self._wake_local()
+        return inserted
+
+    # -- schema ----------------------------------------------------------------
+
+    @translated
+    async def migrate(self) -> None:
+        """Upgrade to Alembic head; concurrent starters wait on an advisory lock."""
+        from eventproc.store.migrations import upgrade
+
+        async with self.engine.begin() as conn:
+            await conn.execute(
+                text("SELECT pg_advisory_xact_lock(:key)"), {"key": MIGRATION_LOCK_KEY}
+            )
+            await conn.run_sync(upgrade)
+
+    # -- wake-ups ----------------------------------------------------------------
+
+    async def listen(self, on_wake: Callable[[], None]) -> None:
+        """Call ``on_wake`` on every NOTIFY until cancelled; reconnect when lost.
+
+        A dedicated connection outside the pool; it is checked every
+        ``LISTENER_CHECK_SECONDS`` so that a half-open socket is noticed, and a
+        reconnect wakes the processor because notifications may have been
+        missed meanwhile.
+        """
+        import asyncpg
+
+        dsn = self.url.set(drivername="postgresql").render_as_string(hide_password=False)
+        delay = 0.5
+        while True:
+            connection = None
+            try:
+                connection = await asyncpg.connect(dsn, timeout=10)
+                await connection.add_listener(CHANNEL, lambda *_: on_wake())
+                logger.debug("Listening on %s", CHANNEL)
+                delay = 0.5
+                on_wake()
+                while True:
+                    await asyncio.sleep(LISTENER_CHECK_SECONDS)
+                    await asyncio.wait_for(connection.fetchval("SELECT 1"), timeout=10)
+            except asyncio.CancelledError:
+                raise
+            except Exception as exc:  # noqa: BLE001 - any failure means reconnect
+                logger.warning(
+                    "Listener connection lost (%s); reconnecting in %.1fs",
+                    str(exc).splitlines()[0] if str(exc) else type(exc).__name__,
+                    delay,
+                    extra={"action": "listen_reconnect"},
+                )
+            finally:
+                if connection is not None:
+                    with contextlib.suppress(Exception):
+                        await asyncio.wait_for(connection.close(), timeout=2)
+            await asyncio.sleep(delay)
+            delay = min(delay * 2, 10.0)
+
+
+def _typed(value: Any) -> Any:
+    if isinstance(value, ColumnElement):
+        return value
+    if isinstance(value, bool):
+        return literal(value, Boolean())
+    if isinstance(value, int):
+        return literal(value, Integer())
+    return literal(str(value), Text())

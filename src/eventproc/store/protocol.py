@@ -1,0 +1,136 @@
+"""The storage seam: what the processor, admin and HTTP layers may ask of a store.
+
+Every backend implements this Protocol and passes the same contract suite
+(tests/store). Differences between backends are capability flags, never a
+check of the URL in the caller.
+"""
+
+import uuid
+from collections.abc import Callable, Sequence
+from contextlib import AbstractAsyncContextManager
+from dataclasses import dataclass, field
+from datetime import datetime
+from typing import Protocol
+
+from sqlalchemy.ext.asyncio import AsyncConnection
+
+from eventproc.event import DeadLetter, Event, NewEvent, Outcome
+
+
+@dataclass(frozen=True, slots=True)
+class Lease:
+    """Identifies one claim of one event: every write-back is fenced on it."""
+
+    event_id: uuid.UUID
+    token: str
+
+    @classmethod
+    def of(cls, event: Event) -> "Lease":
+        if event.locked_by is None:
+            raise ValueError(f"event {event.id} is not claimed")
+        return cls(event.id, event.locked_by)
+
+
+@dataclass(frozen=True, slots=True)
+class Completion:
+    lease: Lease
+    outcome: Outcome = Outcome.SUCCEEDED
+
+
+@dataclass(frozen=True, slots=True)
+class Failure:
+    """Reschedule after ``delay_seconds``.
+
+    ``counted`` failures record ``retry_count``/``last_error``; an uncounted
+    one (``RetryLater``) gives its attempt back.
+    """
+
+    lease: Lease
+    delay_seconds: float
+    error: str
+    attempt: int
+    counted: bool = True
+
+
+@dataclass(frozen=True, slots=True)
+class Burial:
+    """Dead-letter the event: insert the dead letter and close the event, atomically."""
+
+    lease: Lease
+    event: Event
+    error_message: str
+    retry_count: int
+    error_detail: str | None = None
+    handler: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class StoreStats:
+    backlog: int
+    due: int
+    in_flight: int
+    oldest_pending_at: datetime | None
+    dead_letters: int
+    database_now: datetime
+
+
+@dataclass(frozen=True, slots=True)
+class EventFilter:
+    event_type: str | None = None
+    processed: bool | None = None
+    outcome: str | None = None
+    aggregate_id: uuid.UUID | None = None
+    ids: Sequence[uuid.UUID] | None = None
+    limit: int = 100
+    before: datetime | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class ClaimPolicy:
+    lease_seconds: float
+    ordered: bool = True
+    limit: int = 20
+
+
+@dataclass(slots=True)
+class Capabilities:
+    listen: bool = False
+    skip_locked: bool = False
+    cross_process_wakeups: bool = False
+    extra: dict[str, bool] = field(default_factory=dict)
+
+
+class Store(Protocol):
+    capabilities: Capabilities
+    url_for_display: str
+
+    async def open(self) -> None: ...
+    async def close(self) -> None: ...
+    async def migrate(self) -> None: ...
+    async def ping(self) -> datetime: ...
+
+    async def event_insert_many(
+        self, events: Sequence[NewEvent], connection: AsyncConnection | None = None
+    ) -> int: ...
+    async def event_get(self, event_id: uuid.UUID) -> Event | None: ...
+    async def event_list(self, query: EventFilter) -> list[Event]: ...
+    async def event_claim_many(self, token: str, policy: ClaimPolicy) -> list[Event]: ...
+    async def event_claim_one(
+        self, event_id: uuid.UUID, token: str, policy: ClaimPolicy
+    ) -> Event: ...
+    async def event_complete_many(self, completions: Sequence[Completion]) -> int: ...
+    async def event_retry_many(self, failures: Sequence[Failure]) -> int: ...
+    async def event_dead_letter_many(self, burials: Sequence[Burial]) -> int: ...
+    async def event_release_many(self, leases: Sequence[Lease]) -> int: ...
+    async def event_renew_leases(
+        self, leases: Sequence[Lease], lease_seconds: float
+    ) -> set[uuid.UUID]: ...
+    async def event_replay(self, event_ids: Sequence[uuid.UUID]) -> int: ...
+    def event_transaction(
+        self, completion: Completion
+    ) -> AbstractAsyncContextManager[AsyncConnection]: ...
+
+    async def dead_letter_list(self, limit: int = 100) -> list[DeadLetter]: ...
+    async def stats_snapshot(self) -> StoreStats: ...
+    async def listen(self, on_wake: Callable[[], None]) -> None: ...
+    def add_local_waker(self, waker: Callable[[], None]) -> None: ...

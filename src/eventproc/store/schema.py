@@ -1,0 +1,87 @@
+"""The events and dead-letter tables: the single source of truth for both backends.
+
+Seed columns come first and keep their seed types; eventproc's processing
+columns all have defaults, so a plain seed-style INSERT still works.
+"""
+
+from sqlalchemy import (
+    Boolean,
+    Column,
+    Index,
+    Integer,
+    MetaData,
+    SmallInteger,
+    String,
+    Table,
+    Text,
+    false,
+    text,
+)
+
+from eventproc.store.types import GUID, JSONDoc, UTCDateTime, new_uuid, utc_now
+
+metadata = MetaData()
+
+events = Table(
+    "events",
+    metadata,
+    Column("id", GUID(), primary_key=True, server_default=new_uuid()),
+    Column("event_type", String(100), nullable=False),
+    Column("aggregate_id", GUID()),
+    Column("aggregate_type", String(50)),
+    Column("payload", JSONDoc, nullable=False),
+    Column("metadata", JSONDoc),
+    Column("processed", Boolean, server_default=false()),
+    Column("version", Integer, server_default=text("1")),
+    Column("created_at", UTCDateTime(), server_default=utc_now()),
+    Column("created_by", String(100)),
+    # eventproc's processing columns
+    Column("priority", SmallInteger, nullable=False, server_default=text("0")),
+    Column("attempts", Integer, nullable=False, server_default=text("0")),
+    Column("next_attempt_at", UTCDateTime()),
+    Column("locked_by", Text),
+    Column("locked_until", UTCDateTime()),
+    Column("processed_at", UTCDateTime()),
+    Column("outcome", Text),
+)
+
+# The claim reads pending rows in this order; the partial index keeps it small.
+Index(
+    "events_pending_idx",
+    events.c.priority.desc(),
+    events.c.created_at,
+    events.c.id,
+    postgresql_where=text("NOT processed"),
+    sqlite_where=text("processed = 0"),
+)
+# The aggregate gate looks up the earliest pending event of an aggregate.
+Index(
+    "events_aggregate_pending_idx",
+    events.c.aggregate_id,
+    events.c.created_at,
+    events.c.id,
+    postgresql_where=text("NOT processed AND aggregate_id IS NOT NULL"),
+    sqlite_where=text("processed = 0 AND aggregate_id IS NOT NULL"),
+)
+Index("events_type_created_idx", events.c.event_type, events.c.created_at)
+
+dead_letters = Table(
+    "event_dead_letters",
+    metadata,
+    Column("id", GUID(), primary_key=True, server_default=new_uuid()),
+    Column("event_id", GUID(), nullable=False),
+    Column("event_type", String(100), nullable=False),
+    Column("payload", JSONDoc, nullable=False),
+    Column("error_message", Text, nullable=False),
+    Column("retry_count", Integer, nullable=False),
+    Column("original_created_at", UTCDateTime(), nullable=False),
+    Column("created_at", UTCDateTime(), server_default=utc_now()),
+    # eventproc's additions
+    Column("error_detail", Text),
+    Column("handler", Text),
+    Column("replayed_at", UTCDateTime()),
+)
+Index("event_dead_letters_event_id_idx", dead_letters.c.event_id)
+Index("event_dead_letters_created_at_idx", dead_letters.c.created_at)
+
+EVENT_COLUMNS = tuple(column.name for column in events.columns)

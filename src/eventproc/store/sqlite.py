@@ -1,0 +1,115 @@
+"""SqliteStore: the embedded default. One file, WAL, serialized writers.
+
+SQLite has no SKIP LOCKED: every transaction here starts with BEGIN
+IMMEDIATE, so claims from several processes on one file serialize instead of
+overlapping (correct, just slower). Wake-ups are in-process only; other
+writers are seen by polling.
+"""
+
+import asyncio
+from collections.abc import Callable
+from datetime import datetime
+from pathlib import Path
+from typing import Any, final
+
+from sqlalchemy import ColumnElement, Insert, event, func, literal, text
+from sqlalchemy.dialects import sqlite
+from sqlalchemy.engine import URL, make_url
+from sqlalchemy.ext.asyncio import create_async_engine
+
+from eventproc.store.protocol import Capabilities
+from eventproc.store.schema import events, metadata
+from eventproc.store.sqlstore import SqlStore, translated
+from eventproc.store.types import UTCDateTime
+
+BUSY_TIMEOUT_MS = 30_000
+TIME_FORMAT = "%Y-%m-%d %H:%M:%f"
+
+# The seed's replay (`UPDATE events SET processed = false ...`) must give the
+# event a fresh budget on SQLite too.
+REPLAY_TRIGGER = """
+CREATE TRIGGER IF NOT EXISTS eventproc_replay_v1
+AFTER UPDATE OF processed ON events
+FOR EACH ROW WHEN OLD.processed = 1 AND NEW.processed = 0
+BEGIN
+    UPDATE events
+    SET attempts = 0, next_attempt_at = NULL, locked_by = NULL,
+        locked_until = NULL, processed_at = NULL, outcome = NULL
+    WHERE id = NEW.id;
+END
+"""
+
+
+def aiosqlite_url(url: str) -> URL:
+    parsed = make_url(url).set(drivername="sqlite+aiosqlite")
+    if parsed.database and parsed.database != ":memory:":
+        Path(parsed.database).expanduser().parent.mkdir(parents=True, exist_ok=True)
+    return parsed
+
+
+@final
+class SqliteStore(SqlStore):
+    def __init__(self, url: str, *, worker_name: str = "eventproc") -> None:
+        self.url = aiosqlite_url(url)
+        if self.url.database in (None, "", ":memory:"):
+            raise ValueError("SQLite needs a file path: sqlite:///path/to/eventproc.db")
+        engine = create_async_engine(self.url, connect_args={"timeout": 30})
+        _configure(engine.sync_engine)
+        super().__init__(engine, worker_name=worker_name)
+        self.capabilities = Capabilities(
+            listen=False, skip_locked=False, cross_process_wakeups=False
+        )
+        self.url_for_display = str(self.url.database)
+
+    def now(self) -> ColumnElement[datetime]:
+        return func.strftime(TIME_FORMAT, "now", type_=UTCDateTime())
+
+    def later(self, seconds: float) -> ColumnElement[datetime]:
+        return func.strftime(
+            TIME_FORMAT, "now", literal(f"+{seconds:.3f} seconds"), type_=UTCDateTime()
+        )
+
+    def merged_metadata(self, patch: dict[str, Any]) -> ColumnElement[Any]:
+        pairs: list[Any] = []
+        for key, value in patch.items():
+            pairs.append(literal(key))
+            if isinstance(value, bool):
+                pairs.append(func.json(literal("true" if value else "false")))
+            elif isinstance(value, ColumnElement):
+                pairs.append(value)
+            else:
+                pairs.append(literal(value))
+        base = func.coalesce(events.c.metadata, text("'{}'"))
+        return func.json_patch(base, func.json_object(*pairs))
+
+    def insert_ignoring_conflicts(self, table: Any) -> Insert:
+        return sqlite.insert(table).on_conflict_do_nothing(index_elements=["id"])
+
+    @translated
+    async def migrate(self) -> None:
+        async with self.engine.begin() as conn:
+            await conn.run_sync(metadata.create_all)
+            await conn.exec_driver_sql(REPLAY_TRIGGER)
+
+    async def listen(self, on_wake: Callable[[], None]) -> None:
+        """No cross-process notifications on SQLite: in-process wakers and polling."""
+        await asyncio.Event().wait()
+
+
+def _configure(sync_engine: Any) -> None:
+    @event.listens_for(sync_engine, "connect")
+    def _on_connect(dbapi_connection: Any, _record: Any) -> None:
+        # Let SQLAlchemy's "begin" below issue BEGIN itself.
+        dbapi_connection.isolation_level = None
+        cursor = dbapi_connection.cursor()
+        cursor.execute("PRAGMA journal_mode=WAL")
+        cursor.execute(f"PRAGMA busy_timeout={BUSY_TIMEOUT_MS}")
+        cursor.execute("PRAGMA synchronous=NORMAL")
+        cursor.execute("PRAGMA foreign_keys=ON")
+        cursor.close()
+
+    @event.listens_for(sync_engine, "begin")
+    def _on_begin(connection: Any) -> None:
+        # Take the write lock up front: a deferred transaction that later
+        # writes can fail with SQLITE_BUSY without waiting.
+        connection.exec_driver_sql("BEGIN IMMEDIATE")

@@ -1,0 +1,603 @@
+"""SqlStore: every store operation both backends share, over an AsyncEngine.
+
+Subclasses override only what the dialects disagree on: the clock, the JSON
+merge, the lease fence, conflict-ignoring inserts, schema creation and
+wake-ups. Nothing above ``eventproc.store`` sees a SQLAlchemy exception.
+"""
+
+import functools
+import uuid
+from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
+from contextlib import asynccontextmanager
+from datetime import UTC, datetime
+from typing import Any, ParamSpec, TypeVar
+
+from sqlalchemy import (
+    ColumnElement,
+    Insert,
+    Select,
+    and_,
+    delete,
+    exists,
+    func,
+    or_,
+    select,
+    tuple_,
+    update,
+)
+from sqlalchemy import exc as sa_exc
+from sqlalchemy.engine import Row
+from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
+
+from eventproc.errors import (
+    Conflict,
+    LeaseLost,
+    NotFound,
+    StoreError,
+    StoreUnavailable,
+)
+from eventproc.event import DeadLetter, Event, NewEvent, Outcome
+from eventproc.store.protocol import (
+    Burial,
+    Capabilities,
+    ClaimPolicy,
+    Completion,
+    EventFilter,
+    Failure,
+    Lease,
+    StoreStats,
+)
+from eventproc.store.schema import dead_letters, events
+
+P = ParamSpec("P")
+T = TypeVar("T")
+
+CHUNK = 500  # rows per fenced statement: well under every bind-parameter limit
+
+_UNAVAILABLE = (sa_exc.OperationalError, sa_exc.InterfaceError, OSError, TimeoutError)
+
+
+def translated(
+    func_: Callable[P, Awaitable[T]],
+) -> Callable[P, Awaitable[T]]:
+    """Map driver errors to eventproc.errors once, at the store boundary."""
+
+    @functools.wraps(func_)
+    async def wrapper(*args: P.args, **kwargs: P.kwargs) -> T:
+        try:
+            return await func_(*args, **kwargs)
+        except StoreError:
+            raise
+        except _UNAVAILABLE as exc:
+            raise StoreUnavailable(f"database unavailable: {_first_line(exc)}") from exc
+        except sa_exc.DBAPIError as exc:
+            if exc.connection_invalidated:
+                raise StoreUnavailable(
+                    f"database connection lost: {_first_line(exc)}"
+                ) from exc
+            raise StoreError(f"database error: {_first_line(exc)}") from exc
+        except sa_exc.SQLAlchemyError as exc:
+            raise StoreError(f"database error: {_first_line(exc)}") from exc
+
+    return wrapper
+
+
+def _first_line(exc: BaseException) -> str:
+    text = str(getattr(exc, "orig", None) or exc) or type(exc).__name__
+    return text.strip().splitlines()[0][:500]
+
+
+def _chunks(items: Sequence[T], size: int = CHUNK) -> list[Sequence[T]]:
+    return [items[i : i + size] for i in range(0, len(items), size)]
+
+
+def _iso(moment: datetime) -> str:
+    return moment.astimezone(UTC).isoformat().replace("+00:00", "Z")
+
+
+def row_to_event(row: Row[Any]) -> Event:
+    values = row._mapping
+    return Event(
+        id=values["id"],
+        event_type=values["event_type"],
+        payload=values["payload"],
+        aggregate_id=values["aggregate_id"],
+        aggregate_type=values["aggregate_type"],
+        metadata=values["metadata"] or {},
+        processed=bool(values["processed"]),
+        version=values["version"] if values["version"] is not None else 1,
+        created_at=values["created_at"],
+        created_by=values["created_by"],
+        priority=values["priority"],
+        attempts=values["attempts"],
+        next_attempt_at=values["next_attempt_at"],
+        locked_by=values["locked_by"],
+        locked_until=values["locked_until"],
+        processed_at=values["processed_at"],
+        outcome=values["outcome"],
+    )
+
+
+def row_to_dead_letter(row: Row[Any]) -> DeadLetter:
+    return DeadLetter(**dict(row._mapping))
+
+
+class SqlStore:
+    """The portable half of every backend."""
+
+    capabilities: Capabilities
+    url_for_display: str
+
+    def __init__(self, engine: AsyncEngine, *, worker_name: str = "eventproc") -> None:
+        self.engine = engine
+        self.worker_name = worker_name
+        self._wakers: list[Callable[[], None]] = []
+
+    # -- dialect hooks ---------------------------------------------------
+
+    def now(self) -> ColumnElement[datetime]:
+        """The clock every scheduling decision uses."""
+        raise NotImplementedError
+
+    def later(self, seconds: float) -> ColumnElement[datetime]:
+        raise NotImplementedError
+
+    def merged_metadata(self, patch: dict[str, Any]) -> ColumnElement[Any]:
+        """``metadata`` with ``patch`` merged in; other keys are kept."""
+        raise NotImplementedError
+
+    def fenced(self, leases: Sequence[Lease]) -> ColumnElement[bool]:
+        """Rows whose current claim is exactly one of ``leases``."""
+        return tuple_(events.c.id, events.c.locked_by).in_(
+            [(lease.event_id, lease.token) for lease in leases]
+        )
+
+    def insert_ignoring_conflicts(self, table: Any) -> Insert:
+        raise NotImplementedError
+
+    def lock_skipping_locked(self, statement: Select[Any]) -> Select[Any]:
+        """Let concurrent claimers pass each other (a no-op where writes serialize)."""
+        return statement
+
+    def claim_statement(self, token: str, policy: ClaimPolicy) -> Any:
+        """Pick and lease up to ``policy.limit`` events in one statement.
+
+        The pick is a CTE so that it is evaluated exactly once; the attempt is
+        counted at claim time so that an event whose workers keep dying still
+        spends its budget.
+        """
+        picked = self.lock_skipping_locked(
+            select(events.c.id)
+            .where(self.claimable(policy.ordered))
+            .order_by(*self.claim_order())
+            .limit(policy.limit)
+        ).cte("picked")
+        return (
+            update(events)
+            .where(events.c.id == picked.c.id)
+            .values(
+                locked_by=token,
+                locked_until=self.later(policy.lease_seconds),
+                attempts=events.c.attempts + 1,
+            )
+            .returning(*events.c)
+        )
+
+    # -- lifecycle ---------------------------------------------------------
+
+    async def open(self) -> None:
+        await self.ping()
+
+    async def close(self) -> None:
+        await self.engine.dispose()
+
+    @translated
+    async def ping(self) -> datetime:
+        async with self.engine.connect() as conn:
+            value = (await conn.execute(select(self.now()))).scalar_one()
+        if isinstance(value, str):
+            value = datetime.fromisoformat(value)
+        return value if value.tzinfo else value.replace(tzinfo=UTC)
+
+    def add_local_waker(self, waker: Callable[[], None]) -> None:
+        """Called after this process commits new or replayed events."""
+        self._wakers.append(waker)
+
+    def _wake_local(self) -> None:
+        for waker in self._wakers:
+            waker()
+
+    # -- publishing and reading --------------------------------------------
+
+    @translated
+    async def event_insert_many(
+        self, new_events: Sequence[NewEvent], connection: AsyncConnection | None = None
+    ) -> int:
+        if not new_events:
+            return 0
+        rows = [
+            {
+                "id": item.id,
+                "event_type": item.event_type,
+                "aggregate_id": item.aggregate_id,
+                "aggregate_type": item.aggregate_type,
+                "payload": item.payload,
+                "metadata": item.metadata,
+                "version": item.version,
+                "created_by": item.created_by,
+                "priority": item.priority,
+            }
+            for item in new_events
+        ]
+        statement = self.insert_ignoring_conflicts(events)
+        if connection is not None:
+            result = await connection.execute(statement, rows)
+            return max(result.rowcount, 0)
+        async with self.engine.begin() as conn:
+            result = await conn.execute(statement, rows)
+        self._wake_local()
+        return max(result.rowcount, 0)
+
+    @translated
+    async def event_get(self, event_id: uuid.UUID) -> Event | None:
+        async with self.engine.connect() as conn:
+            row = (
+                await conn.execute(select(events).where(events.c.id == event_id))
+            ).first()
+        return row_to_event(row) if row else None
+
+    @translated
+    async def event_list(self, query: EventFilter) -> list[Event]:
+        statement: Select[Any] = select(events)
+        if query.event_type is not None:
+            statement = statement.where(events.c.event_type == query.event_type)
+        if query.processed is not None:
+            statement = statement.where(events.c.processed == query.processed)
+        if query.outcome is not None:
+            statement = statement.where(events.c.outcome == query.outcome)
+        if query.aggregate_id is not None:
+            statement = statement.where(events.c.aggregate_id == query.aggregate_id)
+        if query.ids is not None:
+            statement = statement.where(events.c.id.in_(list(query.ids)))
+        if query.before is not None:
+            statement = statement.where(events.c.created_at < query.before)
+        statement = statement.order_by(
+            events.c.created_at.desc(), events.c.id.desc()
+        ).limit(query.limit)
+        async with self.engine.connect() as conn:
+            rows = (await conn.execute(statement)).all()
+        return [row_to_event(row) for row in rows]
+
+    # -- claiming ------------------------------------------------------------
+
+    def claimable(self, ordered: bool) -> ColumnElement[bool]:
+        """Pending, due, not leased, and (when ordered) first of its aggregate."""
+        now = self.now()
+        condition = and_(
+            events.c.processed == False,  # noqa: E712 - SQL, not Python truthiness
+            or_(events.c.next_attempt_at.is_(None), events.c.next_attempt_at <= now),
+            or_(events.c.locked_until.is_(None), events.c.locked_until < now),
+        )
+        if not ordered:
+            return condition
+        earlier = events.alias("earlier")
+        # An earlier pending event of the same aggregate (leased, waiting for a
+        # retry, or simply older) holds this one back: never two at a time,
+        # never out of created_at order.
+        blocker = exists().where(
+            earlier.c.aggregate_id == events.c.aggregate_id,
+            earlier.c.processed == False,  # noqa: E712
+            tuple_(earlier.c.created_at, earlier.c.id)
+            < tuple_(events.c.created_at, events.c.id),
+        )
+        return and_(condition, or_(events.c.aggregate_id.is_(None), ~blocker))
+
+    def claim_order(self) -> tuple[Any, ...]:
+        return (events.c.priority.desc(), events.c.created_at, events.c.id)
+
+    @translated
+    async def event_claim_many(self, token: str, policy: ClaimPolicy) -> list[Event]:
+        async with self.engine.begin() as conn:
+            rows = (await conn.execute(self.claim_statement(token, policy))).all()
+        claimed = [row_to_event(row) for row in rows]
+        claimed.sort(key=lambda e: (-e.priority, e.created_at or datetime.min, e.id))
+        return claimed
+
+    @translated
+    async def event_claim_one(
+        self, event_id: uuid.UUID, token: str, policy: ClaimPolicy
+    ) -> Event:
+        statement = (
+            update(events)
+            .where(events.c.id == event_id, self.claimable(policy.ordered))
+            .values(
+                locked_by=token,
+                locked_until=self.later(policy.lease_seconds),
+                attempts=events.c.attempts + 1,
+                next_attempt_at=None,
+            )
+            .returning(*events.c)
+        )
+        async with self.engine.begin() as conn:
+            row = (await conn.execute(statement)).first()
+            if row is not None:
+                return row_to_event(row)
+            current = (
+                await conn.execute(select(events).where(events.c.id == event_id))
+            ).first()
+            if current is None:
+                raise NotFound("Event not found")
+            event = row_to_event(current)
+            now = (await conn.execute(select(self.now()))).scalar_one()
+        if event.processed:
+            raise Conflict("Event already processed")
+        if event.locked_until is not None and event.locked_until >= _aware(now):
+            raise Conflict(f"Event is being processed by {event.locked_by}")
+        raise Conflict("Event is waiting behind an earlier event of its aggregate")
+
+    # -- write-backs (all fenced on the claim's token) --------------------------
+
+    def _completion_values(self, outcome: Outcome) -> dict[str, Any]:
+        return {
+            "processed": True,
+            "outcome": outcome.value,
+            "processed_at": self.now(),
+            "locked_by": None,
+            "locked_until": None,
+            "next_attempt_at": None,
+            "metadata": self.merged_metadata(
+                {"processed_at": self.now(), "processed_by": self.worker_name}
+            ),
+        }
+
+    @translated
+    async def event_complete_many(self, completions: Sequence[Completion]) -> int:
+        by_outcome: dict[Outcome, list[Lease]] = {}
+        for completion in completions:
+            by_outcome.setdefault(completion.outcome, []).append(completion.lease)
+        done = 0
+        async with self.engine.begin() as conn:
+            for outcome, leases in by_outcome.items():
+                for chunk in _chunks(leases):
+                    result = await conn.execute(
+                        update(events)
+                        .where(self.fenced(chunk))
+                        .values(**self._completion_values(outcome))
+                    )
+                    done += result.rowcount
+        return done
+
+    @asynccontextmanager
+    async def event_transaction(
+        self, completion: Completion
+    ) -> AsyncIterator[AsyncConnection]:
+        """A transaction that holds the event's row and completes it on exit.
+
+        The fence is taken first, so another worker cannot claim the event
+        while the handler runs; if the lease was already lost, LeaseLost is
+        raised before the handler starts. Leaving the block by an exception
+        rolls back everything the handler wrote.
+        """
+        async with _translated_cm(), self.engine.begin() as conn:
+            held = await conn.execute(
+                update(events)
+                .where(self.fenced([completion.lease]))
+                .values(locked_until=events.c.locked_until)
+            )
+            if held.rowcount != 1:
+                raise LeaseLost(f"lease on {completion.lease.event_id} was lost")
+            yield conn
+            await conn.execute(
+                update(events)
+                .where(self.fenced([completion.lease]))
+                .values(**self._completion_values(completion.outcome))
+            )
+
+    @translated
+    async def event_retry_many(self, failures: Sequence[Failure]) -> int:
+        done = 0
+        async with self.engine.begin() as conn:
+            for failure in failures:
+                values: dict[str, Any] = {
+                    "locked_by": None,
+                    "locked_until": None,
+                    "next_attempt_at": self.later(failure.delay_seconds),
+                }
+                if failure.counted:
+                    values["metadata"] = self.merged_metadata(
+                        {
+                            "retry_count": failure.attempt,
+                            "last_error": failure.error[:2000],
+                            "last_error_at": self.now(),
+                        }
+                    )
+                else:
+                    values["attempts"] = events.c.attempts - 1
+                result = await conn.execute(
+                    update(events).where(self.fenced([failure.lease])).values(**values)
+                )
+                done += result.rowcount
+        return done
+
+    @translated
+    async def event_dead_letter_many(self, burials: Sequence[Burial]) -> int:
+        """Close each event and insert its dead letter in one transaction."""
+        done = 0
+        async with self.engine.begin() as conn:
+            for burial in burials:
+                closed = await conn.execute(
+                    update(events)
+                    .where(self.fenced([burial.lease]))
+                    .values(
+                        **self._completion_values(Outcome.DEAD_LETTERED)
+                        | {
+                            "metadata": self.merged_metadata(
+                                {
+                                    "retry_count": burial.retry_count,
+                                    "last_error": burial.error_message[:2000],
+                                    "last_error_at": self.now(),
+                                    "processed_at": self.now(),
+                                    "processed_by": self.worker_name,
+                                    "dead_lettered": True,
+                                }
+                            )
+                        }
+                    )
+                )
+                if closed.rowcount != 1:
+                    continue
+                event = burial.event
+                await conn.execute(
+                    dead_letters.insert().values(
+                        id=uuid.uuid4(),
+                        event_id=event.id,
+                        event_type=event.event_type,
+                        payload=event.payload,
+                        error_message=burial.error_message,
+                        retry_count=burial.retry_count,
+                        original_created_at=event.created_at or self.now(),
+                        created_at=self.now(),
+                        error_detail=burial.error_detail,
+                        handler=burial.handler,
+                    )
+                )
+                done += 1
+        return done
+
+    @translated
+    async def event_release_many(self, leases: Sequence[Lease]) -> int:
+        """Give claims back unfinished (shutdown): the attempt is not spent."""
+        done = 0
+        async with self.engine.begin() as conn:
+            for chunk in _chunks(leases):
+                result = await conn.execute(
+                    update(events)
+                    .where(self.fenced(chunk))
+                    .values(
+                        locked_by=None,
+                        locked_until=None,
+                        attempts=events.c.attempts - 1,
+                    )
+                )
+                done += result.rowcount
+        if done:
+            self._wake_local()
+        return done
+
+    @translated
+    async def event_renew_leases(
+        self, leases: Sequence[Lease], lease_seconds: float
+    ) -> set[uuid.UUID]:
+        renewed: set[uuid.UUID] = set()
+        async with self.engine.begin() as conn:
+            for chunk in _chunks(leases):
+                result = await conn.execute(
+                    update(events)
+                    .where(self.fenced(chunk))
+                    .values(locked_until=self.later(lease_seconds))
+                    .returning(events.c.id)
+                )
+                renewed.update(result.scalars().all())
+        return renewed
+
+    @translated
+    async def event_replay(self, event_ids: Sequence[uuid.UUID]) -> int:
+        """Make processed events pending again, with a fresh retry budget."""
+        done = 0
+        async with self.engine.begin() as conn:
+            for chunk in _chunks(list(event_ids)):
+                result = await conn.execute(
+                    update(events)
+                    .where(events.c.id.in_(chunk), events.c.processed == True)  # noqa: E712
+                    .values(
+                        processed=False,
+                        metadata=self.merged_metadata(
+                            {"replayed": True, "replayed_at": self.now()}
+                        ),
+                    )
+                )
+                done += result.rowcount
+                await conn.execute(
+                    update(dead_letters)
+                    .where(
+                        dead_letters.c.event_id.in_(chunk),
+                        dead_letters.c.replayed_at.is_(None),
+                    )
+                    .values(replayed_at=self.now())
+                )
+        if done:
+            self._wake_local()
+        return done
+
+    # -- dead letters and stats ------------------------------------------------
+
+    @translated
+    async def dead_letter_list(self, limit: int = 100) -> list[DeadLetter]:
+        async with self.engine.connect() as conn:
+            rows = (
+                await conn.execute(
+                    select(dead_letters)
+                    .order_by(dead_letters.c.created_at.desc())
+                    .limit(limit)
+                )
+            ).all()
+        return [row_to_dead_letter(row) for row in rows]
+
+    @translated
+    async def dead_letter_delete(self, ids: Sequence[uuid.UUID]) -> int:
+        async with self.engine.begin() as conn:
+            result = await conn.execute(
+                delete(dead_letters).where(dead_letters.c.id.in_(list(ids)))
+            )
+        return result.rowcount
+
+    @translated
+    async def stats_snapshot(self) -> StoreStats:
+        now = self.now()
+        pending = events.c.processed == False  # noqa: E712
+        statement = select(
+            func.count().filter(pending),
+            func.count().filter(
+                pending,
+                or_(events.c.next_attempt_at.is_(None), events.c.next_attempt_at <= now),
+                or_(events.c.locked_until.is_(None), events.c.locked_until < now),
+            ),
+            func.count().filter(pending, events.c.locked_until >= now),
+            func.min(events.c.created_at).filter(pending),
+        ).where(pending)
+        async with self.engine.connect() as conn:
+            backlog, due, in_flight, oldest = (await conn.execute(statement)).one()
+            dead = (
+                await conn.execute(select(func.count()).select_from(dead_letters))
+            ).scalar_one()
+            db_now = (await conn.execute(select(now))).scalar_one()
+        return StoreStats(
+            backlog=backlog,
+            due=due,
+            in_flight=in_flight,
+            oldest_pending_at=_aware(oldest) if oldest is not None else None,
+            dead_letters=dead,
+            database_now=_aware(db_now),
+        )
+
+
+def _aware(value: Any) -> datetime:
+    if isinstance(value, str):
+        value = datetime.fromisoformat(value)
+    assert isinstance(value, datetime)
+    return value if value.tzinfo else value.replace(tzinfo=UTC)
+
+
+@asynccontextmanager
+async def _translated_cm() -> AsyncIterator[None]:
+    try:
+        yield
+    except StoreError:
+        raise
+    except _UNAVAILABLE as exc:
+        raise StoreUnavailable(f"database unavailable: {_first_line(exc)}") from exc
+    except sa_exc.DBAPIError as exc:
+        if exc.connection_invalidated:
+            raise StoreUnavailable(f"database connection lost: {_first_line(exc)}") from exc
+        raise StoreError(f"database error: {_first_line(exc)}") from exc
+
