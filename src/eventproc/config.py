@@ -108,9 +108,7 @@ class Settings(BaseSettings):
         schemes = ("postgresql", "postgres", "sqlite")
         scheme = value.split(":", 1)[0].split("+", 1)[0]
         if scheme not in schemes:
-            raise ValueError(
-                "must start with postgresql:// (or postgres://) or sqlite:///"
-            )
+            raise ValueError("must start with postgresql:// (or postgres://) or sqlite:///")
         return value
 
     @property

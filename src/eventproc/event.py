@@ -9,7 +9,6 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
 
-
 _uuid7_lock = threading.Lock()
 _uuid7_last = [0, 0]  # [unix ms, counter within that ms]
 

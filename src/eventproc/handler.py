@@ -25,7 +25,14 @@ class HandlerContext:
     through ``publish``, commit exactly once together with the outcome.
     """
 
-    __slots__ = ("_connection", "_publisher", "attempt", "event", "payload", "worker_id")
+    __slots__ = (
+        "_connection",
+        "_publisher",
+        "attempt",
+        "event",
+        "payload",
+        "worker_id",
+    )
 
     def __init__(
         self,

@@ -1,13 +1,17 @@
 """Registry: event type -> the handler that processes it."""
 
 import importlib
-from collections.abc import Callable, Iterator
+from typing import Any
+from collections.abc import Awaitable, Callable, Iterator
 from dataclasses import dataclass
 
 from pydantic import BaseModel
 
 from eventproc.errors import ConfigError, RegistryError
 from eventproc.handler import HandlerFunc
+
+# Receives an open SQLAlchemy AsyncConnection inside the migration transaction.
+SchemaHook = Callable[[Any], Awaitable[None]]
 
 
 @dataclass(frozen=True, slots=True)
@@ -29,6 +33,17 @@ class Registry:
 
     def __init__(self) -> None:
         self._handlers: dict[str, Handler] = {}
+        self.schema_hooks: list[SchemaHook] = []
+
+    def on_migrate(self, hook: SchemaHook) -> SchemaHook:
+        """Register ``async def hook(connection)`` to create a pack's own tables.
+
+        It runs after eventproc's own schema, inside the same transaction, on
+        every ``eventproc migrate`` and service start, so it must be
+        idempotent (create what is absent, leave what is present).
+        """
+        self.schema_hooks.append(hook)
+        return hook
 
     def handler(
         self,
@@ -84,6 +99,7 @@ class Registry:
 
     def include(self, other: "Registry") -> None:
         """Add every handler of ``other`` (e.g. a pack) to this registry."""
+        self.schema_hooks.extend(other.schema_hooks)
         for entry in other:
             self.register(
                 entry.event_type,

@@ -6,7 +6,6 @@ import json
 import logging
 from collections.abc import Callable, Sequence
 from datetime import datetime, timedelta
-from importlib import resources
 from typing import Any, final
 
 from sqlalchemy import (
@@ -30,7 +29,7 @@ from sqlalchemy.engine import URL, make_url
 from sqlalchemy.ext.asyncio import AsyncConnection, create_async_engine
 
 from eventproc.event import NewEvent
-from eventproc.store.protocol import Capabilities, Lease
+from eventproc.store.protocol import Capabilities, Lease, SchemaHook
 from eventproc.store.schema import events
 from eventproc.store.sqlstore import SqlStore, translated
 from eventproc.store.types import UTCDateTime
@@ -91,9 +90,7 @@ class PostgresStore(SqlStore):
             pool_recycle=1800,
         )
         super().__init__(engine, worker_name=worker_name)
-        self.capabilities = Capabilities(
-            listen=True, skip_locked=True, cross_process_wakeups=True
-        )
+        self.capabilities = Capabilities(listen=True, skip_locked=True, cross_process_wakeups=True)
         self.url_for_display = self.url.render_as_string(hide_password=True)
 
     # -- dialect hooks -------------------------------------------------------
@@ -102,9 +99,7 @@ class PostgresStore(SqlStore):
         return func.now(type_=UTCDateTime())
 
     def later(self, seconds: float) -> ColumnElement[datetime]:
-        return func.now(type_=UTCDateTime()) + literal(
-            timedelta(seconds=seconds), Interval()
-        )
+        return func.now(type_=UTCDateTime()) + literal(timedelta(seconds=seconds), Interval())
 
     def merged_metadata(self, patch: dict[str, Any]) -> ColumnElement[Any]:
         pairs: list[Any] = []
@@ -165,8 +160,11 @@ class PostgresStore(SqlStore):
     # -- schema ----------------------------------------------------------------
 
     @translated
-    async def migrate(self) -> None:
-        """Upgrade to Alembic head; concurrent starters wait on an advisory lock."""
+    async def migrate(self, hooks: Sequence[SchemaHook] = ()) -> None:
+        """Upgrade to Alembic head, then run the packs' schema hooks.
+
+        Concurrent starters (a rolling deploy) wait on an advisory lock.
+        """
         from eventproc.store.migrations import upgrade
 
         async with self.engine.begin() as conn:
@@ -174,6 +172,8 @@ class PostgresStore(SqlStore):
                 text("SELECT pg_advisory_xact_lock(:key)"), {"key": MIGRATION_LOCK_KEY}
             )
             await conn.run_sync(upgrade)
+            for hook in hooks:
+                await hook(conn)
 
     # -- wake-ups ----------------------------------------------------------------
 
@@ -202,7 +202,7 @@ class PostgresStore(SqlStore):
                     await asyncio.wait_for(connection.fetchval("SELECT 1"), timeout=10)
             except asyncio.CancelledError:
                 raise
-            except Exception as exc:  # noqa: BLE001 - any failure means reconnect
+            except Exception as exc:
                 logger.warning(
                     "Listener connection lost (%s); reconnecting in %.1fs",
                     str(exc).splitlines()[0] if str(exc) else type(exc).__name__,

@@ -6,7 +6,7 @@ check of the URL in the caller.
 """
 
 import uuid
-from collections.abc import Callable, Sequence
+from collections.abc import Awaitable, Callable, Sequence
 from contextlib import AbstractAsyncContextManager
 from dataclasses import dataclass, field
 from datetime import datetime
@@ -15,6 +15,9 @@ from typing import Protocol
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from eventproc.event import DeadLetter, Event, NewEvent, Outcome
+
+
+SchemaHook = Callable[[AsyncConnection], Awaitable[None]]
 
 
 @dataclass(frozen=True, slots=True)
@@ -106,7 +109,7 @@ class Store(Protocol):
 
     async def open(self) -> None: ...
     async def close(self) -> None: ...
-    async def migrate(self) -> None: ...
+    async def migrate(self, hooks: Sequence[SchemaHook] = ()) -> None: ...
     async def ping(self) -> datetime: ...
 
     async def event_insert_many(

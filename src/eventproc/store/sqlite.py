@@ -7,7 +7,7 @@ writers are seen by polling.
 """
 
 import asyncio
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from datetime import datetime
 from pathlib import Path
 from typing import Any, final
@@ -17,7 +17,7 @@ from sqlalchemy.dialects import sqlite
 from sqlalchemy.engine import URL, make_url
 from sqlalchemy.ext.asyncio import create_async_engine
 
-from eventproc.store.protocol import Capabilities
+from eventproc.store.protocol import Capabilities, SchemaHook
 from eventproc.store.schema import events, metadata
 from eventproc.store.sqlstore import SqlStore, translated
 from eventproc.store.types import UTCDateTime
@@ -86,10 +86,12 @@ class SqliteStore(SqlStore):
         return sqlite.insert(table).on_conflict_do_nothing(index_elements=["id"])
 
     @translated
-    async def migrate(self) -> None:
+    async def migrate(self, hooks: Sequence[SchemaHook] = ()) -> None:
         async with self.engine.begin() as conn:
             await conn.run_sync(metadata.create_all)
             await conn.exec_driver_sql(REPLAY_TRIGGER)
+            for hook in hooks:
+                await hook(conn)
 
     async def listen(self, on_wake: Callable[[], None]) -> None:
         """No cross-process notifications on SQLite: in-process wakers and polling."""

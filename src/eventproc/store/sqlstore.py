@@ -72,9 +72,7 @@ def translated(
             raise StoreUnavailable(f"database unavailable: {_first_line(exc)}") from exc
         except sa_exc.DBAPIError as exc:
             if exc.connection_invalidated:
-                raise StoreUnavailable(
-                    f"database connection lost: {_first_line(exc)}"
-                ) from exc
+                raise StoreUnavailable(f"database connection lost: {_first_line(exc)}") from exc
             raise StoreError(f"database error: {_first_line(exc)}") from exc
         except sa_exc.SQLAlchemyError as exc:
             raise StoreError(f"database error: {_first_line(exc)}") from exc
@@ -195,9 +193,7 @@ class SqlStore:
     async def ping(self) -> datetime:
         async with self.engine.connect() as conn:
             value = (await conn.execute(select(self.now()))).scalar_one()
-        if isinstance(value, str):
-            value = datetime.fromisoformat(value)
-        return value if value.tzinfo else value.replace(tzinfo=UTC)
+        return _aware(value)
 
     def add_local_waker(self, waker: Callable[[], None]) -> None:
         """Called after this process commits new or replayed events."""
@@ -241,9 +237,7 @@ class SqlStore:
     @translated
     async def event_get(self, event_id: uuid.UUID) -> Event | None:
         async with self.engine.connect() as conn:
-            row = (
-                await conn.execute(select(events).where(events.c.id == event_id))
-            ).first()
+            row = (await conn.execute(select(events).where(events.c.id == event_id))).first()
         return row_to_event(row) if row else None
 
     @translated
@@ -261,9 +255,9 @@ class SqlStore:
             statement = statement.where(events.c.id.in_(list(query.ids)))
         if query.before is not None:
             statement = statement.where(events.c.created_at < query.before)
-        statement = statement.order_by(
-            events.c.created_at.desc(), events.c.id.desc()
-        ).limit(query.limit)
+        statement = statement.order_by(events.c.created_at.desc(), events.c.id.desc()).limit(
+            query.limit
+        )
         async with self.engine.connect() as conn:
             rows = (await conn.execute(statement)).all()
         return [row_to_event(row) for row in rows]
@@ -287,8 +281,7 @@ class SqlStore:
         blocker = exists().where(
             earlier.c.aggregate_id == events.c.aggregate_id,
             earlier.c.processed == False,  # noqa: E712
-            tuple_(earlier.c.created_at, earlier.c.id)
-            < tuple_(events.c.created_at, events.c.id),
+            tuple_(earlier.c.created_at, earlier.c.id) < tuple_(events.c.created_at, events.c.id),
         )
         return and_(condition, or_(events.c.aggregate_id.is_(None), ~blocker))
 
@@ -304,9 +297,7 @@ class SqlStore:
         return claimed
 
     @translated
-    async def event_claim_one(
-        self, event_id: uuid.UUID, token: str, policy: ClaimPolicy
-    ) -> Event:
+    async def event_claim_one(self, event_id: uuid.UUID, token: str, policy: ClaimPolicy) -> Event:
         statement = (
             update(events)
             .where(events.c.id == event_id, self.claimable(policy.ordered))
@@ -322,9 +313,7 @@ class SqlStore:
             row = (await conn.execute(statement)).first()
             if row is not None:
                 return row_to_event(row)
-            current = (
-                await conn.execute(select(events).where(events.c.id == event_id))
-            ).first()
+            current = (await conn.execute(select(events).where(events.c.id == event_id))).first()
             if current is None:
                 raise NotFound("Event not found")
             event = row_to_event(current)
@@ -368,9 +357,7 @@ class SqlStore:
         return done
 
     @asynccontextmanager
-    async def event_transaction(
-        self, completion: Completion
-    ) -> AsyncIterator[AsyncConnection]:
+    async def event_transaction(self, completion: Completion) -> AsyncIterator[AsyncConnection]:
         """A transaction that holds the event's row and completes it on exit.
 
         The fence is taken first, so another worker cannot claim the event
@@ -536,9 +523,7 @@ class SqlStore:
         async with self.engine.connect() as conn:
             rows = (
                 await conn.execute(
-                    select(dead_letters)
-                    .order_by(dead_letters.c.created_at.desc())
-                    .limit(limit)
+                    select(dead_letters).order_by(dead_letters.c.created_at.desc()).limit(limit)
                 )
             ).all()
         return [row_to_dead_letter(row) for row in rows]
@@ -567,9 +552,7 @@ class SqlStore:
         ).where(pending)
         async with self.engine.connect() as conn:
             backlog, due, in_flight, oldest = (await conn.execute(statement)).one()
-            dead = (
-                await conn.execute(select(func.count()).select_from(dead_letters))
-            ).scalar_one()
+            dead = (await conn.execute(select(func.count()).select_from(dead_letters))).scalar_one()
             db_now = (await conn.execute(select(now))).scalar_one()
         return StoreStats(
             backlog=backlog,
@@ -600,4 +583,3 @@ async def _translated_cm() -> AsyncIterator[None]:
         if exc.connection_invalidated:
             raise StoreUnavailable(f"database connection lost: {_first_line(exc)}") from exc
         raise StoreError(f"database error: {_first_line(exc)}") from exc
-

@@ -4,7 +4,7 @@ import uuid
 from datetime import UTC, datetime
 from typing import Any
 
-from sqlalchemy import JSON, CHAR, DateTime, String
+from sqlalchemy import CHAR, JSON, DateTime, String
 from sqlalchemy.dialects import postgresql
 from sqlalchemy.engine import Dialect
 from sqlalchemy.ext.compiler import compiles
@@ -74,20 +74,21 @@ class UTCDateTime(TypeDecorator[datetime]):
             value = datetime.fromisoformat(value)
         if value.tzinfo is None:
             value = value.replace(tzinfo=UTC)
+        assert isinstance(value, datetime)
         return value
 
 
-class utc_now(FunctionElement[datetime]):  # noqa: N801 - reads as SQL
+class utc_now(FunctionElement[datetime]):
     """The database clock as a column default, in each backend's own form."""
 
     type = DateTime(timezone=True)
     inherit_cache = True
 
 
-class new_uuid(FunctionElement[uuid.UUID]):  # noqa: N801 - reads as SQL
+class new_uuid(FunctionElement[uuid.UUID]):
     """A random uuid as a column default, for rows inserted by plain SQL."""
 
-    type = CHAR(36)
+    type = GUID()
     inherit_cache = True
 
 

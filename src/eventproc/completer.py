@@ -1,0 +1,120 @@
+"""Write results back in batches: one statement per kind per flush.
+
+Results that arrive while a flush is running wait for the next one, so the
+batch size grows with load and an idle worker flushes at once. A flush that
+fails because the database is away keeps its results and tries again; the
+leases may expire meanwhile, and then the events simply run again (delivery
+is at least once).
+"""
+
+import asyncio
+import logging
+from collections.abc import Callable
+
+from eventproc.dispatch import Committed, WriteBack
+from eventproc.errors import StoreError, StoreUnavailable
+from eventproc.event import Outcome
+from eventproc.metrics import Metrics
+from eventproc.stats import Stats
+from eventproc.store.protocol import Burial, Completion, Failure, Store
+
+logger = logging.getLogger("eventproc.completer")
+
+MAX_BACKOFF_SECONDS = 5.0
+
+
+class Completer:
+    def __init__(
+        self,
+        store: Store,
+        stats: Stats,
+        metrics: Metrics,
+        *,
+        on_flushed: Callable[[], None] = lambda: None,
+    ) -> None:
+        self.store = store
+        self.stats = stats
+        self.metrics = metrics
+        self.on_flushed = on_flushed
+        self._completions: list[Completion] = []
+        self._failures: list[Failure] = []
+        self._burials: list[Burial] = []
+        self._committed = 0
+        self._ready = asyncio.Event()
+        self._idle = asyncio.Event()
+        self._idle.set()
+
+    @property
+    def pending(self) -> int:
+        return len(self._completions) + len(self._failures) + len(self._burials)
+
+    def add(self, result: WriteBack) -> None:
+        if isinstance(result, Committed):
+            self._committed += 1
+        elif isinstance(result, Completion):
+            self._completions.append(result)
+        elif isinstance(result, Failure):
+            self._failures.append(result)
+        else:
+            self._burials.append(result)
+        self._idle.clear()
+        self._ready.set()
+
+    async def run(self) -> None:
+        """Flush whenever something is waiting, until cancelled."""
+        backoff = 0.1
+        while True:
+            await self._ready.wait()
+            self._ready.clear()
+            if await self.flush():
+                backoff = 0.1
+            else:
+                await asyncio.sleep(backoff)
+                backoff = min(backoff * 2, MAX_BACKOFF_SECONDS)
+                self._ready.set()
+
+    async def wait_idle(self) -> None:
+        await self._idle.wait()
+
+    async def flush(self) -> bool:
+        """Write everything buffered; False if the database refused (kept for later)."""
+        completions, self._completions = self._completions, []
+        failures, self._failures = self._failures, []
+        burials, self._burials = self._burials, []
+        committed, self._committed = self._committed, 0
+        try:
+            if completions:
+                await self.store.event_complete_many(completions)
+            if failures:
+                await self.store.event_retry_many(failures)
+            if burials:
+                await self.store.event_dead_letter_many(burials)
+        except StoreUnavailable as exc:
+            # Everything goes back: the statements that did commit are fenced
+            # and idempotent (a second completion of a completed row matches
+            # nothing).
+            self.metrics.store_errors.labels("complete").inc()
+            logger.error("Could not write results back, will retry: %s", exc)
+            self._completions[:0] = completions
+            self._failures[:0] = failures
+            self._burials[:0] = burials
+            self._committed += committed
+            return False
+        except StoreError as exc:
+            # Not a connectivity problem: the same rows would fail the same
+            # way. Their leases expire and the events run again.
+            self.metrics.store_errors.labels("complete").inc()
+            lost = len(completions) + len(failures) + len(burials)
+            logger.error("Dropping %d results after a database error: %s", lost, exc)
+        else:
+            skipped = sum(1 for c in completions if c.outcome is Outcome.SKIPPED)
+            self.stats.record(
+                succeeded=len(completions) - skipped + committed,
+                skipped=skipped,
+                failed=sum(1 for f in failures if f.counted),
+                dead=len(burials),
+            )
+        if not self.pending:
+            self._idle.set()
+        self.on_flushed()
+        return True

@@ -1,0 +1,222 @@
+"""Run one claimed event through its handler and decide what happens next.
+
+Returns the write-back for the completer; never writes it itself, except for
+transactional handlers, whose completion commits with their own writes.
+"""
+
+import asyncio
+import logging
+import time
+import traceback
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+from pydantic import ValidationError
+from sqlalchemy.ext.asyncio import AsyncConnection
+
+from eventproc.errors import LeaseLost, PermanentError, RetryLater
+from eventproc.event import Event, NewEvent, Outcome
+from eventproc.handler import HandlerContext
+from eventproc.metrics import Metrics
+from eventproc.registry import Handler, Registry
+from eventproc.retry import RetryPolicy
+from eventproc.store.protocol import Burial, Completion, Failure, Lease, Store
+
+logger = logging.getLogger("eventproc.dispatch")
+
+
+@dataclass(frozen=True, slots=True)
+class Committed:
+    """A transactional handler already committed its event as succeeded."""
+
+    lease: Lease
+
+
+WriteBack = Completion | Failure | Burial | Committed
+
+
+class Dispatcher:
+    def __init__(
+        self,
+        registry: Registry,
+        store: Store,
+        *,
+        retry: RetryPolicy,
+        timeout_seconds: float,
+        worker_id: str,
+        metrics: Metrics,
+    ) -> None:
+        self.registry = registry
+        self.store = store
+        self.retry = retry
+        self.timeout_seconds = timeout_seconds
+        self.worker_id = worker_id
+        self.metrics = metrics
+
+    async def run(self, event: Event) -> WriteBack | None:
+        """Handle ``event``; ``None`` means the lease was lost (nothing to write)."""
+        lease = Lease.of(event)
+        attempt = event.attempts
+        if attempt > self.retry.max_retries:
+            return self._bury(
+                event,
+                lease,
+                f"claimed {attempt} times without finishing: its workers died or "
+                "lost their lease while handling it",
+                handler=None,
+            )
+        handler = self.registry.get(event.event_type)
+        if handler is None:
+            logger.warning(
+                "No handler registered for event type: %s",
+                event.event_type,
+                extra=_fields(event, action="skipped"),
+            )
+            self.metrics.events.labels(event.event_type, "skipped").inc()
+            return Completion(lease, Outcome.SKIPPED)
+        try:
+            payload = (
+                handler.payload_model.model_validate(event.payload)
+                if handler.payload_model is not None
+                else event.payload
+            )
+        except ValidationError as exc:
+            return self._bury(
+                event,
+                lease,
+                f"Invalid payload for {event.event_type}: {_fields_of(exc)}",
+                handler=handler,
+            )
+        return await self._call(event, lease, handler, payload)
+
+    async def _call(
+        self, event: Event, lease: Lease, handler: Handler, payload: object
+    ) -> WriteBack | None:
+        started = time.perf_counter()
+        timeout = handler.timeout_seconds or self.timeout_seconds
+        try:
+            async with asyncio.timeout(timeout):
+                if handler.transactional:
+                    async with self.store.event_transaction(Completion(lease)) as conn:
+                        await handler.func(event, self._context(event, payload, conn))
+                    result: WriteBack = Committed(lease)
+                else:
+                    await handler.func(event, self._context(event, payload, None))
+                    result = Completion(lease)
+        except asyncio.CancelledError:
+            raise
+        except LeaseLost:
+            logger.warning(
+                "Lease lost; another worker owns the event now, result dropped",
+                extra=_fields(event, action="lease_lost"),
+            )
+            return None
+        except PermanentError as exc:
+            return self._bury(event, lease, str(exc) or type(exc).__name__, handler, exc)
+        except RetryLater as exc:
+            logger.info(
+                "Event rescheduled in %.1fs: %s",
+                exc.delay_seconds,
+                exc.reason,
+                extra=_fields(event, action="rescheduled"),
+            )
+            self.metrics.events.labels(event.event_type, "rescheduled").inc()
+            return Failure(lease, exc.delay_seconds, exc.reason, event.attempts, counted=False)
+        except TimeoutError as exc:
+            return self._fail(event, lease, handler, f"handler timed out after {timeout:g}s", exc)
+        except Exception as exc:
+            message = str(exc) or type(exc).__name__
+            return self._fail(event, lease, handler, f"{type(exc).__name__}: {message}", exc)
+        duration = time.perf_counter() - started
+        self.metrics.handler_seconds.labels(event.event_type).observe(duration)
+        self.metrics.events.labels(event.event_type, "succeeded").inc()
+        if logger.isEnabledFor(logging.INFO):
+            logger.info(
+                "Event processed",
+                extra=_fields(event, action="succeeded", duration_ms=round(duration * 1000, 2)),
+            )
+        return result
+
+    def _context(
+        self, event: Event, payload: object, connection: AsyncConnection | None
+    ) -> HandlerContext:
+        return HandlerContext(
+            event,
+            payload,
+            attempt=event.attempts,
+            worker_id=self.worker_id,
+            publisher=self._publish,
+            connection=connection,
+        )
+
+    async def _publish(
+        self, events: Sequence[NewEvent], connection: AsyncConnection | None
+    ) -> None:
+        await self.store.event_insert_many(events, connection)
+
+    def _fail(
+        self,
+        event: Event,
+        lease: Lease,
+        handler: Handler,
+        message: str,
+        exc: BaseException,
+    ) -> WriteBack:
+        if self.retry.exhausted(event.attempts):
+            return self._bury(
+                event,
+                lease,
+                f"{message} (failed {event.attempts} times, MAX_RETRIES={self.retry.max_retries})",
+                handler,
+                exc,
+            )
+        delay = self.retry.delay_ms(event.attempts) / 1000
+        logger.warning(
+            "Handler failed, retrying in %.3fs: %s",
+            delay,
+            message,
+            extra=_fields(event, action="retry"),
+        )
+        self.metrics.events.labels(event.event_type, "retried").inc()
+        return Failure(lease, delay, message, event.attempts)
+
+    def _bury(
+        self,
+        event: Event,
+        lease: Lease,
+        message: str,
+        handler: Handler | None,
+        exc: BaseException | None = None,
+    ) -> Burial:
+        logger.error(
+            "Event dead-lettered: %s",
+            message,
+            extra=_fields(event, action="dead_lettered"),
+        )
+        self.metrics.events.labels(event.event_type, "dead_lettered").inc()
+        detail = "".join(traceback.format_exception(exc)) if exc is not None else None
+        return Burial(
+            lease,
+            event,
+            message,
+            retry_count=event.attempts,
+            error_detail=detail,
+            handler=handler.name if handler else None,
+        )
+
+
+def _fields(event: Event, **extra: object) -> dict[str, object]:
+    return {
+        "event_id": str(event.id),
+        "event_type": event.event_type,
+        "attempt": event.attempts,
+        **extra,
+    }
+
+
+def _fields_of(exc: ValidationError) -> str:
+    parts = []
+    for error in exc.errors():
+        where = ".".join(str(part) for part in error["loc"]) or "payload"
+        parts.append(f"{where}: {error['msg']}")
+    return "; ".join(parts)

@@ -1,0 +1,335 @@
+"""The loop: wake, claim what free slots allow, dispatch, hand results on.
+
+Wakes on NOTIFY (or an in-process publish), on a jittered poll, on a freed
+slot after a full claim, and when a retry it scheduled falls due. Never
+writes SQL: the store does; never decides retries: the dispatcher does.
+"""
+
+import asyncio
+import contextlib
+import itertools
+import logging
+import os
+import random
+import socket
+import time
+import uuid
+from dataclasses import dataclass, field
+
+from eventproc.completer import Completer
+from eventproc.dispatch import Dispatcher, WriteBack
+from eventproc.errors import StoreError, StoreUnavailable
+from eventproc.event import Event
+from eventproc.metrics import Metrics
+from eventproc.processor_config import ProcessorConfig
+from eventproc.registry import Registry
+from eventproc.stats import Stats
+from eventproc.store.protocol import ClaimPolicy, Failure, Lease, Store
+
+logger = logging.getLogger("eventproc.processor")
+
+MAX_OUTAGE_BACKOFF_SECONDS = 30.0
+POLL_JITTER = 0.1
+
+
+def default_worker_id() -> str:
+    return f"{socket.gethostname()[:40]}-{os.getpid()}-{uuid.uuid4().hex[:6]}"
+
+
+@dataclass
+class Signals:
+    """Test hooks: awaitable moments instead of sleeps."""
+
+    claimed: asyncio.Event = field(default_factory=asyncio.Event)
+    flushed: asyncio.Event = field(default_factory=asyncio.Event)
+    idle: asyncio.Event = field(default_factory=asyncio.Event)
+
+
+class Processor:
+    def __init__(
+        self,
+        store: Store,
+        registry: Registry,
+        config: ProcessorConfig | None = None,
+        *,
+        stats: Stats | None = None,
+        metrics: Metrics | None = None,
+        worker_id: str | None = None,
+    ) -> None:
+        self.store = store
+        self.registry = registry
+        self.config = config or ProcessorConfig()
+        self.stats = stats or Stats()
+        self.metrics = metrics or Metrics()
+        self.worker_id = worker_id or default_worker_id()
+        self.signals = Signals()
+        self.dispatcher = Dispatcher(
+            registry,
+            store,
+            retry=self.config.retry,
+            timeout_seconds=self.config.handler_timeout_seconds,
+            worker_id=self.worker_id,
+            metrics=self.metrics,
+        )
+        self.completer = Completer(store, self.stats, self.metrics, on_flushed=self._flushed)
+        self.database_ok = True
+        self.last_error: str | None = None
+        self._tokens = itertools.count(1)
+        self._in_flight: dict[asyncio.Task[None], Event] = {}
+        self._wakeup = asyncio.Event()
+        self._claim_requested = True
+        self._more_available = False
+        self._stopping = asyncio.Event()
+        self._next_due: float | None = None
+        self._running = False
+
+    # -- public control ------------------------------------------------------
+
+    def wake(self) -> None:
+        """Something may be claimable now (NOTIFY, publish, replay, trigger)."""
+        self._claim_requested = True
+        self._wakeup.set()
+
+    def stop(self) -> None:
+        """Stop claiming; ``run`` then drains in-flight handlers within the grace."""
+        self._stopping.set()
+        self._wakeup.set()
+
+    @property
+    def in_flight(self) -> int:
+        return len(self._in_flight)
+
+    @property
+    def running(self) -> bool:
+        return self._running
+
+    def policy(self, limit: int) -> ClaimPolicy:
+        return ClaimPolicy(
+            lease_seconds=self.config.lease_seconds,
+            ordered=self.config.ordered,
+            limit=limit,
+        )
+
+    def next_token(self) -> str:
+        return f"{self.worker_id}:{next(self._tokens)}"
+
+    async def process_event(self, event_id: uuid.UUID) -> Event:
+        """Claim one event now (manual trigger) and handle it in the background.
+
+        Raises NotFound or Conflict (already processed, leased, or waiting
+        behind an earlier event of its aggregate).
+        """
+        event = await self.store.event_claim_one(event_id, self.next_token(), self.policy(1))
+        self._start(event)
+        return event
+
+    async def process_batch(self) -> int:
+        """Claim one batch now (manual trigger); handlers run in the background."""
+        return await self._claim_once()
+
+    # -- the loop ------------------------------------------------------------
+
+    async def run(self, *, until_idle: bool = False) -> None:
+        """Process until :meth:`stop` (or, with ``until_idle``, until nothing is left)."""
+        self._running = True
+        self.store.add_local_waker(self.wake)
+        side: list[asyncio.Task[None]] = [
+            asyncio.create_task(self.completer.run(), name="eventproc-completer"),
+            asyncio.create_task(self._keep_leases(), name="eventproc-leases"),
+        ]
+        if self.config.polling_enabled and self.config.listen and self.store.capabilities.listen:
+            side.append(asyncio.create_task(self.store.listen(self.wake), name="eventproc-listen"))
+        try:
+            await self._produce(until_idle)
+        finally:
+            await self._drain()
+            for task in side:
+                task.cancel()
+            await asyncio.gather(*side, return_exceptions=True)
+            self._running = False
+
+    async def _produce(self, until_idle: bool) -> None:
+        outage = 0.0
+        while not self._stopping.is_set():
+            if self._should_claim():
+                try:
+                    await self._claim_once()
+                    outage = 0.0
+                except StoreUnavailable as exc:
+                    outage = min(max(outage * 2, 0.5), MAX_OUTAGE_BACKOFF_SECONDS)
+                    self._note_outage(exc, outage)
+                    await self._sleep(outage)
+                    self._claim_requested = True
+                    continue
+                except StoreError as exc:
+                    self.metrics.store_errors.labels("claim").inc()
+                    logger.error("Claim failed: %s", exc, extra={"action": "claim_failed"})
+                    await self._sleep(1.0)
+                    continue
+                if self._claim_requested or (self._more_available and self._free_slots()):
+                    continue
+            if until_idle and await self._is_idle():
+                return
+            await self._wait()
+
+    def _should_claim(self) -> bool:
+        if not self._free_slots():
+            return False
+        if self._claim_requested:
+            return True
+        return self._more_available
+
+    def _free_slots(self) -> int:
+        return self.config.concurrency - len(self._in_flight)
+
+    async def _claim_once(self) -> int:
+        self._claim_requested = False
+        limit = min(self.config.batch_size, max(self._free_slots(), 0))
+        if limit <= 0:
+            return 0
+        claimed = await self.store.event_claim_many(self.next_token(), self.policy(limit))
+        if not self.database_ok:
+            logger.info("Database reachable again; resuming", extra={"action": "resumed"})
+        self.database_ok = True
+        self._more_available = len(claimed) == limit
+        if claimed:
+            self.metrics.claimed.inc(len(claimed))
+            for event in claimed:
+                self._start(event)
+            self.signals.claimed.set()
+        return len(claimed)
+
+    def _start(self, event: Event) -> None:
+        task = asyncio.create_task(self._handle(event))
+        self._in_flight[task] = event
+        self.metrics.in_flight.set(len(self._in_flight))
+
+    async def _handle(self, event: Event) -> None:
+        try:
+            result: WriteBack | None = await self.dispatcher.run(event)
+        except Exception:
+            logger.exception("Dispatcher crashed", extra={"event_id": str(event.id)})
+            result = None
+        finally:
+            self._in_flight.pop(asyncio.current_task(), None)  # type: ignore[arg-type]
+            self.metrics.in_flight.set(len(self._in_flight))
+        if result is not None:
+            if isinstance(result, Failure):
+                self._remember_due(result.delay_seconds)
+            self.completer.add(result)
+        if self._more_available:
+            self._wakeup.set()
+
+    def _remember_due(self, delay_seconds: float) -> None:
+        due = time.monotonic() + delay_seconds + 0.01
+        if self._next_due is None or due < self._next_due:
+            self._next_due = due
+
+    def _flushed(self) -> None:
+        self.signals.flushed.set()
+        # A completion may unblock the next event of an aggregate.
+        if self.config.ordered:
+            self._claim_requested = True
+            self._wakeup.set()
+
+    async def _wait(self) -> None:
+        timeout = self._poll_timeout()
+        self._wakeup.clear()
+        if self._claim_requested or (self._more_available and self._free_slots()):
+            return
+        try:
+            await asyncio.wait_for(self._wakeup.wait(), timeout)
+        except TimeoutError:
+            if self.config.polling_enabled:
+                self._claim_requested = True
+        if self._next_due is not None and time.monotonic() >= self._next_due:
+            self._next_due = None
+            if self.config.polling_enabled:
+                self._claim_requested = True
+
+    def _poll_timeout(self) -> float | None:
+        if not self.config.polling_enabled:
+            return None
+        base = self.config.poll_interval_ms / 1000
+        timeout = base * (1 + random.uniform(-POLL_JITTER, POLL_JITTER))
+        if self._next_due is not None:
+            timeout = min(timeout, max(self._next_due - time.monotonic(), 0))
+        return timeout
+
+    async def _is_idle(self) -> bool:
+        # Drain mode also waits for retries this processor scheduled itself.
+        if self._in_flight or self.completer.pending or self._next_due is not None:
+            return False
+        await self.completer.wait_idle()
+        if await self._claim_once():
+            return False
+        if self._in_flight or self.completer.pending:
+            return False
+        self.signals.idle.set()
+        return True
+
+    async def _sleep(self, seconds: float) -> None:
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(self._stopping.wait(), seconds)
+
+    def _note_outage(self, exc: Exception, retry_in: float) -> None:
+        self.metrics.store_errors.labels("claim").inc()
+        if self.database_ok:
+            logger.error(
+                "Database unreachable, backing off: %s",
+                exc,
+                extra={"action": "db_down"},
+            )
+        else:
+            logger.warning("Database still unreachable; next try in %.1fs", retry_in)
+        self.database_ok = False
+        self.last_error = str(exc)
+
+    # -- leases and shutdown ---------------------------------------------------
+
+    async def _keep_leases(self) -> None:
+        """Renew the leases of running handlers well before they expire."""
+        interval = max(self.config.lease_seconds / 3, 0.2)
+        while True:
+            await asyncio.sleep(interval)
+            leases = [Lease.of(event) for event in self._in_flight.values()]
+            if not leases:
+                continue
+            try:
+                renewed = await self.store.event_renew_leases(leases, self.config.lease_seconds)
+            except StoreError as exc:
+                self.metrics.store_errors.labels("renew").inc()
+                logger.warning("Could not renew leases: %s", exc)
+                continue
+            for lease in leases:
+                if lease.event_id not in renewed:
+                    logger.warning(
+                        "Lease lost while the handler runs; its result will be dropped",
+                        extra={"event_id": str(lease.event_id), "action": "lease_lost"},
+                    )
+
+    async def _drain(self) -> None:
+        """Finish in-flight handlers within the grace, give back the rest, flush."""
+        tasks = list(self._in_flight)
+        if tasks:
+            logger.info(
+                "Waiting up to %.0fs for %d running handlers",
+                self.config.shutdown_grace_seconds,
+                len(tasks),
+            )
+            _, pending = await asyncio.wait(tasks, timeout=self.config.shutdown_grace_seconds)
+            unfinished = [self._in_flight.get(task) for task in pending]
+            for task in pending:
+                task.cancel()
+            await asyncio.gather(*pending, return_exceptions=True)
+            leases = [Lease.of(event) for event in unfinished if event is not None]
+            if leases:
+                try:
+                    released = await self.store.event_release_many(leases)
+                    logger.warning("Released %d unfinished events", released)
+                except StoreError as exc:
+                    logger.error("Could not release leases (they will expire): %s", exc)
+        for _ in range(3):
+            if not self.completer.pending or await self.completer.flush():
+                break
+            await asyncio.sleep(0.5)

@@ -1,0 +1,155 @@
+"""Shared fixtures: a real PostgreSQL database per session, a SQLite file per test.
+
+PostgreSQL comes from EVENTPROC_TEST_DATABASE_URL (an admin URL; default
+postgresql://postgres@127.0.0.1:5432/postgres). If it cannot be reached the
+tests that need it FAIL: they are never skipped.
+"""
+
+import asyncio
+import os
+import uuid
+from collections.abc import AsyncIterator, Iterator
+from pathlib import Path
+
+import asyncpg
+import pytest
+from sqlalchemy.engine import make_url
+
+from eventproc.store import SqlStore, open_store
+
+ADMIN_URL = os.environ.get(
+    "EVENTPROC_TEST_DATABASE_URL", "postgresql://postgres@127.0.0.1:5432/postgres"
+)
+SCRUBBED = (
+    "DATABASE_URL", "SUPABASE_URL", "PORT", "POLL_INTERVAL_MS", "BATCH_SIZE", "MAX_RETRIES",
+    "ENABLE_POLLING", "LOG_LEVEL", "NODE_ENV", "ENVIRONMENT", "CONCURRENCY", "LEASE_SECONDS",
+    "HANDLER_TIMEOUT_SECONDS", "RETRY_BASE_MS", "RETRY_MAX_MS", "ORDERING", "AGGREGATE_FAILURE",
+    "LISTEN", "HANDLERS", "API_TOKEN", "LOG_FORMAT", "HOST", "WORKER_ID",
+    "SHUTDOWN_GRACE_SECONDS", "ALLOW_UNAUTHENTICATED",
+)
+
+
+@pytest.fixture(autouse=True)
+def clean_environ(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    """Tests build their own settings; the developer's environment must not leak in."""
+    for name in SCRUBBED:
+        monkeypatch.delenv(name, raising=False)
+    monkeypatch.chdir(tmp_path)  # no stray .env, no eventproc.db in the checkout
+
+
+def _dsn(url: str) -> str:
+    return make_url(url).set(drivername="postgresql").render_as_string(hide_password=False)
+
+
+async def _recreate(name: str) -> None:
+    try:
+        admin = await asyncpg.connect(_dsn(ADMIN_URL), timeout=10)
+    except (OSError, asyncpg.PostgresError) as exc:
+        pytest.fail(
+            f"PostgreSQL is not reachable at {ADMIN_URL} ({exc}). Start it (scripts/test does) "
+            "or set EVENTPROC_TEST_DATABASE_URL. PostgreSQL tests are never skipped.",
+            pytrace=False,
+        )
+    try:
+        await admin.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+        await admin.execute(f'CREATE DATABASE "{name}"')
+    finally:
+        await admin.close()
+
+
+def make_database(prefix: str) -> str:
+    """Create a fresh database and return its URL (for tests that need their own)."""
+    worker = os.environ.get("PYTEST_XDIST_WORKER", "main")
+    name = f"{prefix}_{worker}_{uuid.uuid4().hex[:6]}"
+    asyncio.run(_recreate(name))
+    return make_url(ADMIN_URL).set(database=name).render_as_string(hide_password=False)
+
+
+def drop_database(url: str) -> None:
+    async def drop() -> None:
+        admin = await asyncpg.connect(_dsn(ADMIN_URL), timeout=10)
+        try:
+            name = make_url(url).database
+            await admin.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+        finally:
+            await admin.close()
+
+    asyncio.run(drop())
+
+
+@pytest.fixture(scope="session")
+def pg_url() -> Iterator[str]:
+    """One migrated database for the whole session (runs Alembic every time)."""
+    url = make_database("eventproc_test")
+
+    async def migrate() -> None:
+        store = open_store(url)
+        try:
+            await store.migrate()
+        finally:
+            await store.close()
+
+    asyncio.run(migrate())
+    yield url
+    drop_database(url)
+
+
+async def truncate_postgres(url: str, extra_tables: tuple[str, ...] = ()) -> None:
+    conn = await asyncpg.connect(_dsn(url))
+    try:
+        tables = ", ".join(("events", "event_dead_letters", *extra_tables))
+        await conn.execute(f"TRUNCATE {tables} CASCADE")
+    finally:
+        await conn.close()
+
+
+@pytest.fixture
+async def pg_store(pg_url: str) -> AsyncIterator[SqlStore]:
+    await truncate_postgres(pg_url)
+    store = open_store(pg_url, worker_name="test")
+    yield store
+    await store.close()
+
+
+@pytest.fixture
+def sqlite_url(tmp_path: Path) -> str:
+    return f"sqlite:///{tmp_path / 'eventproc.db'}"
+
+
+@pytest.fixture
+async def sqlite_store(sqlite_url: str) -> AsyncIterator[SqlStore]:
+    store = open_store(sqlite_url, worker_name="test")
+    await store.migrate()
+    yield store
+    await store.close()
+
+
+@pytest.fixture(params=["sqlite", "postgres"])
+def backend(request: pytest.FixtureRequest) -> str:
+    return str(request.param)
+
+
+@pytest.fixture
+def store_url(backend: str, request: pytest.FixtureRequest) -> str:
+    """The URL of a ready (migrated, empty) database of the parametrised backend."""
+    if backend == "postgres":
+        url = str(request.getfixturevalue("pg_url"))
+        asyncio.run(truncate_postgres(url))
+        return url
+    url = str(request.getfixturevalue("sqlite_url"))
+
+    async def migrate() -> None:
+        store = open_store(url)
+        await store.migrate()
+        await store.close()
+
+    asyncio.run(migrate())
+    return url
+
+
+@pytest.fixture
+async def store(store_url: str) -> AsyncIterator[SqlStore]:
+    """The contract-suite store: runs every test on SQLite and on PostgreSQL."""
+    store = open_store(store_url, worker_name="test")
+    yield store
+    await store.close()
