@@ -1,9 +1,9 @@
 """Registry: event type -> the handler that processes it."""
 
 import importlib
-from typing import Any
 from collections.abc import Awaitable, Callable, Iterator
 from dataclasses import dataclass
+from typing import Any
 
 from pydantic import BaseModel
 

@@ -16,7 +16,6 @@ from sqlalchemy.ext.asyncio import AsyncConnection
 
 from eventproc.event import DeadLetter, Event, NewEvent, Outcome
 
-
 SchemaHook = Callable[[AsyncConnection], Awaitable[None]]
 
 

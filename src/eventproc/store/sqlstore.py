@@ -7,7 +7,7 @@ wake-ups. Nothing above ``eventproc.store`` sees a SQLAlchemy exception.
 
 import functools
 import uuid
-from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
+from collections.abc import AsyncIterator, Callable, Coroutine, Sequence
 from contextlib import asynccontextmanager
 from datetime import UTC, datetime
 from typing import Any, ParamSpec, TypeVar
@@ -45,6 +45,7 @@ from eventproc.store.protocol import (
     EventFilter,
     Failure,
     Lease,
+    SchemaHook,
     StoreStats,
 )
 from eventproc.store.schema import dead_letters, events
@@ -58,8 +59,8 @@ _UNAVAILABLE = (sa_exc.OperationalError, sa_exc.InterfaceError, OSError, Timeout
 
 
 def translated(
-    func_: Callable[P, Awaitable[T]],
-) -> Callable[P, Awaitable[T]]:
+    func_: Callable[P, Coroutine[Any, Any, T]],
+) -> Callable[P, Coroutine[Any, Any, T]]:
     """Map driver errors to eventproc.errors once, at the store boundary."""
 
     @functools.wraps(func_)
@@ -180,6 +181,14 @@ class SqlStore:
             )
             .returning(*events.c)
         )
+
+    async def migrate(self, hooks: Sequence[SchemaHook] = ()) -> None:
+        """Create or upgrade eventproc's schema, then run the packs' hooks."""
+        raise NotImplementedError
+
+    async def listen(self, on_wake: Callable[[], None]) -> None:
+        """Call ``on_wake`` whenever another process publishes; runs until cancelled."""
+        raise NotImplementedError
 
     # -- lifecycle ---------------------------------------------------------
 
