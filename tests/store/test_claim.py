@@ -1,0 +1,119 @@
+"""Claiming: order, leases, attempts, aggregate gate, skip-locked concurrency."""
+
+import asyncio
+import uuid
+
+from eventproc.event import NewEvent
+from eventproc.store import ClaimPolicy, Completion, Lease, SqlStore
+
+
+def policy(limit: int = 100, *, ordered: bool = True, lease: float = 30) -> ClaimPolicy:
+    return ClaimPolicy(lease_seconds=lease, ordered=ordered, limit=limit)
+
+
+async def test_claim_takes_lease_and_counts_attempt(store: SqlStore) -> None:
+    [event_id] = [e.id for e in [NewEvent("t", {"n": 1})]]
+    await store.event_insert_many([NewEvent("t", {"n": 1}, id=event_id)])
+    [claimed] = await store.event_claim_many("w:1", policy())
+    assert claimed.id == event_id
+    assert claimed.locked_by == "w:1"
+    assert claimed.attempts == 1
+    assert claimed.locked_until is not None and claimed.created_at is not None
+    assert claimed.locked_until > claimed.created_at
+    assert await store.event_claim_many("w:2", policy()) == []
+
+
+async def test_claim_orders_by_priority_then_fifo(store: SqlStore) -> None:
+    events = [NewEvent("t", {"n": n}) for n in range(5)]
+    urgent = NewEvent("t", {"n": "urgent"}, priority=5)
+    await store.event_insert_many(events)
+    await store.event_insert_many([urgent])
+    claimed = await store.event_claim_many("w:1", policy(limit=3, ordered=False))
+    assert [e.payload["n"] for e in claimed] == ["urgent", 0, 1]
+
+
+async def test_claim_respects_limit(store: SqlStore) -> None:
+    await store.event_insert_many([NewEvent("t", {}) for _ in range(30)])
+    assert len(await store.event_claim_many("w:1", policy(limit=20))) == 20
+    assert len(await store.event_claim_many("w:2", policy(limit=20))) == 10
+
+
+async def test_expired_lease_is_claimable_again(store: SqlStore) -> None:
+    await store.event_insert_many([NewEvent("t", {})])
+    [first] = await store.event_claim_many("w:1", policy(lease=0.05))
+    await asyncio.sleep(0.1)
+    [second] = await store.event_claim_many("w:2", policy())
+    assert second.id == first.id
+    assert second.attempts == 2
+    # The first claimer lost its lease: its write-back is fenced out.
+    assert await store.event_complete_many([Completion(Lease.of(first))]) == 0
+    assert await store.event_complete_many([Completion(Lease.of(second))]) == 1
+
+
+async def test_aggregate_gate_releases_one_event_at_a_time(store: SqlStore) -> None:
+    aggregate = uuid.uuid4()
+    chain = [NewEvent("t", {"n": n}, aggregate_id=aggregate) for n in range(3)]
+    free = NewEvent("t", {"n": "free"})
+    await store.event_insert_many([*chain, free])
+    claimed = await store.event_claim_many("w:1", policy())
+    assert {e.payload["n"] for e in claimed} == {0, "free"}
+    assert await store.event_claim_many("w:2", policy()) == []
+    head = next(e for e in claimed if e.payload["n"] == 0)
+    await store.event_complete_many([Completion(Lease.of(head))])
+    [following] = await store.event_claim_many("w:2", policy())
+    assert following.payload["n"] == 1
+
+
+async def test_aggregate_order_holds_within_one_publish_batch(store: SqlStore) -> None:
+    aggregate = uuid.uuid4()
+    await store.event_insert_many(
+        [NewEvent("t", {"n": n}, aggregate_id=aggregate) for n in range(50)]
+    )
+    seen = []
+    for round_ in range(50):
+        [event] = await store.event_claim_many(f"w:{round_}", policy())
+        seen.append(event.payload["n"])
+        await store.event_complete_many([Completion(Lease.of(event))])
+    assert seen == list(range(50))
+
+
+async def test_unordered_claim_ignores_aggregates(store: SqlStore) -> None:
+    aggregate = uuid.uuid4()
+    await store.event_insert_many([NewEvent("t", {}, aggregate_id=aggregate) for _ in range(3)])
+    assert len(await store.event_claim_many("w:1", policy(ordered=False))) == 3
+
+
+async def test_concurrent_claimers_never_share_an_event(store: SqlStore) -> None:
+    await store.event_insert_many([NewEvent("t", {"n": n}) for n in range(300)])
+
+    async def claimer(name: str) -> list[uuid.UUID]:
+        got: list[uuid.UUID] = []
+        for round_ in range(40):
+            batch = await store.event_claim_many(f"{name}:{round_}", policy(limit=7))
+            got.extend(e.id for e in batch)
+        return got
+
+    results = await asyncio.gather(*(claimer(f"w{i}") for i in range(4)))
+    every = [event_id for ids in results for event_id in ids]
+    assert len(every) == len(set(every)) == 300
+
+
+async def test_claim_one_reports_why_it_cannot(store: SqlStore) -> None:
+    import pytest
+
+    from eventproc.errors import Conflict, NotFound
+
+    aggregate = uuid.uuid4()
+    first, second = (NewEvent("t", {}, aggregate_id=aggregate) for _ in range(2))
+    await store.event_insert_many([first, second])
+    with pytest.raises(NotFound):
+        await store.event_claim_one(uuid.uuid4(), "w:1", policy())
+    with pytest.raises(Conflict, match="waiting behind"):
+        await store.event_claim_one(second.id, "w:1", policy())
+    claimed = await store.event_claim_one(first.id, "w:1", policy())
+    assert claimed.locked_by == "w:1"
+    with pytest.raises(Conflict, match="being processed"):
+        await store.event_claim_one(first.id, "w:2", policy())
+    await store.event_complete_many([Completion(Lease.of(claimed))])
+    with pytest.raises(Conflict, match="already processed"):
+        await store.event_claim_one(first.id, "w:2", policy())

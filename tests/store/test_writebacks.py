@@ -1,0 +1,131 @@
+"""Completion, retry, dead-lettering, release, renewal: all fenced on the claim token."""
+
+import asyncio
+import uuid
+
+from eventproc.event import NewEvent, Outcome
+from eventproc.store import Burial, ClaimPolicy, Completion, Failure, Lease, SqlStore
+
+POLICY = ClaimPolicy(lease_seconds=30, ordered=False, limit=100)
+
+
+async def claim_one(store: SqlStore, event: NewEvent, token: str = "w:1"):  # type: ignore[no-untyped-def]
+    await store.event_insert_many([event])
+    [claimed] = await store.event_claim_many(token, POLICY)
+    return claimed
+
+
+async def test_complete_marks_processed_and_merges_metadata(store: SqlStore) -> None:
+    claimed = await claim_one(store, NewEvent("t", {}, metadata={"trace": "abc"}))
+    assert await store.event_complete_many([Completion(Lease.of(claimed))]) == 1
+    row = await store.event_get(claimed.id)
+    assert row is not None
+    assert row.processed and row.outcome == Outcome.SUCCEEDED
+    assert row.processed_at is not None and row.locked_by is None
+    assert row.metadata["trace"] == "abc"
+    assert row.metadata["processed_by"] == "test"
+    assert "processed_at" in row.metadata
+
+
+async def test_complete_with_wrong_token_changes_nothing(store: SqlStore) -> None:
+    claimed = await claim_one(store, NewEvent("t", {}))
+    assert await store.event_complete_many([Completion(Lease(claimed.id, "w:other"))]) == 0
+    row = await store.event_get(claimed.id)
+    assert row is not None and not row.processed and row.locked_by == "w:1"
+
+
+async def test_skipped_outcome_is_recorded(store: SqlStore) -> None:
+    claimed = await claim_one(store, NewEvent("t", {}))
+    await store.event_complete_many([Completion(Lease.of(claimed), Outcome.SKIPPED)])
+    row = await store.event_get(claimed.id)
+    assert row is not None and row.processed and row.outcome == "skipped"
+
+
+async def test_retry_schedules_and_records_error(store: SqlStore) -> None:
+    claimed = await claim_one(store, NewEvent("t", {}, metadata={"keep": 1}))
+    await store.event_retry_many([Failure(Lease.of(claimed), 0.2, "boom", attempt=1)])
+    row = await store.event_get(claimed.id)
+    assert row is not None and not row.processed and row.locked_by is None
+    assert row.next_attempt_at is not None
+    assert row.metadata["retry_count"] == 1 and row.metadata["last_error"] == "boom"
+    assert row.metadata["keep"] == 1 and "last_error_at" in row.metadata
+    assert await store.event_claim_many("w:2", POLICY) == []  # not due yet
+    await asyncio.sleep(0.3)
+    [again] = await store.event_claim_many("w:2", POLICY)
+    assert again.id == claimed.id and again.attempts == 2
+
+
+async def test_uncounted_retry_gives_the_attempt_back(store: SqlStore) -> None:
+    claimed = await claim_one(store, NewEvent("t", {}))
+    await store.event_retry_many([Failure(Lease.of(claimed), 0, "later", 1, counted=False)])
+    row = await store.event_get(claimed.id)
+    assert row is not None and row.attempts == 0 and "retry_count" not in row.metadata
+
+
+async def test_dead_letter_inserts_row_and_closes_event_together(store: SqlStore) -> None:
+    claimed = await claim_one(store, NewEvent("t", {"x": 1}))
+    stale = Burial(Lease(claimed.id, "w:stale"), claimed, "nope", 5)
+    assert await store.event_dead_letter_many([stale]) == 0
+    assert await store.dead_letter_list() == []
+    burial = Burial(Lease.of(claimed), claimed, "it broke", 5, "Traceback ...", "mod.fn")
+    assert await store.event_dead_letter_many([burial]) == 1
+    row = await store.event_get(claimed.id)
+    assert row is not None and row.processed and row.outcome == "dead_lettered"
+    [letter] = await store.dead_letter_list()
+    assert letter.event_id == claimed.id and letter.payload == {"x": 1}
+    assert letter.error_message == "it broke" and letter.retry_count == 5
+    assert letter.error_detail == "Traceback ..." and letter.handler == "mod.fn"
+    assert letter.original_created_at == claimed.created_at
+
+
+async def test_release_returns_event_without_spending_attempt(store: SqlStore) -> None:
+    claimed = await claim_one(store, NewEvent("t", {}))
+    assert await store.event_release_many([Lease.of(claimed)]) == 1
+    [again] = await store.event_claim_many("w:2", POLICY)
+    assert again.attempts == 1
+
+
+async def test_renew_extends_only_held_leases(store: SqlStore) -> None:
+    claimed = await claim_one(store, NewEvent("t", {}))
+    renewed = await store.event_renew_leases(
+        [Lease.of(claimed), Lease(uuid.uuid4(), "w:1")], lease_seconds=120
+    )
+    assert renewed == {claimed.id}
+    row = await store.event_get(claimed.id)
+    assert row is not None and row.locked_until is not None and claimed.locked_until is not None
+    assert row.locked_until > claimed.locked_until
+
+
+async def test_transaction_commits_handler_writes_with_completion(store: SqlStore) -> None:
+    claimed = await claim_one(store, NewEvent("t", {}))
+    follow_up = NewEvent("follow", {})
+    async with store.event_transaction(Completion(Lease.of(claimed))) as conn:
+        await store.event_insert_many([follow_up], conn)
+    row = await store.event_get(claimed.id)
+    assert row is not None and row.processed
+    assert await store.event_get(follow_up.id) is not None
+
+
+async def test_transaction_rolls_back_on_error(store: SqlStore) -> None:
+    import pytest
+
+    claimed = await claim_one(store, NewEvent("t", {}))
+    follow_up = NewEvent("follow", {})
+    with pytest.raises(RuntimeError):
+        async with store.event_transaction(Completion(Lease.of(claimed))) as conn:
+            await store.event_insert_many([follow_up], conn)
+            raise RuntimeError("handler failed")
+    row = await store.event_get(claimed.id)
+    assert row is not None and not row.processed
+    assert await store.event_get(follow_up.id) is None
+
+
+async def test_transaction_refuses_a_lost_lease(store: SqlStore) -> None:
+    import pytest
+
+    from eventproc.errors import LeaseLost
+
+    claimed = await claim_one(store, NewEvent("t", {}))
+    with pytest.raises(LeaseLost):
+        async with store.event_transaction(Completion(Lease(claimed.id, "w:stale"))):
+            raise AssertionError("the handler must not run")
