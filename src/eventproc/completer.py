@@ -30,7 +30,7 @@ class Completer:
         stats: Stats,
         metrics: Metrics,
         *,
-        on_flushed: Callable[[], None] = lambda: None,
+        on_flushed: Callable[[list[float]], None] = lambda delays: None,
     ) -> None:
         self.store = store
         self.stats = stats
@@ -116,5 +116,7 @@ class Completer:
             )
         if not self.pending:
             self._idle.set()
-        self.on_flushed()
+        # Retry delays count from now, after the write: never earlier than the
+        # database's own next_attempt_at.
+        self.on_flushed([failure.delay_seconds for failure in failures])
         return True

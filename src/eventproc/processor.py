@@ -7,6 +7,7 @@ writes SQL: the store does; never decides retries: the dispatcher does.
 
 import asyncio
 import contextlib
+import heapq
 import itertools
 import logging
 import os
@@ -24,7 +25,7 @@ from eventproc.metrics import Metrics
 from eventproc.processor_config import ProcessorConfig
 from eventproc.registry import Registry
 from eventproc.stats import Stats
-from eventproc.store.protocol import ClaimPolicy, Failure, Lease, Store
+from eventproc.store.protocol import ClaimPolicy, Lease, Store
 
 logger = logging.getLogger("eventproc.processor")
 
@@ -80,7 +81,7 @@ class Processor:
         self._claim_requested = True
         self._more_available = False
         self._stopping = asyncio.Event()
-        self._next_due: float | None = None
+        self._due: list[float] = []  # heap of monotonic times our retries fall due
         self._running = False
 
     # -- public control ------------------------------------------------------
@@ -166,14 +167,15 @@ class Processor:
                     logger.error("Claim failed: %s", exc, extra={"action": "claim_failed"})
                     await self._sleep(1.0)
                     continue
-                if self._claim_requested or (self._more_available and self._free_slots()):
+                if self._should_claim():
                     continue
             if until_idle and await self._is_idle():
                 return
             await self._wait()
 
     def _should_claim(self) -> bool:
-        if not self._free_slots():
+        # ENABLE_POLLING=false (the seed's meaning): only the manual triggers claim.
+        if not self.config.polling_enabled or not self._free_slots():
             return False
         if self._claim_requested:
             return True
@@ -214,18 +216,25 @@ class Processor:
             self._in_flight.pop(asyncio.current_task(), None)  # type: ignore[arg-type]
             self.metrics.in_flight.set(len(self._in_flight))
         if result is not None:
-            if isinstance(result, Failure):
-                self._remember_due(result.delay_seconds)
             self.completer.add(result)
         if self._more_available:
             self._wakeup.set()
 
     def _remember_due(self, delay_seconds: float) -> None:
-        due = time.monotonic() + delay_seconds + 0.01
-        if self._next_due is None or due < self._next_due:
-            self._next_due = due
+        heapq.heappush(self._due, time.monotonic() + delay_seconds + 0.01)
 
-    def _flushed(self) -> None:
+    def _pop_due(self) -> bool:
+        """Forget retry times that have passed; True if any had."""
+        now = time.monotonic()
+        passed = False
+        while self._due and self._due[0] <= now:
+            heapq.heappop(self._due)
+            passed = True
+        return passed
+
+    def _flushed(self, retry_delays: list[float]) -> None:
+        for delay in retry_delays:
+            self._remember_due(delay)
         self.signals.flushed.set()
         # A completion may unblock the next event of an aggregate.
         if self.config.ordered:
@@ -235,35 +244,33 @@ class Processor:
     async def _wait(self) -> None:
         timeout = self._poll_timeout()
         self._wakeup.clear()
-        if self._claim_requested or (self._more_available and self._free_slots()):
+        if self._should_claim():
             return
         try:
             await asyncio.wait_for(self._wakeup.wait(), timeout)
         except TimeoutError:
             if self.config.polling_enabled:
                 self._claim_requested = True
-        if self._next_due is not None and time.monotonic() >= self._next_due:
-            self._next_due = None
-            if self.config.polling_enabled:
-                self._claim_requested = True
+        if self._pop_due() and self.config.polling_enabled:
+            self._claim_requested = True
 
     def _poll_timeout(self) -> float | None:
         if not self.config.polling_enabled:
             return None
         base = self.config.poll_interval_ms / 1000
         timeout = base * (1 + random.uniform(-POLL_JITTER, POLL_JITTER))
-        if self._next_due is not None:
-            timeout = min(timeout, max(self._next_due - time.monotonic(), 0))
+        if self._due:
+            timeout = min(timeout, max(self._due[0] - time.monotonic(), 0))
         return timeout
 
     async def _is_idle(self) -> bool:
         # Drain mode also waits for retries this processor scheduled itself.
-        if self._in_flight or self.completer.pending or self._next_due is not None:
+        if self._in_flight or self.completer.pending or self._due:
             return False
         await self.completer.wait_idle()
         if await self._claim_once():
             return False
-        if self._in_flight or self.completer.pending:
+        if self._in_flight or self.completer.pending or self._due:
             return False
         self.signals.idle.set()
         return True

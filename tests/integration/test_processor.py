@@ -1,0 +1,268 @@
+"""The processor on both backends: outcomes, retries, dead letters, ordering."""
+
+import asyncio
+import itertools
+import logging
+import time
+import uuid
+
+import pytest
+from pydantic import BaseModel
+
+from eventproc import Event, HandlerContext, NewEvent, PermanentError, Registry, RetryLater
+from eventproc.processor import Processor
+from eventproc.processor_config import ProcessorConfig
+from eventproc.retry import RetryPolicy
+from eventproc.store import EventFilter, SqlStore
+
+
+def config(**overrides: object) -> ProcessorConfig:
+    values: dict[str, object] = {
+        "batch_size": 20,
+        "concurrency": 20,
+        "poll_interval_ms": 60_000,
+        "retry": RetryPolicy(max_retries=4, base_ms=20, max_ms=1000),
+    }
+    values.update(overrides)
+    return ProcessorConfig(**values)  # type: ignore[arg-type]
+
+
+async def test_processes_all_events_and_counts_them(store: SqlStore) -> None:
+    registry = Registry()
+    seen: list[int] = []
+
+    @registry.handler("t.ok")
+    async def ok(event: Event, ctx: HandlerContext) -> None:
+        seen.append(event.payload["n"])
+
+    await store.event_insert_many([NewEvent("t.ok", {"n": n}) for n in range(250)])
+    processor = Processor(store, registry, config())
+    await processor.run(until_idle=True)
+    assert sorted(seen) == list(range(250))
+    assert processor.stats.success_count == 250 == processor.stats.total_processed
+    assert (await store.stats_snapshot()).backlog == 0
+
+
+async def test_failing_handler_retries_with_growing_delays_then_dead_letters_once(
+    store: SqlStore,
+) -> None:
+    registry = Registry()
+    attempts: list[float] = []
+
+    @registry.handler("t.fail")
+    async def fail(event: Event, ctx: HandlerContext) -> None:
+        attempts.append(time.monotonic())
+        raise ValueError(f"broken on attempt {ctx.attempt}")
+
+    event = NewEvent("t.fail", {"x": 1})
+    await store.event_insert_many([event])
+    processor = Processor(store, registry, config(retry=RetryPolicy(4, base_ms=50, max_ms=1000)))
+    await processor.run(until_idle=True)
+
+    assert len(attempts) == 4
+    gaps = [later - earlier for earlier, later in itertools.pairwise(attempts)]
+    # Attempt n waits at least half its ceiling (50 ms * 2**(n-1)): 25, 50, 100 ms.
+    assert all(gap >= 0.025 * 2**n for n, gap in enumerate(gaps)), gaps
+    assert gaps[2] > gaps[0], gaps
+    row = await store.event_get(event.id)
+    assert row is not None and row.processed and row.outcome == "dead_lettered"
+    assert row.metadata["retry_count"] == 4
+    assert "broken on attempt 4" in row.metadata["last_error"]
+    [letter] = await store.dead_letter_list()
+    assert letter.event_id == event.id and letter.retry_count == 4
+    assert "ValueError: broken on attempt 4" in letter.error_message
+    assert letter.error_detail is not None and "Traceback" in letter.error_detail
+    assert processor.stats.error_count == 3 and processor.stats.dead_letter_count == 1
+
+
+async def test_permanent_error_dead_letters_at_once(store: SqlStore) -> None:
+    registry = Registry()
+
+    @registry.handler("t.perm")
+    async def perm(event: Event, ctx: HandlerContext) -> None:
+        raise PermanentError("cannot ever work")
+
+    event = NewEvent("t.perm", {})
+    await store.event_insert_many([event])
+    await Processor(store, registry, config()).run(until_idle=True)
+    [letter] = await store.dead_letter_list()
+    assert letter.error_message == "cannot ever work" and letter.retry_count == 1
+
+
+class Payload(BaseModel):
+    user_id: uuid.UUID
+    count: int
+
+
+async def test_invalid_payload_dead_letters_naming_fields(store: SqlStore) -> None:
+    registry = Registry()
+    ran: list[Payload] = []
+
+    @registry.handler("t.model", payload=Payload)
+    async def typed(event: Event, ctx: HandlerContext) -> None:
+        ran.append(ctx.payload)
+
+    good = NewEvent("t.model", {"user_id": str(uuid.uuid4()), "count": 2})
+    bad = NewEvent("t.model", {"user_id": "nope"})
+    await store.event_insert_many([good, bad])
+    await Processor(store, registry, config()).run(until_idle=True)
+    assert len(ran) == 1 and isinstance(ran[0], Payload) and ran[0].count == 2
+    [letter] = await store.dead_letter_list()
+    assert letter.event_id == bad.id
+    assert "user_id" in letter.error_message and "count" in letter.error_message
+
+
+async def test_unknown_type_is_skipped_with_warning(
+    store: SqlStore, caplog: pytest.LogCaptureFixture
+) -> None:
+    event = NewEvent("nobody.handles.this", {})
+    await store.event_insert_many([event])
+    with caplog.at_level(logging.WARNING):
+        await Processor(store, Registry(), config()).run(until_idle=True)
+    row = await store.event_get(event.id)
+    assert row is not None and row.processed and row.outcome == "skipped"
+    assert "No handler registered for event type: nobody.handles.this" in caplog.text
+
+
+async def test_retry_later_does_not_spend_the_budget(store: SqlStore) -> None:
+    registry = Registry()
+    calls: list[int] = []
+
+    @registry.handler("t.later")
+    async def later(event: Event, ctx: HandlerContext) -> None:
+        calls.append(ctx.attempt)
+        if len(calls) < 6:
+            raise RetryLater(0.01, "not yet")
+
+    event = NewEvent("t.later", {})
+    await store.event_insert_many([event])
+    await Processor(store, registry, config(retry=RetryPolicy(2, 10, 20))).run(until_idle=True)
+    assert calls == [1, 1, 1, 1, 1, 1]
+    row = await store.event_get(event.id)
+    assert row is not None and row.outcome == "succeeded"
+
+
+async def test_handler_timeout_counts_as_failure(store: SqlStore) -> None:
+    registry = Registry()
+
+    @registry.handler("t.hang", timeout_seconds=0.05)
+    async def hang(event: Event, ctx: HandlerContext) -> None:
+        await asyncio.sleep(10)
+
+    await store.event_insert_many([NewEvent("t.hang", {})])
+    await Processor(store, registry, config(retry=RetryPolicy(2, 10, 20))).run(until_idle=True)
+    [letter] = await store.dead_letter_list()
+    assert "timed out after 0.05s" in letter.error_message
+
+
+async def test_transactional_handler_commits_effects_with_outcome(store: SqlStore) -> None:
+    registry = Registry()
+
+    @registry.handler("t.tx", transactional=True)
+    async def tx(event: Event, ctx: HandlerContext) -> None:
+        await ctx.publish(
+            NewEvent("t.followup", {}, id=uuid.uuid5(event.id, "followup"), created_by="tx")
+        )
+        if event.payload.get("fail"):
+            raise RuntimeError("after publishing")
+
+    ok, failing = NewEvent("t.tx", {}), NewEvent("t.tx", {"fail": True})
+    await store.event_insert_many([ok, failing])
+    await Processor(store, registry, config(retry=RetryPolicy(2, 10, 20))).run(until_idle=True)
+    assert await store.event_get(uuid.uuid5(ok.id, "followup")) is not None
+    assert await store.event_get(uuid.uuid5(failing.id, "followup")) is None
+    # Replaying the succeeded one publishes nothing twice.
+    await store.event_replay([ok.id])
+    await Processor(store, registry, config()).run(until_idle=True)
+    followups = await store.event_list(EventFilter(event_type="t.followup"))
+    assert len(followups) == 1
+
+
+async def test_aggregate_events_run_one_at_a_time_in_order(store: SqlStore) -> None:
+    registry = Registry()
+    running: set[uuid.UUID] = set()
+    order: dict[uuid.UUID, list[int]] = {}
+    overlaps = 0
+
+    @registry.handler("t.agg")
+    async def agg(event: Event, ctx: HandlerContext) -> None:
+        nonlocal overlaps
+        assert event.aggregate_id is not None
+        if event.aggregate_id in running:
+            overlaps += 1
+        running.add(event.aggregate_id)
+        await asyncio.sleep(0.001)
+        order.setdefault(event.aggregate_id, []).append(event.payload["n"])
+        running.discard(event.aggregate_id)
+
+    aggregates = [uuid.uuid4() for _ in range(5)]
+    batch = [NewEvent("t.agg", {"n": n}, aggregate_id=a) for n in range(20) for a in aggregates]
+    await store.event_insert_many(batch)
+    await Processor(store, registry, config()).run(until_idle=True)
+    assert overlaps == 0
+    assert all(seq == list(range(20)) for seq in order.values())
+    assert len(order) == 5
+
+
+async def test_failed_event_blocks_its_aggregate_until_it_succeeds(store: SqlStore) -> None:
+    registry = Registry()
+    order: list[int] = []
+
+    @registry.handler("t.flaky")
+    async def flaky(event: Event, ctx: HandlerContext) -> None:
+        if event.payload["n"] == 0 and ctx.attempt < 3:
+            raise RuntimeError("transient")
+        order.append(event.payload["n"])
+
+    aggregate = uuid.uuid4()
+    await store.event_insert_many(
+        [NewEvent("t.flaky", {"n": n}, aggregate_id=aggregate) for n in range(3)]
+    )
+    await Processor(store, registry, config()).run(until_idle=True)
+    assert order == [0, 1, 2]
+
+
+async def test_event_claimed_over_budget_is_dead_lettered_without_running(
+    store: SqlStore,
+) -> None:
+    from eventproc.store import ClaimPolicy
+
+    registry = Registry()
+    ran: list[int] = []
+
+    @registry.handler("t.killer")
+    async def killer(event: Event, ctx: HandlerContext) -> None:
+        ran.append(ctx.attempt)
+
+    event = NewEvent("t.killer", {})
+    await store.event_insert_many([event])
+    for n in range(4):  # four claims whose workers "died": leases just expire
+        await store.event_claim_many(f"dead:{n}", ClaimPolicy(0.01, True, 1))
+        await asyncio.sleep(0.03)
+    await Processor(store, registry, config()).run(until_idle=True)
+    assert ran == []
+    [letter] = await store.dead_letter_list()
+    assert "claimed 5 times without finishing" in letter.error_message
+
+
+async def test_polling_disabled_processes_only_on_request(store: SqlStore) -> None:
+    registry = Registry()
+    seen: list[int] = []
+
+    @registry.handler("t.ok")
+    async def ok(event: Event, ctx: HandlerContext) -> None:
+        seen.append(1)
+
+    processor = Processor(
+        store, registry, config(polling_enabled=False, poll_interval_ms=10, batch_size=5)
+    )
+    task = asyncio.create_task(processor.run())
+    await store.event_insert_many([NewEvent("t.ok", {}) for _ in range(8)])
+    await asyncio.sleep(0.3)
+    assert seen == []
+    assert await processor.process_batch() == 5
+    processor.signals.flushed.clear()
+    await asyncio.wait_for(processor.signals.flushed.wait(), 5)
+    assert len(seen) == 5
+    processor.stop()
+    await task
