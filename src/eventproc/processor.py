@@ -244,7 +244,8 @@ class Processor:
     async def _wait(self) -> None:
         timeout = self._poll_timeout()
         self._wakeup.clear()
-        if self._should_claim():
+        # Re-check after clearing: a wake-up that came before the clear is not lost.
+        if self._should_claim() or self._stopping.is_set():
             return
         try:
             await asyncio.wait_for(self._wakeup.wait(), timeout)

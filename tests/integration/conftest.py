@@ -20,12 +20,3 @@ async def running() -> AsyncIterator[Callable[[Processor], Awaitable[None]]]:
         processor.stop()
     for _, task in started:
         await asyncio.wait_for(task, 30)
-
-
-async def eventually(check: Callable[[], Awaitable[bool]], within: float = 10.0) -> None:
-    """Poll ``check`` until true (for cross-process effects with no signal to await)."""
-    deadline = asyncio.get_running_loop().time() + within
-    while not await check():
-        if asyncio.get_running_loop().time() > deadline:
-            raise AssertionError(f"condition not reached within {within}s")
-        await asyncio.sleep(0.02)

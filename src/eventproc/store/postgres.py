@@ -193,13 +193,19 @@ class PostgresStore(SqlStore):
             connection = None
             try:
                 connection = await asyncpg.connect(dsn, timeout=10)
+                closed = asyncio.Event()
+                connection.add_termination_listener(lambda _conn, ev=closed: ev.set())
                 await connection.add_listener(CHANNEL, lambda *_: on_wake())
                 logger.debug("Listening on %s", CHANNEL)
                 delay = 0.5
-                on_wake()
+                on_wake()  # notifications may have been missed while away
                 while True:
-                    await asyncio.sleep(LISTENER_CHECK_SECONDS)
-                    await asyncio.wait_for(connection.fetchval("SELECT 1"), timeout=10)
+                    try:
+                        await asyncio.wait_for(closed.wait(), LISTENER_CHECK_SECONDS)
+                    except TimeoutError:
+                        await asyncio.wait_for(connection.fetchval("SELECT 1"), timeout=10)
+                    else:
+                        raise ConnectionError("listener connection closed by the server")
             except asyncio.CancelledError:
                 raise
             except Exception as exc:
