@@ -43,6 +43,7 @@ class Completer:
         self._ready = asyncio.Event()
         self._idle = asyncio.Event()
         self._idle.set()
+        self._closing = False
 
     @property
     def pending(self) -> int:
@@ -61,17 +62,28 @@ class Completer:
         self._ready.set()
 
     async def run(self) -> None:
-        """Flush whenever something is waiting, until cancelled."""
+        """Flush whenever something is waiting, until :meth:`close` (or cancelled)."""
         backoff = 0.1
         while True:
             await self._ready.wait()
             self._ready.clear()
+            if self._closing and not self.pending and not self._committed:
+                return
             if await self.flush():
                 backoff = 0.1
             else:
                 await asyncio.sleep(backoff)
                 backoff = min(backoff * 2, MAX_BACKOFF_SECONDS)
                 self._ready.set()
+
+    def close(self) -> None:
+        """Let :meth:`run` finish the flush in progress and what is buffered, then return.
+
+        Cancelling instead could roll back a flush half-way: results would be
+        lost and their events run again.
+        """
+        self._closing = True
+        self._ready.set()
 
     async def wait_idle(self) -> None:
         await self._idle.wait()

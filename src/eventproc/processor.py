@@ -31,6 +31,7 @@ logger = logging.getLogger("eventproc.processor")
 
 MAX_OUTAGE_BACKOFF_SECONDS = 30.0
 POLL_JITTER = 0.1
+COMPLETER_CLOSE_SECONDS = 15.0
 
 
 def default_worker_id() -> str:
@@ -134,8 +135,8 @@ class Processor:
         """Process until :meth:`stop` (or, with ``until_idle``, until nothing is left)."""
         self._running = True
         self.store.add_local_waker(self.wake)
+        completer = asyncio.create_task(self.completer.run(), name="eventproc-completer")
         side: list[asyncio.Task[None]] = [
-            asyncio.create_task(self.completer.run(), name="eventproc-completer"),
             asyncio.create_task(self._keep_leases(), name="eventproc-leases"),
         ]
         if self.config.polling_enabled and self.config.listen and self.store.capabilities.listen:
@@ -143,7 +144,7 @@ class Processor:
         try:
             await self._produce(until_idle)
         finally:
-            await self._drain()
+            await self._drain(completer)
             for task in side:
                 task.cancel()
             await asyncio.gather(*side, return_exceptions=True)
@@ -316,7 +317,7 @@ class Processor:
                         extra={"event_id": str(lease.event_id), "action": "lease_lost"},
                     )
 
-    async def _drain(self) -> None:
+    async def _drain(self, completer: "asyncio.Task[None]") -> None:
         """Finish in-flight handlers within the grace, give back the rest, flush."""
         tasks = list(self._in_flight)
         if tasks:
@@ -337,7 +338,11 @@ class Processor:
                     logger.warning("Released %d unfinished events", released)
                 except StoreError as exc:
                     logger.error("Could not release leases (they will expire): %s", exc)
-        for _ in range(3):
-            if not self.completer.pending or await self.completer.flush():
-                break
-            await asyncio.sleep(0.5)
+        self.completer.close()
+        try:
+            await asyncio.wait_for(completer, COMPLETER_CLOSE_SECONDS)
+        except TimeoutError:
+            logger.error(
+                "Gave up writing %d results back; their leases expire and they run again",
+                self.completer.pending,
+            )
