@@ -1,0 +1,123 @@
+"""Alembic on PostgreSQL: head matches schema.py, and a seed database is adopted in place."""
+
+import asyncio
+import uuid
+from collections.abc import Iterator
+
+import asyncpg
+import pytest
+from alembic.autogenerate import compare_metadata
+from alembic.migration import MigrationContext
+from sqlalchemy import Connection
+
+from eventproc import Event, HandlerContext, Registry
+from eventproc.processor import Processor
+from eventproc.store import open_store
+from eventproc.store.schema import metadata
+from support.databases import drop_database, make_database
+
+SEED_SCHEMA = """
+CREATE TABLE events (
+  id UUID PRIMARY KEY,
+  event_type VARCHAR(100) NOT NULL,
+  aggregate_id UUID,
+  aggregate_type VARCHAR(50),
+  payload JSONB NOT NULL,
+  metadata JSONB,
+  processed BOOLEAN DEFAULT FALSE,
+  version INTEGER DEFAULT 1,
+  created_at TIMESTAMPTZ DEFAULT now(),
+  created_by VARCHAR(100)
+);
+CREATE TABLE event_dead_letters (
+  id UUID PRIMARY KEY,
+  event_id UUID NOT NULL,
+  event_type VARCHAR(100) NOT NULL,
+  payload JSONB NOT NULL,
+  error_message TEXT NOT NULL,
+  retry_count INTEGER NOT NULL,
+  original_created_at TIMESTAMPTZ NOT NULL,
+  created_at TIMESTAMPTZ DEFAULT now()
+);
+"""
+
+
+@pytest.fixture
+def fresh_url() -> Iterator[str]:
+    url = make_database("eventproc_migrate")
+    yield url
+    drop_database(url)
+
+
+async def test_migrated_schema_matches_schema_module(fresh_url: str) -> None:
+    store = open_store(fresh_url)
+    await store.migrate()
+    await store.migrate()  # idempotent
+
+    def diff(connection: Connection) -> list[object]:
+        context = MigrationContext.configure(
+            connection, opts={"compare_type": True, "include_name": _ours}
+        )
+        return list(compare_metadata(context, metadata))
+
+    async with store.engine.connect() as conn:
+        differences = await conn.run_sync(diff)
+    await store.close()
+    assert differences == []
+
+
+def _ours(name: str | None, type_: str, parent_names: object) -> bool:
+    return type_ != "table" or name in metadata.tables
+
+
+async def test_seed_database_is_upgraded_in_place_and_keeps_rows(fresh_url: str) -> None:
+    conn = await asyncpg.connect(fresh_url)
+    await conn.execute(SEED_SCHEMA)
+    done_id, pending_id, dead_event = uuid.uuid4(), uuid.uuid4(), uuid.uuid4()
+    await conn.execute(
+        "INSERT INTO events (id, event_type, payload, metadata, processed, created_by) VALUES "
+        "($1, 'user.verified', '{\"a\": 1}', '{\"retry_count\": 0}', true, 'svc'), "
+        "($2, 'seed.pending', '{\"b\": 2}', NULL, false, 'svc')",
+        done_id,
+        pending_id,
+    )
+    await conn.execute(
+        "INSERT INTO event_dead_letters (id, event_id, event_type, payload, error_message, "
+        "retry_count, original_created_at) VALUES ($1, $2, 't', '{}', 'old failure', 5, now())",
+        uuid.uuid4(),
+        dead_event,
+    )
+    await conn.close()
+
+    store = open_store(fresh_url)
+    await store.migrate()
+    done = await store.event_get(done_id)
+    assert done is not None and done.processed and done.payload == {"a": 1}
+    assert done.metadata == {"retry_count": 0} and done.attempts == 0 and done.priority == 0
+    [letter] = await store.dead_letter_list()
+    assert letter.event_id == dead_event and letter.error_message == "old failure"
+
+    # Rows inserted afterwards with plain SQL (seed columns only) are processed.
+    conn = await asyncpg.connect(fresh_url)
+    plain_id = uuid.uuid4()
+    await conn.execute(
+        "INSERT INTO events (id, event_type, payload) VALUES ($1, 'seed.pending', '{}')", plain_id
+    )
+    await conn.close()
+    registry = Registry()
+    seen: list[uuid.UUID] = []
+
+    @registry.handler("seed.pending")
+    async def pending(event: Event, ctx: HandlerContext) -> None:
+        seen.append(event.id)
+
+    await Processor(store, registry).run(until_idle=True)
+    assert sorted(seen) == sorted([pending_id, plain_id])
+    await store.close()
+
+
+async def test_concurrent_migrations_do_not_collide(fresh_url: str) -> None:
+    stores = [open_store(fresh_url) for _ in range(3)]
+    await asyncio.gather(*(s.migrate() for s in stores))
+    for s in stores:
+        await s.close()

@@ -1,0 +1,81 @@
+import uuid
+
+import httpx
+
+from eventproc.config import Settings
+from eventproc.event import NewEvent
+from eventproc.http import create_app
+from eventproc.runtime import Runtime
+from support.registries import make_registry
+
+SEED_KEYS = {"status", "service", "timestamp", "uptime", "stats", "config", "registry"}
+
+
+async def test_health_has_the_seed_shape_and_extras(
+    client: httpx.AsyncClient, runtime: Runtime
+) -> None:
+    await runtime.store.event_insert_many([NewEvent("t.ok", {}), NewEvent("t.ok", {})])
+    response = await client.get("/health")
+    assert response.status_code == 200
+    body = response.json()
+    assert body.keys() >= SEED_KEYS
+    assert body["status"] == "healthy" and body["service"] == "event-processor"
+    assert set(body["stats"]) == {
+        "totalProcessed",
+        "successCount",
+        "errorCount",
+        "deadLetterCount",
+        "lastProcessedAt",
+    }
+    assert body["config"] == {
+        "pollIntervalMs": 60000,
+        "batchSize": 20,
+        "maxRetries": 5,
+        "pollingEnabled": True,
+    }
+    assert body["registry"] == {"totalHandlers": 1, "eventTypes": ["t.ok"]}
+    assert body["database"]["reachable"] is True
+    assert body["backlog"] == 2 and body["oldestPendingAgeSeconds"] >= 0
+    assert body["deadLetters"] == 0
+
+
+async def test_health_stats_follow_processing(client: httpx.AsyncClient, runtime: Runtime) -> None:
+    await runtime.store.event_insert_many([NewEvent("t.ok", {}), NewEvent("nobody", {})])
+    await runtime.processor.run(until_idle=True)
+    stats = (await client.get("/health")).json()["stats"]
+    assert stats["totalProcessed"] == 2 and stats["successCount"] == 2
+    assert stats["lastProcessedAt"] is not None
+
+
+async def test_unreachable_database_degrades_health_and_fails_ready(tmp_path: object) -> None:
+    settings = Settings(database_url="postgresql://postgres@127.0.0.1:1/nothing")
+    runtime = Runtime(settings, registry=make_registry())
+    transport = httpx.ASGITransport(app=create_app(runtime))
+    async with httpx.AsyncClient(transport=transport, base_url="http://test") as client:
+        health = await client.get("/health")
+        ready = await client.get("/health/ready")
+    await runtime.store.close()
+    assert health.status_code == 200 and health.json()["status"] == "degraded"
+    assert health.json()["database"]["reachable"] is False
+    assert ready.status_code == 503 and ready.json()["ready"] is False
+
+
+async def test_ready_when_database_answers(client: httpx.AsyncClient) -> None:
+    response = await client.get("/health/ready")
+    assert response.status_code == 200 and response.json()["ready"] is True
+
+
+async def test_unknown_route_is_json_404(client: httpx.AsyncClient) -> None:
+    response = await client.get(f"/nothing/{uuid.uuid4()}")
+    assert response.status_code == 404
+    assert response.json()["error"] == "Not found"
+
+
+async def test_metrics_are_prometheus_text(client: httpx.AsyncClient, runtime: Runtime) -> None:
+    await runtime.store.event_insert_many([NewEvent("t.ok", {})])
+    await runtime.processor.run(until_idle=True)
+    response = await client.get("/metrics")
+    assert response.status_code == 200
+    assert response.headers["content-type"].startswith("text/plain")
+    assert 'eventproc_events_total{event_type="t.ok",outcome="succeeded"} 1.0' in response.text
+    assert "eventproc_backlog 0.0" in response.text
