@@ -128,3 +128,11 @@ async def store(store_url: str) -> AsyncIterator[SqlStore]:
     store = open_store(store_url, worker_name="test")
     yield store
     await store.close()
+
+
+@pytest.fixture
+def fresh_pg_url() -> Iterator[str]:
+    """An empty PostgreSQL database of the test's own (not migrated), dropped afterwards."""
+    url = make_database("eventproc_fresh")
+    yield url
+    drop_database(url)

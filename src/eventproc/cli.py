@@ -33,12 +33,17 @@ DatabaseOption = Annotated[
 ]
 
 
+def _error(problem: object) -> None:
+    """One plain line on stderr (no wrapping: scripts and log collectors read it)."""
+    typer.echo(f"error: {problem}", err=True)
+
+
 def _settings(**overrides: Any) -> Settings:
     given = {key: value for key, value in overrides.items() if value is not None}
     try:
         settings = load_settings(**given)
     except ConfigError as exc:
-        console.print(f"[red]error:[/red] {exc}", highlight=False)
+        _error(exc)
         raise typer.Exit(2) from None
     logs.configure(
         settings.log_level.value, settings.log_format.value, production=settings.is_production
@@ -50,10 +55,10 @@ def _run(coro: Any) -> None:
     try:
         asyncio.run(coro)
     except ConfigError as exc:
-        console.print(f"[red]error:[/red] {exc}", highlight=False)
+        _error(exc)
         raise typer.Exit(2) from None
     except EventprocError as exc:
-        console.print(f"[red]error:[/red] {exc}", highlight=False)
+        _error(exc)
         raise typer.Exit(1) from None
     except KeyboardInterrupt:
         raise typer.Exit(130) from None
@@ -76,7 +81,7 @@ def run(
     try:
         settings.check_bind()
     except ConfigError as exc:
-        console.print(f"[red]error:[/red] {exc}", highlight=False)
+        _error(exc)
         raise typer.Exit(2) from None
     _run(_serve(settings, http=True))
 
@@ -141,7 +146,7 @@ def publish(
             created_by="eventproc-cli",
         )
     except (ValueError, TypeError) as exc:
-        console.print(f"[red]error:[/red] {exc}", highlight=False)
+        _error(exc)
         raise typer.Exit(2) from None
 
     async def go() -> None:

@@ -138,11 +138,8 @@ def load_registry(spec: str) -> Registry:
     except ImportError as exc:
         raise ConfigError(f"HANDLERS={spec!r}: cannot import {module_name}: {exc}") from exc
     found = getattr(module, attr or "registry", None)
-    if callable(found) and not isinstance(found, Registry):
-        found = found()
     if not isinstance(found, Registry):
         raise ConfigError(
-            f"HANDLERS={spec!r}: {module_name}.{attr or 'registry'} is not an "
-            "eventproc.Registry (or a function returning one)"
+            f"HANDLERS={spec!r}: {module_name}.{attr or 'registry'} is not an eventproc.Registry"
         )
     return found

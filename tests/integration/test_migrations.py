@@ -2,10 +2,8 @@
 
 import asyncio
 import uuid
-from collections.abc import Iterator
 
 import asyncpg
-import pytest
 from alembic.autogenerate import compare_metadata
 from alembic.migration import MigrationContext
 from sqlalchemy import Connection
@@ -14,7 +12,6 @@ from eventproc import Event, HandlerContext, Registry
 from eventproc.processor import Processor
 from eventproc.store import open_store
 from eventproc.store.schema import metadata
-from support.databases import drop_database, make_database
 
 SEED_SCHEMA = """
 CREATE TABLE events (
@@ -42,15 +39,8 @@ CREATE TABLE event_dead_letters (
 """
 
 
-@pytest.fixture
-def fresh_url() -> Iterator[str]:
-    url = make_database("eventproc_migrate")
-    yield url
-    drop_database(url)
-
-
-async def test_migrated_schema_matches_schema_module(fresh_url: str) -> None:
-    store = open_store(fresh_url)
+async def test_migrated_schema_matches_schema_module(fresh_pg_url: str) -> None:
+    store = open_store(fresh_pg_url)
     await store.migrate()
     await store.migrate()  # idempotent
 
@@ -70,8 +60,8 @@ def _ours(name: str | None, type_: str, parent_names: object) -> bool:
     return type_ != "table" or name in metadata.tables
 
 
-async def test_seed_database_is_upgraded_in_place_and_keeps_rows(fresh_url: str) -> None:
-    conn = await asyncpg.connect(fresh_url)
+async def test_seed_database_is_upgraded_in_place_and_keeps_rows(fresh_pg_url: str) -> None:
+    conn = await asyncpg.connect(fresh_pg_url)
     await conn.execute(SEED_SCHEMA)
     done_id, pending_id, dead_event = uuid.uuid4(), uuid.uuid4(), uuid.uuid4()
     await conn.execute(
@@ -89,7 +79,7 @@ async def test_seed_database_is_upgraded_in_place_and_keeps_rows(fresh_url: str)
     )
     await conn.close()
 
-    store = open_store(fresh_url)
+    store = open_store(fresh_pg_url)
     await store.migrate()
     done = await store.event_get(done_id)
     assert done is not None and done.processed and done.payload == {"a": 1}
@@ -98,7 +88,7 @@ async def test_seed_database_is_upgraded_in_place_and_keeps_rows(fresh_url: str)
     assert letter.event_id == dead_event and letter.error_message == "old failure"
 
     # Rows inserted afterwards with plain SQL (seed columns only) are processed.
-    conn = await asyncpg.connect(fresh_url)
+    conn = await asyncpg.connect(fresh_pg_url)
     plain_id = uuid.uuid4()
     await conn.execute(
         "INSERT INTO events (id, event_type, payload) VALUES ($1, 'seed.pending', '{}')", plain_id
@@ -116,8 +106,8 @@ async def test_seed_database_is_upgraded_in_place_and_keeps_rows(fresh_url: str)
     await store.close()
 
 
-async def test_concurrent_migrations_do_not_collide(fresh_url: str) -> None:
-    stores = [open_store(fresh_url) for _ in range(3)]
+async def test_concurrent_migrations_do_not_collide(fresh_pg_url: str) -> None:
+    stores = [open_store(fresh_pg_url) for _ in range(3)]
     await asyncio.gather(*(s.migrate() for s in stores))
     for s in stores:
         await s.close()
