@@ -42,6 +42,7 @@ class Outcome(enum.StrEnum):
     SUCCEEDED = "succeeded"
     SKIPPED = "skipped"
     DEAD_LETTERED = "dead_lettered"
+    DISCARDED = "discarded"  # its dead letter was deleted by an operator
 
 
 @dataclass(frozen=True, slots=True)

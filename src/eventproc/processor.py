@@ -110,6 +110,7 @@ class Processor:
             lease_seconds=self.config.lease_seconds,
             ordered=self.config.ordered,
             limit=limit,
+            block_on_dead_letters=not self.config.park_failed_aggregates,
         )
 
     def next_token(self) -> str:

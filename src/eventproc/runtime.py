@@ -17,7 +17,7 @@ from typing import Any
 import uvicorn
 
 from eventproc import __version__
-from eventproc.config import Settings
+from eventproc.config import AggregateFailure, Ordering, Settings
 from eventproc.errors import StoreError, StoreUnavailable
 from eventproc.metrics import Metrics
 from eventproc.processor import Processor, default_worker_id
@@ -79,6 +79,31 @@ class Runtime:
                 logger.error("Database unreachable at start, retrying in %.1fs: %s", delay, exc)
                 await asyncio.sleep(delay)
                 delay = min(delay * 2, 15.0)
+
+    async def blocked_aggregates(self, limit: int = 10) -> list[dict[str, object]]:
+        """Aggregates held back by a failing event (empty when ORDERING=none)."""
+        if self.settings.ordering is not Ordering.AGGREGATE:
+            return []
+        try:
+            async with asyncio.timeout(STATS_TIMEOUT_SECONDS):
+                blocked = await self.store.aggregates_blocked(
+                    limit,
+                    include_dead_letters=self.settings.aggregate_failure is AggregateFailure.BLOCK,
+                )
+        except (StoreError, TimeoutError):
+            return []
+        return [
+            {
+                "aggregateId": str(item.aggregate_id),
+                "aggregateType": item.aggregate_type,
+                "blockedBy": str(item.event_id),
+                "eventType": item.event_type,
+                "reason": item.reason,
+                "waiting": item.waiting,
+                "retryAt": item.retry_at.isoformat() if item.retry_at else None,
+            }
+            for item in blocked
+        ]
 
     async def store_stats(self) -> StoreStats | None:
         """Backlog figures for /health and /metrics; None when the database is away."""
@@ -183,7 +208,9 @@ class _QuietServer(uvicorn.Server):
         return None
 
 
-def health_payload(runtime: Runtime, stats: StoreStats | None) -> dict[str, Any]:
+def health_payload(
+    runtime: Runtime, stats: StoreStats | None, blocked: list[dict[str, object]] | None = None
+) -> dict[str, Any]:
     """The seed's /health JSON exactly, plus eventproc's extra keys."""
     settings = runtime.settings
     processor = runtime.processor
@@ -220,6 +247,7 @@ def health_payload(runtime: Runtime, stats: StoreStats | None) -> dict[str, Any]
         "oldestPendingAgeSeconds": oldest_age,
         "deadLetters": stats.dead_letters if stats else None,
         "inFlight": processor.in_flight,
+        "blockedAggregates": blocked or [],
         "skippedCount": runtime.stats.skipped_count,
         "workerId": runtime.worker_id,
         "version": __version__,

@@ -266,3 +266,25 @@ async def test_polling_disabled_processes_only_on_request(store: SqlStore) -> No
     assert len(seen) == 5
     processor.stop()
     await task
+
+
+async def test_park_moves_on_block_waits(store: SqlStore) -> None:
+    registry = Registry()
+    handled: list[int] = []
+
+    @registry.handler("t.poison")
+    async def poison(event: Event, ctx: HandlerContext) -> None:
+        if event.payload["n"] == 0:
+            raise PermanentError("poison")
+        handled.append(event.payload["n"])
+
+    aggregate = uuid.uuid4()
+    events = [NewEvent("t.poison", {"n": n}, aggregate_id=aggregate) for n in range(3)]
+    await store.event_insert_many(events)
+    await Processor(store, registry, config()).run(until_idle=True)
+    assert handled == []  # block: the later events wait for an operator
+    waiting = await store.event_get(events[1].id)
+    assert waiting is not None and not waiting.processed and waiting.attempts == 0
+
+    await Processor(store, registry, config(park_failed_aggregates=True)).run(until_idle=True)
+    assert handled == [1, 2]

@@ -117,3 +117,52 @@ async def test_claim_one_reports_why_it_cannot(store: SqlStore) -> None:
     await store.event_complete_many([Completion(Lease.of(claimed))])
     with pytest.raises(Conflict, match="already processed"):
         await store.event_claim_one(first.id, "w:2", policy())
+
+
+async def test_dead_lettered_event_blocks_its_aggregate_until_discarded(
+    store: SqlStore,
+) -> None:
+    from eventproc.store import Burial
+
+    aggregate = uuid.uuid4()
+    first, second = (NewEvent("t", {"n": n}, aggregate_id=aggregate) for n in range(2))
+    await store.event_insert_many([first, second])
+    [head] = await store.event_claim_many("w:1", policy())
+    await store.event_dead_letter_many([Burial(Lease.of(head), head, "poison", 5)])
+    assert await store.event_claim_many("w:2", policy()) == []  # block (default)
+    [blocked] = await store.aggregates_blocked()
+    assert blocked.aggregate_id == aggregate and blocked.event_id == first.id
+    assert blocked.reason == "dead_lettered" and blocked.waiting == 1
+    assert await store.aggregates_blocked(include_dead_letters=False) == []
+    [letter] = await store.dead_letter_list()
+    assert await store.dead_letter_delete([letter.id]) == 1
+    discarded = await store.event_get(first.id)
+    assert discarded is not None and discarded.outcome == "discarded"
+    [following] = await store.event_claim_many("w:4", policy())
+    assert following.id == second.id
+
+
+async def test_park_policy_lets_the_aggregate_move_on(store: SqlStore) -> None:
+    from eventproc.store import Burial
+
+    aggregate = uuid.uuid4()
+    first, second = (NewEvent("t", {"n": n}, aggregate_id=aggregate) for n in range(2))
+    await store.event_insert_many([first, second])
+    parked = ClaimPolicy(lease_seconds=30, ordered=True, limit=10, block_on_dead_letters=False)
+    [head] = await store.event_claim_many("w:1", parked)
+    await store.event_dead_letter_many([Burial(Lease.of(head), head, "poison", 5)])
+    [following] = await store.event_claim_many("w:2", parked)
+    assert following.id == second.id
+
+
+async def test_retrying_event_is_reported_as_blocking(store: SqlStore) -> None:
+    from eventproc.store import Failure
+
+    aggregate = uuid.uuid4()
+    first, second = (NewEvent("t", {"n": n}, aggregate_id=aggregate) for n in range(2))
+    await store.event_insert_many([first, second])
+    [head] = await store.event_claim_many("w:1", policy())
+    await store.event_retry_many([Failure(Lease.of(head), 60, "later", 1)])
+    assert await store.event_claim_many("w:2", policy()) == []
+    [blocked] = await store.aggregates_blocked()
+    assert blocked.reason == "retrying" and blocked.retry_at is not None

@@ -79,3 +79,17 @@ async def test_metrics_are_prometheus_text(client: httpx.AsyncClient, runtime: R
     assert response.headers["content-type"].startswith("text/plain")
     assert 'eventproc_events_total{event_type="t.ok",outcome="succeeded"} 1.0' in response.text
     assert "eventproc_backlog 0.0" in response.text
+
+
+async def test_health_lists_blocked_aggregates(client: httpx.AsyncClient, runtime: Runtime) -> None:
+    from eventproc.store import Burial, ClaimPolicy, Lease
+
+    aggregate = uuid.uuid4()
+    events = [NewEvent("t.ok", {}, aggregate_id=aggregate, aggregate_type="user") for _ in range(3)]
+    await runtime.store.event_insert_many(events)
+    [head] = await runtime.store.event_claim_many("w:1", ClaimPolicy(30, True, 5))
+    await runtime.store.event_dead_letter_many([Burial(Lease.of(head), head, "x", 5)])
+    [blocked] = (await client.get("/health")).json()["blockedAggregates"]
+    assert blocked["aggregateId"] == str(aggregate) and blocked["aggregateType"] == "user"
+    assert blocked["blockedBy"] == str(events[0].id) and blocked["waiting"] == 2
+    assert blocked["reason"] == "dead_lettered"

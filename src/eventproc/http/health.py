@@ -15,7 +15,9 @@ router = APIRouter(tags=["health"])
 async def health(request: Request) -> dict[str, Any]:
     """Always 200 while the process serves; ``status`` says whether the database answers."""
     runtime = get_runtime(request)
-    return health_payload(runtime, await runtime.store_stats())
+    stats = await runtime.store_stats()
+    blocked = await runtime.blocked_aggregates() if stats is not None else []
+    return health_payload(runtime, stats, blocked)
 
 
 @router.get("/health/ready", responses={503: {"description": "database unreachable"}})

@@ -92,6 +92,23 @@ class ClaimPolicy:
     lease_seconds: float
     ordered: bool = True
     limit: int = 20
+    # With ``ordered``: a dead-lettered event keeps holding back the later
+    # events of its aggregate (AGGREGATE_FAILURE=block) until it is replayed
+    # or its dead letter discarded; False lets the aggregate move on (park).
+    block_on_dead_letters: bool = True
+
+
+@dataclass(frozen=True, slots=True)
+class BlockedAggregate:
+    """An aggregate whose next events wait behind a failing one."""
+
+    aggregate_id: uuid.UUID
+    aggregate_type: str | None
+    event_id: uuid.UUID
+    event_type: str
+    reason: str  # "retrying" or "dead_lettered"
+    waiting: int
+    retry_at: datetime | None
 
 
 @dataclass(slots=True)
@@ -133,6 +150,10 @@ class Store(Protocol):
     ) -> AbstractAsyncContextManager[AsyncConnection]: ...
 
     async def dead_letter_list(self, limit: int = 100) -> list[DeadLetter]: ...
+    async def dead_letter_delete(self, ids: Sequence[uuid.UUID]) -> int: ...
+    async def aggregates_blocked(
+        self, limit: int = 20, *, include_dead_letters: bool = True
+    ) -> list[BlockedAggregate]: ...
     async def stats_snapshot(self) -> StoreStats: ...
     async def listen(self, on_wake: Callable[[], None]) -> None: ...
     def add_local_waker(self, waker: Callable[[], None]) -> None: ...

@@ -63,6 +63,14 @@ Index(
     postgresql_where=text("NOT processed AND aggregate_id IS NOT NULL"),
     sqlite_where=text("processed = 0 AND aggregate_id IS NOT NULL"),
 )
+# With AGGREGATE_FAILURE=block a dead-lettered event holds back its aggregate.
+Index(
+    "events_aggregate_dead_idx",
+    events.c.aggregate_id,
+    events.c.created_at,
+    postgresql_where=text("outcome = 'dead_lettered'"),
+    sqlite_where=text("outcome = 'dead_lettered'"),
+)
 Index("events_type_created_idx", events.c.event_type, events.c.created_at)
 
 dead_letters = Table(

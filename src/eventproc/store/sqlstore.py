@@ -38,6 +38,7 @@ from eventproc.errors import (
 )
 from eventproc.event import DeadLetter, Event, NewEvent, Outcome
 from eventproc.store.protocol import (
+    BlockedAggregate,
     Burial,
     Capabilities,
     ClaimPolicy,
@@ -167,7 +168,7 @@ class SqlStore:
         """
         picked = self.lock_skipping_locked(
             select(events.c.id)
-            .where(self.claimable(policy.ordered))
+            .where(self.claimable(policy.ordered, policy.block_on_dead_letters))
             .order_by(*self.claim_order())
             .limit(policy.limit)
         ).cte("picked")
@@ -273,7 +274,7 @@ class SqlStore:
 
     # -- claiming ------------------------------------------------------------
 
-    def claimable(self, ordered: bool) -> ColumnElement[bool]:
+    def claimable(self, ordered: bool, block_on_dead_letters: bool = True) -> ColumnElement[bool]:
         """Pending, due, not leased, and (when ordered) first of its aggregate."""
         now = self.now()
         condition = and_(
@@ -284,15 +285,26 @@ class SqlStore:
         if not ordered:
             return condition
         earlier = events.alias("earlier")
+        before_this = tuple_(earlier.c.created_at, earlier.c.id) < tuple_(
+            events.c.created_at, events.c.id
+        )
         # An earlier pending event of the same aggregate (leased, waiting for a
         # retry, or simply older) holds this one back: never two at a time,
         # never out of created_at order.
-        blocker = exists().where(
+        pending_before = exists().where(
             earlier.c.aggregate_id == events.c.aggregate_id,
             earlier.c.processed == False,  # noqa: E712
-            tuple_(earlier.c.created_at, earlier.c.id) < tuple_(events.c.created_at, events.c.id),
+            before_this,
         )
-        return and_(condition, or_(events.c.aggregate_id.is_(None), ~blocker))
+        gate = ~pending_before
+        if block_on_dead_letters:
+            dead_before = exists().where(
+                earlier.c.aggregate_id == events.c.aggregate_id,
+                earlier.c.outcome == Outcome.DEAD_LETTERED.value,
+                before_this,
+            )
+            gate = and_(gate, ~dead_before)
+        return and_(condition, or_(events.c.aggregate_id.is_(None), gate))
 
     def claim_order(self) -> tuple[Any, ...]:
         return (events.c.priority.desc(), events.c.created_at, events.c.id)
@@ -309,7 +321,10 @@ class SqlStore:
     async def event_claim_one(self, event_id: uuid.UUID, token: str, policy: ClaimPolicy) -> Event:
         statement = (
             update(events)
-            .where(events.c.id == event_id, self.claimable(policy.ordered))
+            .where(
+                events.c.id == event_id,
+                self.claimable(policy.ordered, policy.block_on_dead_letters),
+            )
             .values(
                 locked_by=token,
                 locked_until=self.later(policy.lease_seconds),
@@ -331,7 +346,10 @@ class SqlStore:
             raise Conflict("Event already processed")
         if event.locked_until is not None and event.locked_until >= _aware(now):
             raise Conflict(f"Event is being processed by {event.locked_by}")
-        raise Conflict("Event is waiting behind an earlier event of its aggregate")
+        raise Conflict(
+            "Event is waiting behind an earlier event of its aggregate "
+            "(running, waiting for a retry, or dead-lettered)"
+        )
 
     # -- write-backs (all fenced on the claim's token) --------------------------
 
@@ -539,11 +557,81 @@ class SqlStore:
 
     @translated
     async def dead_letter_delete(self, ids: Sequence[uuid.UUID]) -> int:
+        """Discard dead letters; their events are marked ``discarded``.
+
+        A discarded event no longer holds back its aggregate
+        (AGGREGATE_FAILURE=block) and stays in the table, replayable.
+        """
         async with self.engine.begin() as conn:
-            result = await conn.execute(
-                delete(dead_letters).where(dead_letters.c.id.in_(list(ids)))
+            removed = await conn.execute(
+                delete(dead_letters)
+                .where(dead_letters.c.id.in_(list(ids)))
+                .returning(dead_letters.c.event_id)
             )
-        return result.rowcount
+            event_ids = list(removed.scalars().all())
+            if event_ids:
+                await conn.execute(
+                    update(events)
+                    .where(
+                        events.c.id.in_(event_ids),
+                        events.c.outcome == Outcome.DEAD_LETTERED.value,
+                    )
+                    .values(outcome=Outcome.DISCARDED.value)
+                )
+        return len(event_ids)
+
+    @translated
+    async def aggregates_blocked(
+        self, limit: int = 20, *, include_dead_letters: bool = True
+    ) -> list[BlockedAggregate]:
+        """Aggregates whose later events wait behind a retrying (or dead-lettered) one."""
+        now = self.now()
+        later = events.alias("later")
+        retrying = and_(events.c.processed == False, events.c.next_attempt_at > now)  # noqa: E712
+        blocking = (
+            or_(retrying, events.c.outcome == Outcome.DEAD_LETTERED.value)
+            if include_dead_letters
+            else retrying
+        )
+        waiting = (
+            select(func.count())
+            .where(
+                later.c.aggregate_id == events.c.aggregate_id,
+                later.c.processed == False,  # noqa: E712
+                tuple_(later.c.created_at, later.c.id) > tuple_(events.c.created_at, events.c.id),
+            )
+            .scalar_subquery()
+        )
+        statement = (
+            select(
+                events.c.aggregate_id,
+                events.c.aggregate_type,
+                events.c.id,
+                events.c.event_type,
+                events.c.processed,
+                events.c.next_attempt_at,
+                waiting.label("waiting"),
+            )
+            .where(events.c.aggregate_id.is_not(None), blocking)
+            .order_by(events.c.created_at, events.c.id)
+            .limit(limit * 4)
+        )
+        async with self.engine.connect() as conn:
+            rows = (await conn.execute(statement)).all()
+        found: dict[uuid.UUID, BlockedAggregate] = {}
+        for row in rows:
+            if row.waiting == 0 or row.aggregate_id in found:
+                continue
+            found[row.aggregate_id] = BlockedAggregate(
+                aggregate_id=row.aggregate_id,
+                aggregate_type=row.aggregate_type,
+                event_id=row.id,
+                event_type=row.event_type,
+                reason="retrying" if not row.processed else "dead_lettered",
+                waiting=row.waiting,
+                retry_at=row.next_attempt_at if not row.processed else None,
+            )
+        return list(found.values())[:limit]
 
     @translated
     async def stats_snapshot(self) -> StoreStats:
