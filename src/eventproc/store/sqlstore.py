@@ -70,16 +70,39 @@ def translated(
             return await func_(*args, **kwargs)
         except StoreError:
             raise
-        except _UNAVAILABLE as exc:
-            raise StoreUnavailable(f"database unavailable: {_first_line(exc)}") from exc
-        except sa_exc.DBAPIError as exc:
-            if exc.connection_invalidated:
-                raise StoreUnavailable(f"database connection lost: {_first_line(exc)}") from exc
-            raise StoreError(f"database error: {_first_line(exc)}") from exc
-        except sa_exc.SQLAlchemyError as exc:
-            raise StoreError(f"database error: {_first_line(exc)}") from exc
+        except (sa_exc.SQLAlchemyError, *_UNAVAILABLE) as exc:
+            raise _translate(exc) from exc
 
     return wrapper
+
+
+def idempotent(
+    func_: Callable[P, Coroutine[Any, Any, T]],
+) -> Callable[P, Coroutine[Any, Any, T]]:
+    """Retry once when the connection turned out dead (e.g. after a database restart).
+
+    Only for operations that are safe to repeat: reads, and inserts that
+    ignore ids already present. The pool drops its stale connections on the
+    first failure, so the second try gets a fresh one.
+    """
+    translated_func = translated(func_)
+
+    @functools.wraps(func_)
+    async def wrapper(*args: P.args, **kwargs: P.kwargs) -> T:
+        try:
+            return await translated_func(*args, **kwargs)
+        except StoreUnavailable:
+            return await translated_func(*args, **kwargs)
+
+    return wrapper
+
+
+def _translate(exc: BaseException) -> StoreError:
+    if isinstance(exc, _UNAVAILABLE):
+        return StoreUnavailable(f"database unavailable: {_first_line(exc)}")
+    if isinstance(exc, sa_exc.DBAPIError) and exc.connection_invalidated:
+        return StoreUnavailable(f"database connection lost: {_first_line(exc)}")
+    return StoreError(f"database error: {_first_line(exc)}")
 
 
 def _first_line(exc: BaseException) -> str:
@@ -199,7 +222,7 @@ class SqlStore:
     async def close(self) -> None:
         await self.engine.dispose()
 
-    @translated
+    @idempotent
     async def ping(self) -> datetime:
         async with self.engine.connect() as conn:
             value = (await conn.execute(select(self.now()))).scalar_one()
@@ -215,12 +238,33 @@ class SqlStore:
 
     # -- publishing and reading --------------------------------------------
 
-    @translated
     async def event_insert_many(
         self, new_events: Sequence[NewEvent], connection: AsyncConnection | None = None
     ) -> int:
+        """Insert events, ignoring ids that already exist; returns how many were new.
+
+        With ``connection`` the rows join that open transaction (a
+        transactional handler's follow-ups); otherwise they commit at once and
+        this process's processor is woken.
+        """
         if not new_events:
             return 0
+        if connection is not None:
+            return await self._insert_in(connection, new_events)
+        inserted = await self._insert_committed(new_events)
+        self._wake_local()
+        return inserted
+
+    @translated
+    async def _insert_in(self, connection: AsyncConnection, new_events: Sequence[NewEvent]) -> int:
+        return await self.insert_rows(connection, new_events)
+
+    @idempotent
+    async def _insert_committed(self, new_events: Sequence[NewEvent]) -> int:
+        async with self.engine.begin() as conn:
+            return await self.insert_rows(conn, new_events)
+
+    async def insert_rows(self, connection: AsyncConnection, new_events: Sequence[NewEvent]) -> int:
         rows = [
             {
                 "id": item.id,
@@ -235,22 +279,16 @@ class SqlStore:
             }
             for item in new_events
         ]
-        statement = self.insert_ignoring_conflicts(events)
-        if connection is not None:
-            result = await connection.execute(statement, rows)
-            return max(result.rowcount, 0)
-        async with self.engine.begin() as conn:
-            result = await conn.execute(statement, rows)
-        self._wake_local()
+        result = await connection.execute(self.insert_ignoring_conflicts(events), rows)
         return max(result.rowcount, 0)
 
-    @translated
+    @idempotent
     async def event_get(self, event_id: uuid.UUID) -> Event | None:
         async with self.engine.connect() as conn:
             row = (await conn.execute(select(events).where(events.c.id == event_id))).first()
         return row_to_event(row) if row else None
 
-    @translated
+    @idempotent
     async def event_list(self, query: EventFilter) -> list[Event]:
         statement: Select[Any] = select(events)
         if query.event_type is not None:
@@ -545,7 +583,7 @@ class SqlStore:
 
     # -- dead letters and stats ------------------------------------------------
 
-    @translated
+    @idempotent
     async def dead_letter_list(self, limit: int = 100) -> list[DeadLetter]:
         async with self.engine.connect() as conn:
             rows = (
@@ -580,7 +618,7 @@ class SqlStore:
                 )
         return len(event_ids)
 
-    @translated
+    @idempotent
     async def aggregates_blocked(
         self, limit: int = 20, *, include_dead_letters: bool = True
     ) -> list[BlockedAggregate]:
@@ -633,7 +671,7 @@ class SqlStore:
             )
         return list(found.values())[:limit]
 
-    @translated
+    @idempotent
     async def stats_snapshot(self) -> StoreStats:
         now = self.now()
         pending = events.c.processed == False  # noqa: E712
@@ -674,9 +712,5 @@ async def _translated_cm() -> AsyncIterator[None]:
         yield
     except StoreError:
         raise
-    except _UNAVAILABLE as exc:
-        raise StoreUnavailable(f"database unavailable: {_first_line(exc)}") from exc
-    except sa_exc.DBAPIError as exc:
-        if exc.connection_invalidated:
-            raise StoreUnavailable(f"database connection lost: {_first_line(exc)}") from exc
-        raise StoreError(f"database error: {_first_line(exc)}") from exc
+    except (sa_exc.SQLAlchemyError, *_UNAVAILABLE) as exc:
+        raise _translate(exc) from exc
