@@ -26,7 +26,9 @@ async def test_statements_per_event_stay_batched(store: SqlStore) -> None:
     statements: list[str] = []
 
     def count(conn: Any, cursor: Any, statement: str, *args: Any) -> None:
-        statements.append(statement.split(None, 1)[0].upper())
+        verb = statement.split(None, 1)[0].upper()
+        if verb != "BEGIN":  # SQLite's explicit BEGIN IMMEDIATE is not a round of work
+            statements.append(verb)
 
     sa_event.listen(store.engine.sync_engine, "before_cursor_execute", count)
     processor = Processor(store, registry, ProcessorConfig(batch_size=20, concurrency=50))
