@@ -16,16 +16,17 @@ import socket
 import time
 import uuid
 from dataclasses import dataclass, field
+from datetime import UTC, datetime
 
 from eventproc.completer import Completer
-from eventproc.dispatch import Dispatcher, WriteBack
+from eventproc.dispatch import Committed, Dispatcher, WriteBack
 from eventproc.errors import StoreError, StoreUnavailable
-from eventproc.event import Event
+from eventproc.event import Event, Outcome
 from eventproc.metrics import Metrics
 from eventproc.processor_config import ProcessorConfig
 from eventproc.registry import Registry
 from eventproc.stats import Stats
-from eventproc.store.protocol import ClaimPolicy, Lease, Store
+from eventproc.store.protocol import ClaimPolicy, Completion, Lease, Store
 
 logger = logging.getLogger("eventproc.processor")
 
@@ -77,7 +78,10 @@ class Processor:
         self.database_ok = True
         self.last_error: str | None = None
         self._tokens = itertools.count(1)
-        self._in_flight: dict[asyncio.Task[None], Event] = {}
+        # task -> the events it still has to handle (a run of one aggregate,
+        # handled in order; usually a single event)
+        self._in_flight: dict[asyncio.Task[None], list[Event]] = {}
+        self._busy = 0  # events claimed and not yet handled
         self._wakeup = asyncio.Event()
         self._claim_requested = True
         self._more_available = False
@@ -99,7 +103,7 @@ class Processor:
 
     @property
     def in_flight(self) -> int:
-        return len(self._in_flight)
+        return self._busy
 
     @property
     def running(self) -> bool:
@@ -111,6 +115,7 @@ class Processor:
             ordered=self.config.ordered,
             limit=limit,
             block_on_dead_letters=not self.config.park_failed_aggregates,
+            follow=self.config.ordered,
         )
 
     def next_token(self) -> str:
@@ -123,7 +128,7 @@ class Processor:
         behind an earlier event of its aggregate).
         """
         event = await self.store.event_claim_one(event_id, self.next_token(), self.policy(1))
-        self._start(event)
+        self._start([event])
         return event
 
     async def process_batch(self) -> int:
@@ -184,7 +189,7 @@ class Processor:
         return self._more_available
 
     def _free_slots(self) -> int:
-        return self.config.concurrency - len(self._in_flight)
+        return self.config.concurrency - self._busy
 
     async def _claim_once(self) -> int:
         self._claim_requested = False
@@ -198,29 +203,48 @@ class Processor:
         self._more_available = len(claimed) == limit
         if claimed:
             self.metrics.claimed.inc(len(claimed))
-            for event in claimed:
-                self._start(event)
+            for run in _runs(claimed):
+                self._start(run)
             self.signals.claimed.set()
         return len(claimed)
 
-    def _start(self, event: Event) -> None:
-        task = asyncio.create_task(self._handle(event))
-        self._in_flight[task] = event
-        self.metrics.in_flight.set(len(self._in_flight))
+    def _start(self, run: list[Event]) -> None:
+        task = asyncio.create_task(self._handle(run))
+        self._in_flight[task] = run
+        self._busy += len(run)
+        self.metrics.in_flight.set(self._busy)
 
-    async def _handle(self, event: Event) -> None:
+    async def _handle(self, run: list[Event]) -> None:
+        """Handle a run of events in order; the first that does not succeed ends it."""
         try:
-            result: WriteBack | None = await self.dispatcher.run(event)
-        except Exception:
-            logger.exception("Dispatcher crashed", extra={"event_id": str(event.id)})
-            result = None
+            while run:
+                event = run[0]
+                try:
+                    result: WriteBack | None = await self.dispatcher.run(event)
+                except Exception:
+                    logger.exception("Dispatcher crashed", extra={"event_id": str(event.id)})
+                    result = None
+                run.pop(0)
+                self._busy -= 1
+                if result is not None:
+                    self.completer.add(result)
+                if run and not _succeeded(result):
+                    await self._give_back(run)
+                    break
         finally:
+            self._busy -= len(run)
+            run.clear()
             self._in_flight.pop(asyncio.current_task(), None)  # type: ignore[arg-type]
-            self.metrics.in_flight.set(len(self._in_flight))
-        if result is not None:
-            self.completer.add(result)
+            self.metrics.in_flight.set(self._busy)
         if self._more_available:
             self._wakeup.set()
+
+    async def _give_back(self, run: list[Event]) -> None:
+        """Release the rest of a run whose earlier event failed: they must wait for it."""
+        try:
+            await self.store.event_release_many([Lease.of(event) for event in run])
+        except StoreError as exc:
+            logger.warning("Could not release %d events (their leases expire): %s", len(run), exc)
 
     def _remember_due(self, delay_seconds: float) -> None:
         heapq.heappush(self._due, time.monotonic() + delay_seconds + 0.01)
@@ -302,7 +326,7 @@ class Processor:
         interval = max(self.config.lease_seconds / 3, 0.2)
         while True:
             await asyncio.sleep(interval)
-            leases = [Lease.of(event) for event in self._in_flight.values()]
+            leases = [Lease.of(event) for run in self._in_flight.values() for event in run]
             if not leases:
                 continue
             try:
@@ -328,11 +352,11 @@ class Processor:
                 len(tasks),
             )
             _, pending = await asyncio.wait(tasks, timeout=self.config.shutdown_grace_seconds)
-            unfinished = [self._in_flight.get(task) for task in pending]
+            unfinished = [event for task in pending for event in self._in_flight.get(task, [])]
             for task in pending:
                 task.cancel()
             await asyncio.gather(*pending, return_exceptions=True)
-            leases = [Lease.of(event) for event in unfinished if event is not None]
+            leases = [Lease.of(event) for event in unfinished]
             if leases:
                 try:
                     released = await self.store.event_release_many(leases)
@@ -347,3 +371,26 @@ class Processor:
                 "Gave up writing %d results back; their leases expire and they run again",
                 self.completer.pending,
             )
+
+
+def _runs(claimed: list[Event]) -> list[list[Event]]:
+    """Group a claim into runs: one per aggregate (in order), one per other event."""
+    runs: list[list[Event]] = []
+    by_aggregate: dict[uuid.UUID, list[Event]] = {}
+    for event in claimed:
+        if event.aggregate_id is None:
+            runs.append([event])
+        elif event.aggregate_id in by_aggregate:
+            by_aggregate[event.aggregate_id].append(event)
+        else:
+            by_aggregate[event.aggregate_id] = run = [event]
+            runs.append(run)
+    for run in by_aggregate.values():
+        run.sort(key=lambda e: (e.created_at or datetime.min.replace(tzinfo=UTC), e.id))
+    return runs
+
+
+def _succeeded(result: WriteBack | None) -> bool:
+    return isinstance(result, Committed) or (
+        isinstance(result, Completion) and result.outcome is not Outcome.DEAD_LETTERED
+    )

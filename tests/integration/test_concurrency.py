@@ -44,31 +44,32 @@ async def test_two_processors_share_work_without_overlap(store_url: str) -> None
             await s.close()
 
 
-async def test_long_handler_keeps_its_lease(
-    pg_store: SqlStore, pg_url: str, running: Callable[[Processor], Awaitable[None]]
-) -> None:
+async def test_long_handler_keeps_its_lease(pg_store: SqlStore, pg_url: str) -> None:
     registry = Registry()
     starts: list[str] = []
 
     @registry.handler("t.long")
     async def long(event: Event, ctx: HandlerContext) -> None:
         starts.append(ctx.worker_id)
-        await asyncio.sleep(1.2)
+        await asyncio.sleep(3.5)  # > 2 leases: only renewals keep it
 
     other_store = open_store(pg_url, worker_name="b")
-    config = ProcessorConfig(lease_seconds=0.4, poll_interval_ms=50)
+    config = ProcessorConfig(lease_seconds=1.5, poll_interval_ms=50)
     first = Processor(pg_store, registry, config, worker_id="a")
     second = Processor(other_store, registry, config, worker_id="b")
     event = NewEvent("t.long", {})
     await pg_store.event_insert_many([event])
-    await running(first)
+    tasks = [asyncio.create_task(first.run())]
     await asyncio.wait_for(first.signals.claimed.wait(), 5)
-    await running(second)
-    await asyncio.wait_for(first.signals.flushed.wait(), 5)
+    tasks.append(asyncio.create_task(second.run()))
+    await asyncio.wait_for(first.signals.flushed.wait(), 10)
+    first.stop()
+    second.stop()
+    await asyncio.gather(*tasks)
+    await other_store.close()
     row = await pg_store.event_get(event.id)
     assert row is not None and row.outcome == "succeeded" and row.attempts == 1
     assert starts == ["a"]  # the second processor never took it over
-    await other_store.close()
 
 
 async def test_notify_wakes_an_idle_processor_at_once(

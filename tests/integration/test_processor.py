@@ -288,3 +288,34 @@ async def test_park_moves_on_block_waits(store: SqlStore) -> None:
 
     await Processor(store, registry, config(park_failed_aggregates=True)).run(until_idle=True)
     assert handled == [1, 2]
+
+
+async def test_burst_on_one_aggregate_drains_in_runs_and_in_order(store: SqlStore) -> None:
+    registry = Registry()
+    order: list[int] = []
+
+    @registry.handler("t.burst")
+    async def burst(event: Event, ctx: HandlerContext) -> None:
+        if event.payload["n"] == 150 and ctx.attempt == 1:
+            raise RuntimeError("one hiccup in the middle of a run")
+        order.append(event.payload["n"])
+
+    aggregate = uuid.uuid4()
+    await store.event_insert_many(
+        [NewEvent("t.burst", {"n": n}, aggregate_id=aggregate) for n in range(400)]
+    )
+    processor = Processor(store, registry, config(batch_size=20))
+    claims = 0
+    claim = store.event_claim_many
+
+    async def counting(*args: object, **kwargs: object) -> list[Event]:
+        nonlocal claims
+        claims += 1
+        return await claim(*args, **kwargs)  # type: ignore[arg-type]
+
+    store.event_claim_many = counting  # type: ignore[method-assign]
+    await processor.run(until_idle=True)
+    assert order == list(range(400))
+    assert claims < 100  # runs of up to 20, not one event per claim
+    stats = await store.stats_snapshot()
+    assert stats.backlog == 0

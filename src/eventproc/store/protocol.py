@@ -96,6 +96,9 @@ class ClaimPolicy:
     # events of its aggregate (AGGREGATE_FAILURE=block) until it is replayed
     # or its dead letter discarded; False lets the aggregate move on (park).
     block_on_dead_letters: bool = True
+    # With ``ordered``: also claim the events right behind each claimed
+    # aggregate head (a run, to be handled in order) when the batch has room.
+    follow: bool = False
 
 
 @dataclass(frozen=True, slots=True)

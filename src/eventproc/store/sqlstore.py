@@ -55,6 +55,7 @@ P = ParamSpec("P")
 T = TypeVar("T")
 
 CHUNK = 500  # rows per fenced statement: well under every bind-parameter limit
+CLAIM_WINDOW = 1000  # available events an ordered claim looks at (see claim_statement)
 
 _UNAVAILABLE = (sa_exc.OperationalError, sa_exc.InterfaceError, OSError, TimeoutError)
 
@@ -189,11 +190,31 @@ class SqlStore:
         counted at claim time so that an event whose workers keep dying still
         spends its budget.
         """
+        if policy.ordered:
+            # Only the first CLAIM_WINDOW available events (in claim order) are
+            # tested against the aggregate gate, so a burst of thousands on one
+            # aggregate costs a bounded scan per claim instead of one probe per
+            # pending row. Events further back wait for the window to move,
+            # which it does as the burst drains in runs.
+            window = (
+                select(events.c.id)
+                .where(self.available())
+                .order_by(*self.claim_order())
+                .limit(max(CLAIM_WINDOW, policy.limit * 10))
+            )
+            # available() is repeated outside the window on purpose: on
+            # PostgreSQL a row claimed meanwhile by another worker is re-checked
+            # against the outer WHERE only (not the subquery's snapshot), and
+            # that re-check is what keeps two workers from claiming it.
+            condition = and_(
+                events.c.id.in_(window.scalar_subquery()),
+                self.available(),
+                self.aggregate_gate(policy.block_on_dead_letters),
+            )
+        else:
+            condition = self.available()
         picked = self.lock_skipping_locked(
-            select(events.c.id)
-            .where(self.claimable(policy.ordered, policy.block_on_dead_letters))
-            .order_by(*self.claim_order())
-            .limit(policy.limit)
+            select(events.c.id).where(condition).order_by(*self.claim_order()).limit(policy.limit)
         ).cte("picked")
         return (
             update(events)
@@ -314,46 +335,123 @@ class SqlStore:
 
     def claimable(self, ordered: bool, block_on_dead_letters: bool = True) -> ColumnElement[bool]:
         """Pending, due, not leased, and (when ordered) first of its aggregate."""
+        if not ordered:
+            return self.available()
+        return and_(self.available(), self.aggregate_gate(block_on_dead_letters))
+
+    def available(self) -> ColumnElement[bool]:
+        """Pending, due and not leased (aggregates aside)."""
         now = self.now()
-        condition = and_(
+        return and_(
             events.c.processed == False,  # noqa: E712 - SQL, not Python truthiness
             or_(events.c.next_attempt_at.is_(None), events.c.next_attempt_at <= now),
             or_(events.c.locked_until.is_(None), events.c.locked_until < now),
         )
-        if not ordered:
-            return condition
+
+    def aggregate_gate(self, block_on_dead_letters: bool) -> ColumnElement[bool]:
+        """No earlier event of the same aggregate is still pending (or dead-lettered).
+
+        An earlier pending event (leased, waiting for a retry, or simply older)
+        holds this one back: never two at a time, never out of created_at order.
+        """
         earlier = events.alias("earlier")
         before_this = tuple_(earlier.c.created_at, earlier.c.id) < tuple_(
             events.c.created_at, events.c.id
         )
-        # An earlier pending event of the same aggregate (leased, waiting for a
-        # retry, or simply older) holds this one back: never two at a time,
-        # never out of created_at order.
-        pending_before = exists().where(
+        gate = ~exists().where(
             earlier.c.aggregate_id == events.c.aggregate_id,
             earlier.c.processed == False,  # noqa: E712
             before_this,
         )
-        gate = ~pending_before
         if block_on_dead_letters:
-            dead_before = exists().where(
-                earlier.c.aggregate_id == events.c.aggregate_id,
-                earlier.c.outcome == Outcome.DEAD_LETTERED.value,
-                before_this,
+            gate = and_(
+                gate,
+                ~exists().where(
+                    earlier.c.aggregate_id == events.c.aggregate_id,
+                    earlier.c.outcome == Outcome.DEAD_LETTERED.value,
+                    before_this,
+                ),
             )
-            gate = and_(gate, ~dead_before)
-        return and_(condition, or_(events.c.aggregate_id.is_(None), gate))
+        return or_(events.c.aggregate_id.is_(None), gate)
 
     def claim_order(self) -> tuple[Any, ...]:
         return (events.c.priority.desc(), events.c.created_at, events.c.id)
 
     @translated
     async def event_claim_many(self, token: str, policy: ClaimPolicy) -> list[Event]:
+        """Claim up to ``policy.limit`` events, ordered for handling.
+
+        With ``policy.follow`` (ordered mode), the batch's spare room is filled
+        with the events that come right after each claimed aggregate head, so
+        a burst on one aggregate drains a run per round trip instead of one
+        event. Callers must handle a run in order and give back its tail when
+        an event of it does not succeed.
+        """
         async with self.engine.begin() as conn:
             rows = (await conn.execute(self.claim_statement(token, policy))).all()
-        claimed = [row_to_event(row) for row in rows]
+            claimed = [row_to_event(row) for row in rows]
+            spare = policy.limit - len(claimed)
+            heads = [e for e in claimed if e.aggregate_id is not None]
+            if policy.ordered and policy.follow and heads and spare > 0:
+                claimed.extend(await self._claim_followers(conn, heads, token, policy, spare))
         claimed.sort(key=lambda e: (-e.priority, e.created_at or datetime.min, e.id))
         return claimed
+
+    async def _claim_followers(
+        self,
+        conn: AsyncConnection,
+        heads: Sequence[Event],
+        token: str,
+        policy: ClaimPolicy,
+        spare: int,
+    ) -> list[Event]:
+        """Lease the due events that directly follow each head, in order.
+
+        Nobody else can claim them: the head we hold (pending) gates them.
+        A run stops at the first event that is not due, is leased, or (in
+        block mode) is a dead-lettered one.
+        """
+        per_head = max(spare // len(heads), 1)
+        considered = events.c.processed == False  # noqa: E712
+        if policy.block_on_dead_letters:
+            considered = or_(considered, events.c.outcome == Outcome.DEAD_LETTERED.value)
+        now = self.now()
+        ready = and_(
+            or_(events.c.next_attempt_at.is_(None), events.c.next_attempt_at <= now),
+            or_(events.c.locked_until.is_(None), events.c.locked_until < now),
+        ).label("ready")
+        chosen: list[uuid.UUID] = []
+        for head in heads:
+            # An index seek per aggregate (events_aggregate_pending_idx), however
+            # many events wait behind the head. The head itself must come first:
+            # a run is only the events directly behind it.
+            rows = (
+                await conn.execute(
+                    select(events.c.id, events.c.processed, ready)
+                    .where(events.c.aggregate_id == head.aggregate_id, considered)
+                    .order_by(events.c.created_at, events.c.id)
+                    .limit(per_head + 1)
+                )
+            ).all()
+            if not rows or rows[0].id != head.id:
+                continue
+            for row in rows[1:]:
+                if row.processed or not row.ready:
+                    break
+                chosen.append(row.id)
+        if not chosen:
+            return []
+        result = await conn.execute(
+            update(events)
+            .where(events.c.id.in_(chosen), self.available())
+            .values(
+                locked_by=token,
+                locked_until=self.later(policy.lease_seconds),
+                attempts=events.c.attempts + 1,
+            )
+            .returning(*events.c)
+        )
+        return [row_to_event(row) for row in result.all()]
 
     @translated
     async def event_claim_one(self, event_id: uuid.UUID, token: str, policy: ClaimPolicy) -> Event:

@@ -12,7 +12,7 @@ from sqlalchemy.sql.compiler import SQLCompiler
 from sqlalchemy.sql.functions import FunctionElement
 from sqlalchemy.types import TypeDecorator, TypeEngine
 
-SQLITE_TIME_FORMAT = "%Y-%m-%d %H:%M:%S.%f"
+SQLITE_TIME_FORMAT = "%Y-%m-%d %H:%M:%S"
 
 # jsonb on PostgreSQL (the seed's type), JSON text on SQLite.
 JSONDoc = JSON().with_variant(postgresql.JSONB(), "postgresql")
@@ -65,7 +65,9 @@ class UTCDateTime(TypeDecorator[datetime]):
             value = datetime.fromisoformat(value)
         if value.tzinfo is not None:
             value = value.astimezone(UTC).replace(tzinfo=None)
-        return value.strftime(SQLITE_TIME_FORMAT)
+        # Milliseconds, exactly like strftime('%f') in SQL defaults and the
+        # store's clock, so that times compare correctly as text.
+        return f"{value.strftime(SQLITE_TIME_FORMAT)}.{value.microsecond // 1000:03d}"
 
     def process_result_value(self, value: Any, dialect: Dialect) -> datetime | None:
         if value is None:
