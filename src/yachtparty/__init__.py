@@ -1,1 +1,20 @@
-"""The Yachtparty handler pack (in progress; see issue 3)."""
+"""The Yachtparty handler pack for eventproc: 11 handlers, their payload models, their tables.
+
+``yachtparty:registry`` is what ``HANDLERS`` points at by default. The pack's
+contract is /work/shared/yachtparty-handlers.md. Modules:
+
+- :mod:`yachtparty.models`   payload models (one per event type)
+- :mod:`yachtparty.tables`   the 8 tables and the schema hook that creates them
+- :mod:`yachtparty.queries`  the query pieces each database spells its own way
+- :mod:`yachtparty.ids`      deterministic ids for everything a handler creates
+- :mod:`yachtparty.effects`  agent tasks, follow-up events, referent checks
+- :mod:`yachtparty.handlers` the 11 handlers
+- :mod:`yachtparty.cache`    the cache-invalidation extension point
+- :mod:`yachtparty.sample`   sample data and a traffic generator (demo, tests)
+"""
+
+from yachtparty import handlers as handlers
+from yachtparty import tables as tables
+from yachtparty.registry import registry
+
+__all__ = ["registry"]

@@ -1,0 +1,833 @@
+"""The 11 Yachtparty handlers, as /work/shared/yachtparty-handlers.md specifies them.
+
+Every handler is transactional: its writes and follow-up events commit in the
+transaction that marks its event processed, exactly once. Every row it
+creates has a deterministic id and is inserted with on-conflict-do-nothing, so
+a replay changes nothing. Failure policy:
+
+- an invalid payload never gets here (eventproc dead-letters it at once);
+- a row the handler must create whose referent is missing (a user, the
+  conversation whose owner gets a task, a community request) raises
+  ``LookupError``: retried, then dead-lettered;
+- an UPDATE that matches no row logs a warning and the event succeeds;
+- any database error propagates: retried, then dead-lettered.
+"""
+
+import logging
+import uuid
+from datetime import datetime, timedelta
+from typing import Any
+
+from sqlalchemy import Table, case, func, literal, or_, select, update
+
+from eventproc import Event, HandlerContext
+from yachtparty.cache import invalidate_user_caches
+from yachtparty.effects import add_task, as_json, follow_up, payload_of, require_user
+from yachtparty.ids import derived_id
+from yachtparty.models import (
+    CommunityRequestNeeded,
+    IntentClassified,
+    IntroCompleted,
+    IntroInquiry,
+    MessageReceived,
+    ProcessingCompleted,
+    ResearchComplete,
+    ResponseReceived,
+    ResponseRecorded,
+    SolutionNeeded,
+    UserVerified,
+)
+from yachtparty.queries import db_now, insert_once, overlaps
+from yachtparty.registry import registry
+from yachtparty.tables import (
+    Timestamp,
+    agent_actions_log,
+    community_requests,
+    conversations,
+    credit_events,
+    intro_opportunities,
+    solution_workflows,
+    users,
+)
+
+logger = logging.getLogger(__name__)
+
+COMMUNITY_REQUEST_TTL = timedelta(days=7)
+DUPLICATE_WINDOW = timedelta(days=7)
+MAX_EXPERTS = 5
+VERIFIED_NOTICE_DELAY = timedelta(seconds=60)
+INTENT_TASK_CONFIDENCE = 0.8
+
+
+def _log_fields(event: Event) -> dict[str, Any]:
+    return {"event_id": str(event.id), "event_type": event.event_type}
+
+
+async def _exists(ctx: HandlerContext, table: Table, row_id: uuid.UUID) -> bool:
+    found = await ctx.connection.execute(select(table.c.id).where(table.c.id == row_id))
+    return found.first() is not None
+
+
+# -- 1. user.inquiry.solution_needed -------------------------------------------------
+
+
+@registry.handler(
+    "user.inquiry.solution_needed",
+    description=(
+        "A member needs a solution: queue a research_solution task for Solution Saga "
+        "and publish solution.research_initiated."
+    ),
+    payload=SolutionNeeded,
+    transactional=True,
+)
+async def solution_needed(event: Event, ctx: HandlerContext) -> None:
+    payload = payload_of(ctx, SolutionNeeded)
+    await require_user(ctx, payload.userId)
+    now = await db_now(ctx.connection)
+    task_id = await add_task(
+        ctx,
+        purpose="research_solution",
+        task_type="research_solution",
+        agent_type="solution_saga",
+        user_id=payload.userId,
+        context_id=payload.conversationId,
+        context_type="conversation",
+        priority="high" if payload.urgency == "high" else "medium",
+        context_json={
+            "requestDescription": payload.requestDescription,
+            "description": payload.requestDescription,
+            "category": payload.category,
+            "urgency": payload.urgency,
+        },
+        now=now,
+    )
+    await ctx.publish(
+        follow_up(
+            event,
+            "solution.research_initiated",
+            aggregate_type="user",
+            aggregate_id=payload.userId,
+            payload={"taskId": task_id, "requestDescription": payload.requestDescription},
+        )
+    )
+
+
+# -- 2. community.request_needed -----------------------------------------------------
+
+
+async def _open_duplicate(
+    ctx: HandlerContext, payload: CommunityRequestNeeded, now: datetime
+) -> uuid.UUID | None:
+    """The newest open request of the last 7 days, same category, overlapping expertise."""
+    table = community_requests
+    statement = (
+        select(table.c.id)
+        .where(
+            table.c.status == "open",
+            table.c.created_at >= now - DUPLICATE_WINDOW,
+            table.c.category.is_not_distinct_from(payload.category),
+            overlaps(ctx.connection, table.c.expertise_needed, payload.expertiseNeeded),
+        )
+        .order_by(table.c.created_at.desc(), table.c.id.desc())
+        .limit(1)
+    )
+    found = (await ctx.connection.execute(statement)).scalar_one_or_none()
+    assert found is None or isinstance(found, uuid.UUID)
+    return found
+
+
+async def _find_experts(ctx: HandlerContext, payload: CommunityRequestNeeded) -> list[uuid.UUID]:
+    """Up to 5 verified users whose expertise overlaps, newest first, never the requester."""
+    conditions = [
+        users.c.verified.is_(True),
+        overlaps(ctx.connection, users.c.expertise, payload.expertiseNeeded),
+    ]
+    if payload.requestingUserId is not None:
+        conditions.append(users.c.id != payload.requestingUserId)
+    statement = (
+        select(users.c.id)
+        .where(*conditions)
+        .order_by(users.c.created_at.desc(), users.c.id.desc())
+        .limit(MAX_EXPERTS)
+    )
+    return list((await ctx.connection.execute(statement)).scalars())
+
+
+@registry.handler(
+    "community.request_needed",
+    description=(
+        "Ask the community: attach to an open duplicate request, or create the request "
+        "and route it to up to 5 verified experts (tasks for the Account Manager)."
+    ),
+    payload=CommunityRequestNeeded,
+    transactional=True,
+)
+async def community_request_needed(event: Event, ctx: HandlerContext) -> None:
+    payload = payload_of(ctx, CommunityRequestNeeded)
+    if payload.requestingUserId is not None:
+        await require_user(ctx, payload.requestingUserId)
+    now = await db_now(ctx.connection)
+    request_id = derived_id(event.id, "community_request")
+    created = (
+        await ctx.connection.execute(
+            select(community_requests.c.target_user_ids).where(
+                community_requests.c.id == request_id
+            )
+        )
+    ).first()
+    if created is not None:
+        # A replay: the request exists, so route to the experts it recorded.
+        experts = list(created.target_user_ids or [])
+    else:
+        duplicate = await _open_duplicate(ctx, payload, now)
+        if duplicate is not None:
+            await ctx.publish(
+                follow_up(
+                    event,
+                    "community.request_attached",
+                    aggregate_type="user" if payload.requestingUserId else event.aggregate_type,
+                    aggregate_id=payload.requestingUserId or event.aggregate_id,
+                    payload={
+                        "existingRequestId": duplicate,
+                        "newEventId": event.id,
+                        "question": payload.question,
+                    },
+                )
+            )
+            return
+        experts = await _find_experts(ctx, payload)
+        await insert_once(
+            ctx.connection,
+            community_requests,
+            {
+                "id": request_id,
+                "requesting_agent_type": payload.requestingAgentType
+                or event.created_by
+                or "unknown",
+                "requesting_user_id": payload.requestingUserId,
+                "context_id": payload.context_uuid,
+                "context_type": payload.contextType,
+                "question": payload.question,
+                "category": payload.category,
+                "expertise_needed": payload.expertiseNeeded,
+                "target_user_ids": experts,
+                "status": "open",
+                "requester_context": payload.requesterContext,
+                "desired_outcome": payload.desiredOutcome,
+                "urgency": payload.urgency,
+                "request_summary": payload.requestSummary,
+                "created_at": now,
+                "expires_at": now + COMMUNITY_REQUEST_TTL,
+            },
+        )
+    await _route_request(event, ctx, payload, request_id, experts, now)
+
+
+async def _route_request(
+    event: Event,
+    ctx: HandlerContext,
+    payload: CommunityRequestNeeded,
+    request_id: uuid.UUID,
+    experts: list[uuid.UUID],
+    now: datetime,
+) -> None:
+    for expert_id in experts:
+        await add_task(
+            ctx,
+            purpose=f"community_request_available:{expert_id}",
+            task_type="community_request_available",
+            agent_type="account_manager",
+            user_id=expert_id,
+            context_id=request_id,
+            context_type="community_request",
+            priority="medium",
+            context_json={
+                "requestId": request_id,
+                "question": payload.question,
+                "category": payload.category,
+                "expertiseNeeded": payload.expertiseNeeded,
+                "requesterContext": payload.requesterContext,
+                "desiredOutcome": payload.desiredOutcome,
+                "urgency": payload.urgency,
+                "requestSummary": payload.requestSummary,
+                "contextId": payload.contextId,
+                "contextType": payload.contextType,
+            },
+            now=now,
+        )
+    if experts:
+        await ctx.publish(
+            follow_up(
+                event,
+                "community.request_routed",
+                aggregate_type="community_request",
+                aggregate_id=request_id,
+                payload={
+                    "requestId": request_id,
+                    "expertsNotified": len(experts),
+                    "expertUserIds": experts,
+                    "question": payload.question,
+                    "category": payload.category,
+                },
+            )
+        )
+    else:
+        await ctx.publish(
+            follow_up(
+                event,
+                "community.no_experts_found",
+                aggregate_type="community_request",
+                aggregate_id=request_id,
+                payload={
+                    "requestId": request_id,
+                    "category": payload.category,
+                    "expertiseNeeded": payload.expertiseNeeded,
+                    "question": payload.question,
+                },
+            )
+        )
+
+
+# -- 3. user.intro_inquiry -----------------------------------------------------------
+
+
+@registry.handler(
+    "user.intro_inquiry",
+    description="A member asks about an intro: queue an intro_followup_check task.",
+    payload=IntroInquiry,
+    transactional=True,
+)
+async def intro_inquiry(event: Event, ctx: HandlerContext) -> None:
+    payload = payload_of(ctx, IntroInquiry)
+    await require_user(ctx, payload.userId)
+    now = await db_now(ctx.connection)
+    await add_task(
+        ctx,
+        purpose="intro_followup_check",
+        task_type="intro_followup_check",
+        agent_type="account_manager",
+        user_id=payload.userId,
+        context_id=payload.introId,
+        context_type="intro_opportunity" if payload.introId is not None else None,
+        priority="high",
+        context_json={
+            "introId": payload.introId,
+            "userQuestion": payload.userQuestion,
+            "conversationId": payload.conversationId,
+        },
+        now=now,
+    )
+
+
+# -- 4. user.verified ----------------------------------------------------------------
+
+
+@registry.handler(
+    "user.verified",
+    description=(
+        "A member was verified: invalidate caches and, a minute later, tell them their "
+        "priorities (notify_user_of_priorities task)."
+    ),
+    payload=UserVerified,
+    transactional=True,
+)
+async def user_verified(event: Event, ctx: HandlerContext) -> None:
+    payload = payload_of(ctx, UserVerified)
+    await require_user(ctx, payload.userId)
+    now = await db_now(ctx.connection)
+    await add_task(
+        ctx,
+        purpose="notify_user_of_priorities",
+        task_type="notify_user_of_priorities",
+        agent_type="account_manager",
+        user_id=payload.userId,
+        priority="high",
+        context_json={
+            "reason": "user_verified",
+            "verificationCompletedAt": payload.verificationCompletedAt,
+        },
+        now=now,
+        scheduled_for=now + VERIFIED_NOTICE_DELAY,
+    )
+    await invalidate_user_caches(payload.userId, payload.pocAgentType)
+    logger.info(
+        "User %s verified; point of contact is now %s",
+        payload.userId,
+        payload.pocAgentType,
+        extra=_log_fields(event),
+    )
+
+
+# -- 5. user.message.received --------------------------------------------------------
+
+
+def _touched(column: Any, event: Event, now: datetime) -> Any:
+    """``now``, unless the stored time already covers this event (a replay keeps it).
+
+    A time at or after the event's creation was written while handling this
+    event or a later one, so it stays as it is.
+    """
+    if event.created_at is None:
+        return now
+    return case(
+        (or_(column.is_(None), column < event.created_at), literal(now, Timestamp())),
+        else_=column,
+    )
+
+
+@registry.handler(
+    "user.message.received",
+    description="A member sent a message: mark the user and the conversation active now.",
+    payload=MessageReceived,
+    transactional=True,
+)
+async def message_received(event: Event, ctx: HandlerContext) -> None:
+    payload = payload_of(ctx, MessageReceived)
+    now = await db_now(ctx.connection)
+    touched_user = await ctx.connection.execute(
+        update(users)
+        .where(users.c.id == payload.userId)
+        .values(last_active_at=_touched(users.c.last_active_at, event, now))
+    )
+    if touched_user.rowcount == 0:
+        logger.warning(
+            "user.message.received: no user %s to mark active",
+            payload.userId,
+            extra=_log_fields(event),
+        )
+    touched_conversation = await ctx.connection.execute(
+        update(conversations)
+        .where(conversations.c.id == payload.conversationId)
+        .values(last_message_at=_touched(conversations.c.last_message_at, event, now))
+    )
+    if touched_conversation.rowcount == 0:
+        logger.warning(
+            "user.message.received: no conversation %s to update",
+            payload.conversationId,
+            extra=_log_fields(event),
+        )
+
+
+# -- 6. user.response.recorded -------------------------------------------------------
+
+
+async def _conversation_owner(ctx: HandlerContext, conversation_id: uuid.UUID) -> uuid.UUID:
+    """The user a conversation belongs to; ``LookupError`` if there is no such conversation."""
+    owner = (
+        await ctx.connection.execute(
+            select(conversations.c.user_id).where(conversations.c.id == conversation_id)
+        )
+    ).scalar_one_or_none()
+    if owner is None:
+        raise LookupError(f"Conversation {conversation_id} not found")
+    assert isinstance(owner, uuid.UUID)
+    return owner
+
+
+@registry.handler(
+    "user.response.recorded",
+    description=(
+        "Log a member's response to an agent; a rejection queues a "
+        "notify_user_of_priorities task for the conversation's owner."
+    ),
+    payload=ResponseRecorded,
+    transactional=True,
+)
+async def response_recorded(event: Event, ctx: HandlerContext) -> None:
+    payload = payload_of(ctx, ResponseRecorded)
+    await require_user(ctx, payload.userId)
+    now = await db_now(ctx.connection)
+    await insert_once(
+        ctx.connection,
+        agent_actions_log,
+        {
+            "id": derived_id(event.id, "agent_actions_log"),
+            "agent_type": "system",
+            "action_type": "user_response_recorded",
+            "user_id": payload.userId,
+            "context_id": payload.conversationId,
+            "context_type": "conversation",
+            "input_data": as_json(
+                {
+                    "responseType": payload.responseType,
+                    "context": payload.context,
+                    "response": payload.response,
+                    "eventId": event.id,
+                }
+            ),
+            "created_at": now,
+        },
+    )
+    if payload.responseType != "rejection":
+        return
+    owner = await _conversation_owner(ctx, payload.conversationId)
+    await add_task(
+        ctx,
+        purpose="notify_user_of_priorities",
+        task_type="notify_user_of_priorities",
+        agent_type="account_manager",
+        user_id=owner,
+        context_id=payload.conversationId,
+        context_type="conversation",
+        priority="medium",
+        context_json={
+            "reason": "user_rejection",
+            "conversationId": payload.conversationId,
+            "context": payload.context,
+            "response": payload.response,
+        },
+        now=now,
+    )
+
+
+# -- 7. conversation.intent_classified -----------------------------------------------
+
+
+@registry.handler(
+    "conversation.intent_classified",
+    description=(
+        "Record a conversation's classified intent in conversations.metadata; a confident "
+        "one (> 0.8) queues a notify_user_of_priorities task."
+    ),
+    payload=IntentClassified,
+    transactional=True,
+)
+async def intent_classified(event: Event, ctx: HandlerContext) -> None:
+    payload = payload_of(ctx, IntentClassified)
+    now = await db_now(ctx.connection)
+    row = (
+        await ctx.connection.execute(
+            select(conversations.c.user_id, conversations.c.metadata)
+            .where(conversations.c.id == payload.conversationId)
+            .with_for_update()
+        )
+    ).first()
+    if row is None:
+        logger.warning(
+            "conversation.intent_classified: no conversation %s to update",
+            payload.conversationId,
+            extra=_log_fields(event),
+        )
+    else:
+        current = row.metadata if isinstance(row.metadata, dict) else {}
+        # intent_event_id marks the event the intent came from: a replay of it
+        # leaves the metadata (and its intent_classified_at) as they are.
+        if current.get("intent_event_id") != str(event.id):
+            merged = current | as_json(
+                {
+                    "last_intent": payload.intent,
+                    "intent_confidence": payload.confidence,
+                    "intent_classified_at": now,
+                    "intent_context": payload.context,
+                    "intent_event_id": event.id,
+                }
+            )
+            await ctx.connection.execute(
+                update(conversations)
+                .where(conversations.c.id == payload.conversationId)
+                .values(metadata=merged, updated_at=now)
+            )
+    if payload.confidence <= INTENT_TASK_CONFIDENCE:
+        return
+    if row is None:
+        raise LookupError(f"Conversation {payload.conversationId} not found")
+    await add_task(
+        ctx,
+        purpose="notify_user_of_priorities",
+        task_type="notify_user_of_priorities",
+        agent_type="account_manager",
+        user_id=row.user_id,
+        context_id=payload.conversationId,
+        context_type="conversation",
+        priority="medium",
+        context_json={"reason": payload.intent, "conversationId": payload.conversationId},
+        now=now,
+    )
+
+
+# -- 8. solution.research_complete ---------------------------------------------------
+
+
+async def _active_conversation(ctx: HandlerContext, user_id: uuid.UUID) -> uuid.UUID:
+    """The user's most recently active ``active`` conversation."""
+    activity = func.coalesce(conversations.c.last_message_at, conversations.c.created_at)
+    found = (
+        await ctx.connection.execute(
+            select(conversations.c.id)
+            .where(conversations.c.user_id == user_id, conversations.c.status == "active")
+            .order_by(
+                activity.desc().nulls_last(),
+                conversations.c.created_at.desc().nulls_last(),
+                conversations.c.id.desc(),
+            )
+            .limit(1)
+        )
+    ).scalar_one_or_none()
+    if found is None:
+        raise LookupError(f"No active conversation found for user {user_id}")
+    assert isinstance(found, uuid.UUID)
+    return found
+
+
+@registry.handler(
+    "solution.research_complete",
+    description=(
+        "Solution research finished: have the Concierge deliver the findings in the user's "
+        "active conversation and mark the workflow completed."
+    ),
+    payload=ResearchComplete,
+    transactional=True,
+)
+async def research_complete(event: Event, ctx: HandlerContext) -> None:
+    payload = payload_of(ctx, ResearchComplete)
+    await require_user(ctx, payload.userId)
+    now = await db_now(ctx.connection)
+    conversation_id = await _active_conversation(ctx, payload.userId)
+    await add_task(
+        ctx,
+        purpose="solution_workflow_timeout",
+        task_type="solution_workflow_timeout",
+        agent_type="concierge",
+        user_id=payload.userId,
+        context_id=payload.workflowId,
+        context_type="solution_workflow",
+        priority="high",
+        context_json={
+            "workflowId": payload.workflowId,
+            "requestDescription": payload.requestDescription,
+            # Stored as sent: the model only checked its shape.
+            "findings": event.payload["findings"],
+            "conversationId": conversation_id,
+        },
+        now=now,
+    )
+    table = solution_workflows
+    already = table.c.status.is_not_distinct_from("completed") & (
+        table.c.completed_at.is_not_distinct_from(payload.completedAt)
+    )
+    completed = await ctx.connection.execute(
+        update(table)
+        .where(table.c.id == payload.workflowId, ~already)
+        .values(status="completed", completed_at=payload.completedAt, updated_at=now)
+    )
+    if completed.rowcount == 0 and not await _exists(ctx, table, payload.workflowId):
+        logger.warning(
+            "solution.research_complete: no solution workflow %s to complete",
+            payload.workflowId,
+            extra=_log_fields(event),
+        )
+
+
+# -- 9. intro.completed --------------------------------------------------------------
+
+
+async def _complete_intro(
+    event: Event, ctx: HandlerContext, payload: IntroCompleted, now: datetime
+) -> None:
+    """Mark the intro completed; an intro completed before keeps its first completion time."""
+    table = intro_opportunities
+    already = table.c.status.is_not_distinct_from("completed") & (
+        table.c.intro_completed_at.is_not(None)
+    )
+    result = await ctx.connection.execute(
+        update(table)
+        .where(table.c.id == payload.introId, ~already)
+        .values(
+            status="completed",
+            intro_completed_at=payload.completedAt,
+            updated_at=now,
+        )
+    )
+    if result.rowcount == 0 and not await _exists(ctx, table, payload.introId):
+        logger.warning(
+            "intro.completed: no intro opportunity %s to complete",
+            payload.introId,
+            extra=_log_fields(event),
+        )
+
+
+@registry.handler(
+    "intro.completed",
+    description=(
+        "An intro happened: mark it completed, award the connector's credits once per intro "
+        "(credit_events -> users.credit_balance), and queue notifications."
+    ),
+    payload=IntroCompleted,
+    transactional=True,
+)
+async def intro_completed(event: Event, ctx: HandlerContext) -> None:
+    payload = payload_of(ctx, IntroCompleted)
+    await require_user(ctx, payload.connectorUserId)
+    if payload.innovatorId is not None:
+        await require_user(ctx, payload.innovatorId)
+    now = await db_now(ctx.connection)
+    await _complete_intro(event, ctx, payload, now)
+    credits = payload.creditsAwarded
+    awarded = await insert_once(
+        ctx.connection,
+        credit_events,
+        {
+            "id": derived_id(event.id, "credit_event"),
+            "user_id": payload.connectorUserId,
+            "event_type": "intro_completed",
+            "amount": credits,
+            "reference_type": "intro_opportunity",
+            "reference_id": payload.introId,
+            "idempotency_key": f"intro_completed:{payload.introId}",
+            "description": f"Intro completed - {credits} credits earned",
+            "created_at": now,
+            "processed": True,
+        },
+    )
+    if not awarded:
+        # This intro's completion was handled already (by this event or another).
+        logger.info(
+            "intro.completed: credits for intro %s were already awarded; nothing to do",
+            payload.introId,
+            extra=_log_fields(event),
+        )
+        return
+    await add_task(
+        ctx,
+        purpose="notify_user_of_priorities:connector",
+        task_type="notify_user_of_priorities",
+        agent_type="concierge",
+        user_id=payload.connectorUserId,
+        context_id=payload.introId,
+        context_type="intro_opportunity",
+        priority="medium",
+        context_json={
+            "reason": "intro_completed",
+            "creditsAwarded": credits,
+            "introId": payload.introId,
+        },
+        now=now,
+    )
+    if payload.innovatorId is not None:
+        await add_task(
+            ctx,
+            purpose="notify_user_of_priorities:innovator",
+            task_type="notify_user_of_priorities",
+            agent_type="innovator",
+            user_id=payload.innovatorId,
+            context_id=payload.introId,
+            context_type="intro_opportunity",
+            priority="high",
+            context_json={
+                "reason": "intro_completed",
+                "introId": payload.introId,
+                "prospectId": payload.prospectId,
+            },
+            now=now,
+        )
+
+
+# -- 10. community.response_received --------------------------------------------------
+
+
+@registry.handler(
+    "community.response_received",
+    description=(
+        "An expert answered a community request: hand it to Solution Saga (for a workflow's "
+        "request) and tell the requester's Account Manager."
+    ),
+    payload=ResponseReceived,
+    transactional=True,
+)
+async def response_received(event: Event, ctx: HandlerContext) -> None:
+    payload = payload_of(ctx, ResponseReceived)
+    table = community_requests
+    request = (
+        await ctx.connection.execute(
+            select(table.c.context_id, table.c.context_type, table.c.requesting_user_id).where(
+                table.c.id == payload.requestId
+            )
+        )
+    ).first()
+    if request is None:
+        raise LookupError(f"Community request {payload.requestId} not found")
+    now = await db_now(ctx.connection)
+    if request.context_type == "solution_workflow" and request.context_id is not None:
+        await add_task(
+            ctx,
+            purpose="process_community_response",
+            task_type="process_community_response",
+            agent_type="solution_saga",
+            user_id=request.requesting_user_id,
+            context_id=request.context_id,
+            context_type="solution_workflow",
+            priority="medium",
+            context_json={"responseId": payload.responseId, "requestId": payload.requestId},
+            now=now,
+        )
+    if request.requesting_user_id is not None:
+        await add_task(
+            ctx,
+            purpose="community_response_available",
+            task_type="community_response_available",
+            agent_type="account_manager",
+            user_id=request.requesting_user_id,
+            context_id=payload.responseId,
+            context_type="community_response",
+            priority="high",
+            context_json={
+                "responseId": payload.responseId,
+                "requestId": payload.requestId,
+                "expertUserId": payload.expertUserId,
+                "responseSummary": payload.responseSummary,
+            },
+            now=now,
+        )
+
+
+# -- 11. account_manager.processing.completed -----------------------------------------
+
+
+@registry.handler(
+    "account_manager.processing.completed",
+    description=(
+        "Log an Account Manager run; urgent items queue an urgent "
+        "notify_user_of_priorities task for the Concierge."
+    ),
+    payload=ProcessingCompleted,
+    transactional=True,
+)
+async def processing_completed(event: Event, ctx: HandlerContext) -> None:
+    payload = payload_of(ctx, ProcessingCompleted)
+    await require_user(ctx, payload.userId)
+    now = await db_now(ctx.connection)
+    await insert_once(
+        ctx.connection,
+        agent_actions_log,
+        {
+            "id": derived_id(event.id, "agent_actions_log"),
+            "agent_type": "account_manager",
+            "action_type": "processing_completed",
+            "user_id": payload.userId,
+            "output_data": as_json(
+                {
+                    "processedEvents": payload.processedEvents,
+                    "urgentItems": payload.urgentItems,
+                    "prioritiesUpdated": payload.prioritiesUpdated,
+                    "tasksCreated": payload.tasksCreated,
+                    "completedAt": payload.completedAt,
+                    "eventId": event.id,
+                }
+            ),
+            "created_at": now,
+        },
+    )
+    if payload.urgentItems > 0:
+        await add_task(
+            ctx,
+            purpose="notify_user_of_priorities",
+            task_type="notify_user_of_priorities",
+            agent_type="concierge",
+            user_id=payload.userId,
+            priority="urgent",
+            context_json={
+                "reason": "urgent_priorities_detected",
+                "urgentCount": payload.urgentItems,
+            },
+            now=now,
+        )
