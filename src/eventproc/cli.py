@@ -163,6 +163,54 @@ def publish(
     _run(go())
 
 
+@app.command()
+def demo(
+    events: Annotated[
+        int | None,
+        typer.Option(help="Events to publish (default: 500 with --once, else endless)."),
+    ] = None,
+    rate: Annotated[
+        float | None,
+        typer.Option(help="Events per second (default: 50 live; all at once with --once)."),
+    ] = None,
+    once: Annotated[
+        bool, typer.Option("--once", help="Publish, drain, print a summary table, exit.")
+    ] = False,
+    database_url: DatabaseOption = None,
+    port: Annotated[int | None, typer.Option(help="HTTP port (default: $PORT, 8080).")] = None,
+) -> None:
+    """Try it: sample Yachtparty data and traffic on a fresh embedded database.
+
+    Uses ./eventproc-demo.db (recreated) unless DATABASE_URL is set, loads
+    users, experts, conversations, workflows and intro opportunities, then
+    publishes all 11 event types with a share of bad ones (unknown type,
+    invalid payload, missing user) so that retries and dead letters show.
+    Retries are quick in the demo (MAX_RETRIES=3, 100 ms backoff base).
+    """
+    import os
+
+    from eventproc.demo import DEMO_LOG_LEVEL, DEMO_OVERRIDES, demo_database_url, run_demo
+
+    quiet = {} if os.environ.get("LOG_LEVEL") else {"log_level": DEMO_LOG_LEVEL}
+    settings = _settings(database_url=database_url, port=port, handlers="yachtparty:registry")
+    settings = _settings(
+        database_url=demo_database_url(settings),
+        port=port,
+        handlers="yachtparty:registry",
+        **DEMO_OVERRIDES,
+        **quiet,
+    )
+    code = 1
+    try:
+        output = Console(width=None if sys.stdout.isatty() else 120)
+        code = asyncio.run(run_demo(settings, events=events, rate=rate, once=once, console=output))
+    except EventprocError as exc:
+        _error(exc)
+    except KeyboardInterrupt:
+        code = 130
+    raise typer.Exit(code)
+
+
 def main() -> None:
     try:
         app()

@@ -159,7 +159,7 @@ class PostgresStore(SqlStore):
         """
         from eventproc.store.migrations import upgrade
 
-        async with self.engine.begin() as conn:
+        async with self.begin() as conn:
             await conn.execute(
                 text("SELECT pg_advisory_xact_lock(:key)"), {"key": MIGRATION_LOCK_KEY}
             )

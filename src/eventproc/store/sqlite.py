@@ -7,7 +7,8 @@ writers are seen by polling.
 """
 
 import asyncio
-from collections.abc import Callable, Sequence
+from collections.abc import AsyncIterator, Callable, Sequence
+from contextlib import AbstractAsyncContextManager, asynccontextmanager
 from datetime import datetime
 from pathlib import Path
 from typing import Any, final
@@ -15,7 +16,7 @@ from typing import Any, final
 from sqlalchemy import ColumnElement, Insert, event, func, literal, text
 from sqlalchemy.dialects import sqlite
 from sqlalchemy.engine import URL, make_url
-from sqlalchemy.ext.asyncio import create_async_engine
+from sqlalchemy.ext.asyncio import AsyncConnection, create_async_engine
 
 from eventproc.store.protocol import Capabilities, SchemaHook
 from eventproc.store.schema import events, metadata
@@ -54,12 +55,27 @@ class SqliteStore(SqlStore):
         if self.url.database in (None, "", ":memory:"):
             raise ValueError("SQLite needs a file path: sqlite:///path/to/eventproc.db")
         engine = create_async_engine(self.url, connect_args={"timeout": 30})
-        _configure(engine.sync_engine)
-        super().__init__(engine, worker_name=worker_name)
+        _configure(engine.sync_engine, immediate=True)
+        # Reads get their own pool with ordinary (deferred) transactions: in
+        # WAL mode they never wait for the writer.
+        reader = create_async_engine(self.url, connect_args={"timeout": 30})
+        _configure(reader.sync_engine, immediate=False)
+        super().__init__(engine, worker_name=worker_name, reader=reader)
+        # One writer at a time in this process, queued here instead of
+        # spinning in SQLite's busy handler (which sleeps up to 100 ms a try).
+        self._write_lock = asyncio.Lock()
         self.capabilities = Capabilities(
             listen=False, skip_locked=False, cross_process_wakeups=False
         )
         self.url_for_display = str(self.url.database)
+
+    @asynccontextmanager
+    async def _locked_begin(self) -> AsyncIterator[AsyncConnection]:
+        async with self._write_lock, self.engine.begin() as connection:
+            yield connection
+
+    def begin(self) -> AbstractAsyncContextManager[AsyncConnection]:
+        return self._locked_begin()
 
     def now(self) -> ColumnElement[datetime]:
         return func.strftime(TIME_FORMAT, "now", type_=UTCDateTime())
@@ -87,7 +103,7 @@ class SqliteStore(SqlStore):
 
     @translated
     async def migrate(self, hooks: Sequence[SchemaHook] = ()) -> None:
-        async with self.engine.begin() as conn:
+        async with self.begin() as conn:
             await conn.run_sync(metadata.create_all)
             await conn.exec_driver_sql(REPLAY_TRIGGER)
             for hook in hooks:
@@ -98,7 +114,7 @@ class SqliteStore(SqlStore):
         await asyncio.Event().wait()
 
 
-def _configure(sync_engine: Any) -> None:
+def _configure(sync_engine: Any, *, immediate: bool) -> None:
     @event.listens_for(sync_engine, "connect")
     def _on_connect(dbapi_connection: Any, _record: Any) -> None:
         # Let SQLAlchemy's "begin" below issue BEGIN itself.
@@ -112,6 +128,6 @@ def _configure(sync_engine: Any) -> None:
 
     @event.listens_for(sync_engine, "begin")
     def _on_begin(connection: Any) -> None:
-        # Take the write lock up front: a deferred transaction that later
-        # writes can fail with SQLITE_BUSY without waiting.
-        connection.exec_driver_sql("BEGIN IMMEDIATE")
+        # Writers take the write lock up front: a deferred transaction that
+        # later writes can fail with SQLITE_BUSY without waiting.
+        connection.exec_driver_sql("BEGIN IMMEDIATE" if immediate else "BEGIN")

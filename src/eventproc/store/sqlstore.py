@@ -8,7 +8,7 @@ wake-ups. Nothing above ``eventproc.store`` sees a SQLAlchemy exception.
 import functools
 import uuid
 from collections.abc import AsyncIterator, Callable, Coroutine, Sequence
-from contextlib import asynccontextmanager
+from contextlib import AbstractAsyncContextManager, asynccontextmanager
 from datetime import UTC, datetime
 from typing import Any, ParamSpec, TypeVar
 
@@ -152,10 +152,21 @@ class SqlStore:
     capabilities: Capabilities
     url_for_display: str
 
-    def __init__(self, engine: AsyncEngine, *, worker_name: str = "eventproc") -> None:
+    def __init__(
+        self,
+        engine: AsyncEngine,
+        *,
+        worker_name: str = "eventproc",
+        reader: AsyncEngine | None = None,
+    ) -> None:
         self.engine = engine
+        self.reader = reader or engine
         self.worker_name = worker_name
         self._wakers: list[Callable[[], None]] = []
+
+    def begin(self) -> AbstractAsyncContextManager[AsyncConnection]:
+        """A write transaction (committed on exit, rolled back on error)."""
+        return self.engine.begin()
 
     # -- dialect hooks ---------------------------------------------------
 
@@ -242,10 +253,12 @@ class SqlStore:
 
     async def close(self) -> None:
         await self.engine.dispose()
+        if self.reader is not self.engine:
+            await self.reader.dispose()
 
     @idempotent
     async def ping(self) -> datetime:
-        async with self.engine.connect() as conn:
+        async with self.reader.connect() as conn:
             value = (await conn.execute(select(self.now()))).scalar_one()
         return _aware(value)
 
@@ -282,7 +295,7 @@ class SqlStore:
 
     @idempotent
     async def _insert_committed(self, new_events: Sequence[NewEvent]) -> int:
-        async with self.engine.begin() as conn:
+        async with self.begin() as conn:
             return await self.insert_rows(conn, new_events)
 
     async def insert_rows(self, connection: AsyncConnection, new_events: Sequence[NewEvent]) -> int:
@@ -305,7 +318,7 @@ class SqlStore:
 
     @idempotent
     async def event_get(self, event_id: uuid.UUID) -> Event | None:
-        async with self.engine.connect() as conn:
+        async with self.reader.connect() as conn:
             row = (await conn.execute(select(events).where(events.c.id == event_id))).first()
         return row_to_event(row) if row else None
 
@@ -327,7 +340,7 @@ class SqlStore:
         statement = statement.order_by(events.c.created_at.desc(), events.c.id.desc()).limit(
             query.limit
         )
-        async with self.engine.connect() as conn:
+        async with self.reader.connect() as conn:
             rows = (await conn.execute(statement)).all()
         return [row_to_event(row) for row in rows]
 
@@ -387,7 +400,7 @@ class SqlStore:
         event. Callers must handle a run in order and give back its tail when
         an event of it does not succeed.
         """
-        async with self.engine.begin() as conn:
+        async with self.begin() as conn:
             rows = (await conn.execute(self.claim_statement(token, policy))).all()
             claimed = [row_to_event(row) for row in rows]
             spare = policy.limit - len(claimed)
@@ -469,7 +482,7 @@ class SqlStore:
             )
             .returning(*events.c)
         )
-        async with self.engine.begin() as conn:
+        async with self.begin() as conn:
             row = (await conn.execute(statement)).first()
             if row is not None:
                 return row_to_event(row)
@@ -508,7 +521,7 @@ class SqlStore:
         for completion in completions:
             by_outcome.setdefault(completion.outcome, []).append(completion.lease)
         done = 0
-        async with self.engine.begin() as conn:
+        async with self.begin() as conn:
             for outcome, leases in by_outcome.items():
                 for chunk in _chunks(leases):
                     result = await conn.execute(
@@ -528,7 +541,7 @@ class SqlStore:
         raised before the handler starts. Leaving the block by an exception
         rolls back everything the handler wrote.
         """
-        async with _translated_cm(), self.engine.begin() as conn:
+        async with _translated_cm(), self.begin() as conn:
             held = await conn.execute(
                 update(events)
                 .where(self.fenced([completion.lease]))
@@ -546,7 +559,7 @@ class SqlStore:
     @translated
     async def event_retry_many(self, failures: Sequence[Failure]) -> int:
         done = 0
-        async with self.engine.begin() as conn:
+        async with self.begin() as conn:
             for failure in failures:
                 values: dict[str, Any] = {
                     "locked_by": None,
@@ -573,7 +586,7 @@ class SqlStore:
     async def event_dead_letter_many(self, burials: Sequence[Burial]) -> int:
         """Close each event and insert its dead letter in one transaction."""
         done = 0
-        async with self.engine.begin() as conn:
+        async with self.begin() as conn:
             for burial in burials:
                 closed = await conn.execute(
                     update(events)
@@ -618,7 +631,7 @@ class SqlStore:
     async def event_release_many(self, leases: Sequence[Lease]) -> int:
         """Give claims back unfinished (shutdown): the attempt is not spent."""
         done = 0
-        async with self.engine.begin() as conn:
+        async with self.begin() as conn:
             for chunk in _chunks(leases):
                 result = await conn.execute(
                     update(events)
@@ -639,7 +652,7 @@ class SqlStore:
         self, leases: Sequence[Lease], lease_seconds: float
     ) -> set[uuid.UUID]:
         renewed: set[uuid.UUID] = set()
-        async with self.engine.begin() as conn:
+        async with self.begin() as conn:
             for chunk in _chunks(leases):
                 result = await conn.execute(
                     update(events)
@@ -654,7 +667,7 @@ class SqlStore:
     async def event_replay(self, event_ids: Sequence[uuid.UUID]) -> int:
         """Make processed events pending again, with a fresh retry budget."""
         done = 0
-        async with self.engine.begin() as conn:
+        async with self.begin() as conn:
             for chunk in _chunks(list(event_ids)):
                 result = await conn.execute(
                     update(events)
@@ -683,7 +696,7 @@ class SqlStore:
 
     @idempotent
     async def dead_letter_list(self, limit: int = 100) -> list[DeadLetter]:
-        async with self.engine.connect() as conn:
+        async with self.reader.connect() as conn:
             rows = (
                 await conn.execute(
                     select(dead_letters).order_by(dead_letters.c.created_at.desc()).limit(limit)
@@ -698,7 +711,7 @@ class SqlStore:
         A discarded event no longer holds back its aggregate
         (AGGREGATE_FAILURE=block) and stays in the table, replayable.
         """
-        async with self.engine.begin() as conn:
+        async with self.begin() as conn:
             removed = await conn.execute(
                 delete(dead_letters)
                 .where(dead_letters.c.id.in_(list(ids)))
@@ -752,7 +765,7 @@ class SqlStore:
             .order_by(events.c.created_at, events.c.id)
             .limit(limit * 4)
         )
-        async with self.engine.connect() as conn:
+        async with self.reader.connect() as conn:
             rows = (await conn.execute(statement)).all()
         found: dict[uuid.UUID, BlockedAggregate] = {}
         for row in rows:
@@ -783,7 +796,7 @@ class SqlStore:
             func.count().filter(pending, events.c.locked_until >= now),
             func.min(events.c.created_at).filter(pending),
         ).where(pending)
-        async with self.engine.connect() as conn:
+        async with self.reader.connect() as conn:
             backlog, due, in_flight, oldest = (await conn.execute(statement)).one()
             dead = (await conn.execute(select(func.count()).select_from(dead_letters))).scalar_one()
             db_now = (await conn.execute(select(now))).scalar_one()
