@@ -65,7 +65,8 @@ class Completer:
         """Flush whenever something is waiting, until :meth:`close` (or cancelled)."""
         backoff = 0.1
         while True:
-            await self._ready.wait()
+            if not self._closing:
+                await self._ready.wait()
             self._ready.clear()
             if self._closing and not self.pending and not self._committed:
                 return
