@@ -152,3 +152,31 @@ async def test_listener_reconnects_after_its_connection_is_killed(
     )
     await admin.close()
     await asyncio.wait_for(done.wait(), 20)
+
+
+async def test_listen_false_runs_on_polling_alone(pg_store: SqlStore, pg_url: str) -> None:
+    import asyncpg
+
+    registry = Registry()
+    done = asyncio.Event()
+
+    @registry.handler("t.ping")
+    async def ping(event: Event, ctx: HandlerContext) -> None:
+        done.set()
+
+    processor = Processor(pg_store, registry, ProcessorConfig(listen=False, poll_interval_ms=100))
+    task = asyncio.create_task(processor.run())
+    await asyncio.sleep(0.3)
+    admin = await asyncpg.connect(pg_url)
+    listeners = await admin.fetchval(
+        "SELECT count(*) FROM pg_stat_activity "
+        "WHERE datname = current_database() AND query LIKE 'LISTEN%'"
+    )
+    await admin.execute(
+        "INSERT INTO events (id, event_type, payload) VALUES (gen_random_uuid(), 't.ping', '{}')"
+    )
+    await admin.close()
+    await asyncio.wait_for(done.wait(), 5)
+    processor.stop()
+    await task
+    assert listeners == 0

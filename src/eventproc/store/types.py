@@ -1,4 +1,9 @@
-"""Column types that read and write the same Python values on both backends."""
+"""Column types that read and write the same Python values on both backends.
+
+Public for handler packs that keep their own tables (the Yachtparty pack
+does): a pack's table defined with these types works on PostgreSQL and on
+the embedded SQLite file alike.
+"""
 
 import uuid
 from datetime import UTC, datetime
@@ -11,6 +16,8 @@ from sqlalchemy.ext.compiler import compiles
 from sqlalchemy.sql.compiler import SQLCompiler
 from sqlalchemy.sql.functions import FunctionElement
 from sqlalchemy.types import TypeDecorator, TypeEngine
+
+__all__ = ["GUID", "JSONDoc", "UTCDateTime", "new_uuid", "utc_now"]
 
 SQLITE_TIME_FORMAT = "%Y-%m-%d %H:%M:%S"
 
