@@ -216,9 +216,16 @@ class Processor:
 
     async def _handle(self, run: list[Event]) -> None:
         """Handle a run of events in order; the first that does not succeed ends it."""
+        verified = time.monotonic()
         try:
             while run:
                 event = run[0]
+                if verified < time.monotonic() - self.config.lease_seconds / 3:
+                    # The previous handler ran long (or this process was
+                    # paused): make sure the run is still ours before going on.
+                    if not await self._still_ours(run):
+                        break
+                    verified = time.monotonic()
                 try:
                     result: WriteBack | None = await self.dispatcher.run(event)
                 except Exception:
@@ -238,6 +245,24 @@ class Processor:
             self.metrics.in_flight.set(self._busy)
         if self._more_available:
             self._wakeup.set()
+
+    async def _still_ours(self, run: list[Event]) -> bool:
+        """Renew the rest of a run; False (and the run dropped) if any lease is gone."""
+        leases = [Lease.of(event) for event in run]
+        try:
+            renewed = await self.store.event_renew_leases(leases, self.config.lease_seconds)
+        except StoreError as exc:
+            logger.warning("Could not check the leases of a run, stopping it: %s", exc)
+            return False
+        if len(renewed) == len(leases):
+            return True
+        logger.warning(
+            "Lost the lease of a run of %d events (another worker took its head over)",
+            len(run),
+            extra={"event_id": str(run[0].id), "action": "lease_lost"},
+        )
+        await self._give_back([event for event in run if event.id in renewed])
+        return False
 
     async def _give_back(self, run: list[Event]) -> None:
         """Release the rest of a run whose earlier event failed: they must wait for it."""

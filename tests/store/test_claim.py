@@ -166,3 +166,19 @@ async def test_retrying_event_is_reported_as_blocking(store: SqlStore) -> None:
     assert await store.event_claim_many("w:2", policy()) == []
     [blocked] = await store.aggregates_blocked()
     assert blocked.reason == "retrying" and blocked.retry_at is not None
+
+
+async def test_taking_over_a_head_revokes_the_stalled_run(store: SqlStore) -> None:
+    aggregate = uuid.uuid4()
+    await store.event_insert_many(
+        [NewEvent("t", {"n": n}, aggregate_id=aggregate) for n in range(4)]
+    )
+    follow = ClaimPolicy(lease_seconds=0.05, ordered=True, limit=4, follow=True)
+    run = await store.event_claim_many("stalled:1", follow)
+    assert [e.payload["n"] for e in run] == [0, 1, 2, 3]  # head and its followers
+    await asyncio.sleep(0.1)  # the stalled worker's leases expire together
+    [head] = await store.event_claim_many("w:2", ClaimPolicy(30, True, 1))  # no room to follow
+    assert head.id == run[0].id and head.attempts == 2
+    # The stalled worker can no longer keep (or complete) the rest of its run.
+    assert await store.event_renew_leases([Lease.of(e) for e in run[1:]], 30) == set()
+    assert await store.event_complete_many([Completion(Lease.of(run[1]))]) == 0

@@ -405,10 +405,37 @@ class SqlStore:
             claimed = [row_to_event(row) for row in rows]
             spare = policy.limit - len(claimed)
             heads = [e for e in claimed if e.aggregate_id is not None]
+            if policy.ordered and heads:
+                await self._revoke_stale_runs(conn, heads, token)
             if policy.ordered and policy.follow and heads and spare > 0:
                 claimed.extend(await self._claim_followers(conn, heads, token, policy, spare))
         claimed.sort(key=lambda e: (-e.priority, e.created_at or datetime.min, e.id))
         return claimed
+
+    async def _revoke_stale_runs(
+        self, conn: AsyncConnection, heads: Sequence[Event], token: str
+    ) -> None:
+        """Take back the rest of a run whose head we just took over.
+
+        A head claimed again (attempts > 1) may have been part of a run whose
+        worker stalled past its lease; that worker's later events of the
+        aggregate (leased with the same, expired, lease) must not run ahead of
+        the head, so their lease is cleared: the stalled worker finds it lost
+        before it handles them.
+        """
+        taken_over = [head.aggregate_id for head in heads if head.attempts > 1]
+        if not taken_over:
+            return
+        await conn.execute(
+            update(events)
+            .where(
+                events.c.aggregate_id.in_(taken_over),
+                events.c.processed == False,  # noqa: E712
+                events.c.locked_by.is_not(None),
+                events.c.locked_by != token,
+            )
+            .values(locked_by=None, locked_until=None)
+        )
 
     async def _claim_followers(
         self,
