@@ -6,7 +6,7 @@
     ├── ConfigError                a bad setting; the message names the variable
     ├── RegistryError              a duplicate or malformed handler registration
     ├── StoreError                 anything the database said, with __cause__ kept
-    │   ├── StoreUnavailable       cannot connect, or the connection was lost
+    │   ├── StoreUnavailable       unreachable, connection lost, restarting, deadlock: retry
     │   ├── LeaseLost              a write-back was fenced out: another worker owns the event
     │   ├── NotFound               no such event or dead letter (HTTP 404)
     │   └── Conflict               the row is in a state that forbids the action (HTTP 409)

@@ -360,8 +360,10 @@ class Processor:
                 self.metrics.store_errors.labels("renew").inc()
                 logger.warning("Could not renew leases: %s", exc)
                 continue
+            still_running = {event.id for run in self._in_flight.values() for event in run}
             for lease in leases:
-                if lease.event_id not in renewed:
+                # An event that finished meanwhile was completed, not taken over.
+                if lease.event_id not in renewed and lease.event_id in still_running:
                     logger.warning(
                         "Lease lost while the handler runs; its result will be dropped",
                         extra={"event_id": str(lease.event_id), "action": "lease_lost"},

@@ -111,7 +111,10 @@ class PostgresStore(SqlStore):
 
     def fenced(self, leases: Sequence[Lease]) -> ColumnElement[bool]:
         # One fixed statement whatever the batch size (asyncpg prepares it
-        # once), pairing each id with its own claim token.
+        # once), pairing each id with its own claim token. Sorted by id so
+        # that concurrent fenced updates of one worker (renewal, completion)
+        # lock shared rows in the same order instead of deadlocking.
+        leases = sorted(leases, key=lambda lease: lease.event_id)
         pairs = select(
             func.unnest(
                 literal(

@@ -98,12 +98,29 @@ def idempotent(
     return wrapper
 
 
+# SQLSTATEs after which the same statement can simply be tried again:
+# connection exceptions (class 08), the server starting, stopping or in
+# recovery (57P01-57P03), too many connections, deadlock, serialization.
+_RETRYABLE_STATES = ("08", "57P01", "57P02", "57P03", "53300", "40001", "40P01")
+
+
 def _translate(exc: BaseException) -> StoreError:
     if isinstance(exc, _UNAVAILABLE):
         return StoreUnavailable(f"database unavailable: {_first_line(exc)}")
     if isinstance(exc, sa_exc.DBAPIError) and exc.connection_invalidated:
         return StoreUnavailable(f"database connection lost: {_first_line(exc)}")
+    state = _sqlstate(exc)
+    if state and state.startswith(_RETRYABLE_STATES):
+        return StoreUnavailable(f"database busy or restarting ({state}): {_first_line(exc)}")
     return StoreError(f"database error: {_first_line(exc)}")
+
+
+def _sqlstate(exc: BaseException) -> str | None:
+    for candidate in (getattr(exc, "orig", None), exc.__cause__, exc):
+        state = getattr(candidate, "sqlstate", None) or getattr(candidate, "pgcode", None)
+        if isinstance(state, str):
+            return state
+    return None
 
 
 def _first_line(exc: BaseException) -> str:

@@ -1,0 +1,36 @@
+"""Which database errors mean "try again" (the classification the processor relies on)."""
+
+import pytest
+from sqlalchemy import exc as sa_exc
+
+from eventproc.errors import StoreError, StoreUnavailable
+from eventproc.store.sqlstore import _translate
+
+
+class DriverError(Exception):
+    def __init__(self, message: str, sqlstate: str) -> None:
+        super().__init__(message)
+        self.sqlstate = sqlstate
+
+
+@pytest.mark.parametrize(
+    ("sqlstate", "retryable"),
+    [
+        ("57P03", True),  # the database system is not yet accepting connections
+        ("57P01", True),  # terminating connection due to administrator command
+        ("08006", True),  # connection failure
+        ("40P01", True),  # deadlock detected
+        ("40001", True),  # serialization failure
+        ("23505", False),  # unique violation: retrying the same rows fails the same way
+        ("42P01", False),  # undefined table
+    ],
+)
+def test_sqlstate_classification(sqlstate: str, retryable: bool) -> None:
+    error = sa_exc.DBAPIError("UPDATE events ...", {}, DriverError("boom", sqlstate))
+    translated = _translate(error)
+    assert isinstance(translated, StoreError)
+    assert isinstance(translated, StoreUnavailable) is retryable
+
+
+def test_os_errors_mean_unavailable() -> None:
+    assert isinstance(_translate(ConnectionRefusedError("refused")), StoreUnavailable)
