@@ -1,7 +1,6 @@
 """Faults: a worker killed mid-handler, the database going away, shutdown with work running."""
 
 import asyncio
-import os
 import signal
 import sys
 import time
@@ -15,28 +14,9 @@ from eventproc.processor import Processor
 from eventproc.processor_config import ProcessorConfig
 from eventproc.retry import RetryPolicy
 from eventproc.store import SqlStore, open_store
+from support.processes import worker_env
 from support.proxy import Proxy
 from support.waiting import eventually
-
-TESTS = Path(__file__).resolve().parents[1]
-
-
-def worker_env(database_url: str, marks: Path, **extra: str) -> dict[str, str]:
-    env = {
-        key: value
-        for key, value in os.environ.items()
-        if key not in ("DATABASE_URL", "HANDLERS", "PORT")
-    }
-    env.update(
-        DATABASE_URL=database_url,
-        HANDLERS="support.handlers:registry",
-        PYTHONPATH=str(TESTS),
-        TEST_MARKS_DIR=str(marks),
-        POLL_INTERVAL_MS="100",
-        LOG_FORMAT="json",
-        **extra,
-    )
-    return env
 
 
 async def test_worker_killed_mid_handler_is_picked_up_after_lease(
