@@ -124,7 +124,7 @@ class Dispatcher:
             return Failure(lease, exc.delay_seconds, exc.reason, event.attempts, counted=False)
         except TimeoutError as exc:
             return self._fail(event, lease, handler, f"handler timed out after {timeout:g}s", exc)
-        except Exception as exc:
+        except Exception as exc:  # a handler may raise anything: that is a failure
             message = str(exc) or type(exc).__name__
             return self._fail(event, lease, handler, f"{type(exc).__name__}: {message}", exc)
         duration = time.perf_counter() - started

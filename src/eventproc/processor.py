@@ -228,7 +228,7 @@ class Processor:
                     verified = time.monotonic()
                 try:
                     result: WriteBack | None = await self.dispatcher.run(event)
-                except Exception:
+                except Exception:  # a bug here must not kill the loop
                     logger.exception("Dispatcher crashed", extra={"event_id": str(event.id)})
                     result = None
                 run.pop(0)

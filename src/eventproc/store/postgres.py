@@ -203,7 +203,7 @@ class PostgresStore(SqlStore):
                         raise ConnectionError("listener connection closed by the server")
             except asyncio.CancelledError:
                 raise
-            except Exception as exc:
+            except Exception as exc:  # any failure of the listener means: reconnect
                 logger.warning(
                     "Listener connection lost (%s); reconnecting in %.1fs",
                     str(exc).splitlines()[0] if str(exc) else type(exc).__name__,

@@ -1,9 +1,9 @@
 """SqliteStore: the embedded default. One file, WAL, serialized writers.
 
-SQLite has no SKIP LOCKED: every transaction here starts with BEGIN
+SQLite has no SKIP LOCKED: every write transaction here starts with BEGIN
 IMMEDIATE, so claims from several processes on one file serialize instead of
-overlapping (correct, just slower). Wake-ups are in-process only; other
-writers are seen by polling.
+overlapping (correct, just slower). This process's publishes wake it at
+once; other processes' commits are noticed through ``PRAGMA data_version``.
 """
 
 import asyncio
@@ -13,6 +13,7 @@ from datetime import datetime
 from pathlib import Path
 from typing import Any, final
 
+import aiosqlite
 from sqlalchemy import ColumnElement, Insert, event, func, literal, text
 from sqlalchemy.dialects import sqlite
 from sqlalchemy.engine import URL, make_url
@@ -24,6 +25,7 @@ from eventproc.store.sqlstore import SqlStore, translated
 from eventproc.store.types import UTCDateTime
 
 BUSY_TIMEOUT_MS = 30_000
+DATA_VERSION_POLL_SECONDS = 0.05
 TIME_FORMAT = "%Y-%m-%d %H:%M:%f"
 
 # The seed's replay (`UPDATE events SET processed = false ...`) must give the
@@ -64,9 +66,7 @@ class SqliteStore(SqlStore):
         # One writer at a time in this process, queued here instead of
         # spinning in SQLite's busy handler (which sleeps up to 100 ms a try).
         self._write_lock = asyncio.Lock()
-        self.capabilities = Capabilities(
-            listen=False, skip_locked=False, cross_process_wakeups=False
-        )
+        self.capabilities = Capabilities(listen=True, skip_locked=False, cross_process_wakeups=True)
         self.url_for_display = str(self.url.database)
 
     @asynccontextmanager
@@ -110,8 +110,37 @@ class SqliteStore(SqlStore):
                 await hook(conn)
 
     async def listen(self, on_wake: Callable[[], None]) -> None:
-        """No cross-process notifications on SQLite: in-process wakers and polling."""
-        await asyncio.Event().wait()
+        """Wake on commits by other processes, seen through ``PRAGMA data_version``.
+
+        SQLite has no NOTIFY. ``data_version`` changes whenever another
+        connection commits to the file, and reading it costs no I/O, so a
+        dedicated connection checks it every ``DATA_VERSION_POLL_SECONDS``:
+        another process's publish is noticed within that time instead of the
+        next ``POLL_INTERVAL_MS``. (This process's own commits also change it,
+        which costs at most one spare claim per check.)
+        """
+        database = str(self.url.database)
+        while True:
+            try:
+                async with aiosqlite.connect(database, isolation_level=None) as connection:
+                    await connection.execute(f"PRAGMA busy_timeout={BUSY_TIMEOUT_MS}")
+                    seen = await _data_version(connection)
+                    while True:
+                        await asyncio.sleep(DATA_VERSION_POLL_SECONDS)
+                        version = await _data_version(connection)
+                        if version != seen:
+                            seen = version
+                            on_wake()
+            except asyncio.CancelledError:
+                raise
+            except Exception:  # keep watching; the poll interval still covers us
+                await asyncio.sleep(1.0)
+
+
+async def _data_version(connection: aiosqlite.Connection) -> int:
+    async with connection.execute("PRAGMA data_version") as cursor:
+        row = await cursor.fetchone()
+    return int(row[0]) if row else 0
 
 
 def _configure(sync_engine: Any, *, immediate: bool) -> None:
