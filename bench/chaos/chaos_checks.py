@@ -448,6 +448,7 @@ class _Analysis:
             "lease_takeovers": kinds["takeover"],
             "retries_written": kinds["retry"],
             "releases_written": kinds["release"],
+            "stalled_runs_revoked": kinds["revoked"],
         }
 
     def throughput(self, publish_started: float, fault_times: list[float]) -> None:

@@ -90,6 +90,11 @@ BEGIN
             WHEN OLD.locked_by IS NULL THEN 'claim'
             WHEN NEW.locked_by IS NOT NULL THEN 'takeover'
             WHEN NEW.attempts < OLD.attempts THEN 'release'
+            -- a claimer taking over a stalled run clears its leases and
+            -- changes nothing else: not a write-back of the old token
+            WHEN NEW.attempts = OLD.attempts
+                 AND NEW.next_attempt_at IS NOT DISTINCT FROM OLD.next_attempt_at
+                THEN 'revoked'
             ELSE 'retry'
         END,
         OLD.locked_by, NEW.locked_by, OLD.locked_until, NEW.attempts

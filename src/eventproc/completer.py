@@ -44,6 +44,12 @@ class Completer:
         self._idle = asyncio.Event()
         self._idle.set()
         self._closing = False
+        # Buffered results are numbered so that a caller can wait for "all
+        # that I added so far" to be written (see wait_written).
+        self._added = 0
+        self._written = 0
+        self._dropped_through = 0
+        self._progress = asyncio.Condition()
 
     @property
     def pending(self) -> int:
@@ -54,10 +60,13 @@ class Completer:
             self._committed += 1
         elif isinstance(result, Completion):
             self._completions.append(result)
+            self._added += 1
         elif isinstance(result, Failure):
             self._failures.append(result)
+            self._added += 1
         else:
             self._burials.append(result)
+            self._added += 1
         self._idle.clear()
         self._ready.set()
 
@@ -89,12 +98,26 @@ class Completer:
     async def wait_idle(self) -> None:
         await self._idle.wait()
 
+    async def wait_written(self) -> bool:
+        """Wait until every result added so far is in the database.
+
+        A run uses it before a transactional handler commits on its own, so
+        that the event's predecessor is never left behind it. False when a
+        result was dropped (the caller must not go on).
+        """
+        target = self._added
+        self._ready.set()
+        async with self._progress:
+            await self._progress.wait_for(lambda: self._written >= target)
+        return self._dropped_through < target
+
     async def flush(self) -> bool:
         """Write everything buffered; False if the database refused (kept for later)."""
         completions, self._completions = self._completions, []
         failures, self._failures = self._failures, []
         burials, self._burials = self._burials, []
         committed, self._committed = self._committed, 0
+        upto = self._added  # this batch: everything added before the swap
         try:
             if completions:
                 await self.store.event_complete_many(completions)
@@ -119,6 +142,7 @@ class Completer:
             self.metrics.store_errors.labels("complete").inc()
             lost = len(completions) + len(failures) + len(burials)
             logger.error("Dropping %d results after a database error: %s", lost, exc)
+            self._dropped_through = upto
         else:
             skipped = sum(1 for c in completions if c.outcome is Outcome.SKIPPED)
             self.stats.record(
@@ -127,6 +151,9 @@ class Completer:
                 failed=sum(1 for f in failures if f.counted),
                 dead=len(burials),
             )
+        async with self._progress:
+            self._written = upto
+            self._progress.notify_all()
         if not self.pending:
             self._idle.set()
         # Retry delays count from now, after the write: never earlier than the

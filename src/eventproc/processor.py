@@ -217,6 +217,7 @@ class Processor:
     async def _handle(self, run: list[Event]) -> None:
         """Handle a run of events in order; the first that does not succeed ends it."""
         verified = time.monotonic()
+        buffered = False  # the previous event's result is not written yet
         try:
             while run:
                 event = run[0]
@@ -226,6 +227,12 @@ class Processor:
                     if not await self._still_ours(run):
                         break
                     verified = time.monotonic()
+                if (
+                    buffered
+                    and self._commits_itself(event)
+                    and not await self._predecessor_written(run)
+                ):
+                    break
                 try:
                     result: WriteBack | None = await self.dispatcher.run(event)
                 except Exception:  # a bug here must not kill the loop
@@ -235,6 +242,7 @@ class Processor:
                 self._busy -= 1
                 if result is not None:
                     self.completer.add(result)
+                buffered = not isinstance(result, Committed)
                 if run and not _succeeded(result):
                     await self._give_back(run)
                     break
@@ -245,6 +253,22 @@ class Processor:
             self.metrics.in_flight.set(self._busy)
         if self._more_available:
             self._wakeup.set()
+
+    async def _predecessor_written(self, run: list[Event]) -> bool:
+        """Wait for the previous event's result before a handler that commits its own.
+
+        A transactional handler writes its outcome at once; if its
+        predecessor's were still buffered, a crash in between would leave the
+        earlier event to run after the later one.
+        """
+        if await self.completer.wait_written():
+            return True
+        await self._give_back(run)
+        return False
+
+    def _commits_itself(self, event: Event) -> bool:
+        handler = self.registry.get(event.event_type)
+        return handler is not None and handler.transactional
 
     async def _still_ours(self, run: list[Event]) -> bool:
         """Renew the rest of a run; False (and the run dropped) if any lease is gone."""

@@ -319,3 +319,39 @@ async def test_burst_on_one_aggregate_drains_in_runs_and_in_order(store: SqlStor
     assert claims < 100  # runs of up to 20, not one event per claim
     stats = await store.stats_snapshot()
     assert stats.backlog == 0
+
+
+async def test_transactional_event_in_a_run_commits_after_its_predecessor(
+    store: SqlStore,
+) -> None:
+    from sqlalchemy import select
+
+    from eventproc.store.schema import events as events_table
+
+    registry = Registry()
+    seen_processed: list[bool] = []
+
+    @registry.handler("t.plain")
+    async def plain(event: Event, ctx: HandlerContext) -> None:
+        return None
+
+    @registry.handler("t.tx", transactional=True)
+    async def tx(event: Event, ctx: HandlerContext) -> None:
+        previous = uuid.UUID(event.payload["previous"])
+        row = (
+            await ctx.connection.execute(
+                select(events_table.c.processed).where(events_table.c.id == previous)
+            )
+        ).one()
+        seen_processed.append(bool(row.processed))
+
+    aggregate = uuid.uuid4()
+    chain: list[NewEvent] = []
+    for n in range(10):
+        if n % 2 == 0:
+            chain.append(NewEvent("t.plain", {}, aggregate_id=aggregate))
+        else:
+            chain.append(NewEvent("t.tx", {"previous": str(chain[-1].id)}, aggregate_id=aggregate))
+    await store.event_insert_many(chain)
+    await Processor(store, registry, config(batch_size=20)).run(until_idle=True)
+    assert seen_processed == [True] * 5

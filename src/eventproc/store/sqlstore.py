@@ -446,10 +446,18 @@ class SqlStore:
         await conn.execute(
             update(events)
             .where(
-                events.c.aggregate_id.in_(taken_over),
-                events.c.processed == False,  # noqa: E712
-                events.c.locked_by.is_not(None),
-                events.c.locked_by != token,
+                events.c.id.in_(
+                    # Rows locked right now belong to a transaction still in
+                    # progress (perhaps of a paused worker): never wait for it.
+                    self.lock_skipping_locked(
+                        select(events.c.id).where(
+                            events.c.aggregate_id.in_(taken_over),
+                            events.c.processed == False,  # noqa: E712
+                            events.c.locked_by.is_not(None),
+                            events.c.locked_by != token,
+                        )
+                    ).scalar_subquery()
+                )
             )
             .values(locked_by=None, locked_until=None)
         )
@@ -477,7 +485,7 @@ class SqlStore:
             or_(events.c.next_attempt_at.is_(None), events.c.next_attempt_at <= now),
             or_(events.c.locked_until.is_(None), events.c.locked_until < now),
         ).label("ready")
-        chosen: list[uuid.UUID] = []
+        runs: list[list[uuid.UUID]] = []
         for head in heads:
             # An index seek per aggregate (events_aggregate_pending_idx), however
             # many events wait behind the head. The head itself must come first:
@@ -492,15 +500,37 @@ class SqlStore:
             ).all()
             if not rows or rows[0].id != head.id:
                 continue
+            run: list[uuid.UUID] = []
             for row in rows[1:]:
                 if row.processed or not row.ready:
                     break
-                chosen.append(row.id)
+                run.append(row.id)
+            runs.append(run)
+        chosen = [event_id for run in runs for event_id in run]
         if not chosen:
+            return []
+        # Lock them without waiting; a run is cut at the first one that is
+        # locked elsewhere (it must stay contiguous).
+        lockable = set(
+            (
+                await conn.execute(
+                    self.lock_skipping_locked(
+                        select(events.c.id).where(events.c.id.in_(chosen), self.available())
+                    )
+                )
+            ).scalars()
+        )
+        contiguous: list[uuid.UUID] = []
+        for run in runs:
+            for event_id in run:
+                if event_id not in lockable:
+                    break
+                contiguous.append(event_id)
+        if not contiguous:
             return []
         result = await conn.execute(
             update(events)
-            .where(events.c.id.in_(chosen), self.available())
+            .where(events.c.id.in_(contiguous), self.available())
             .values(
                 locked_by=token,
                 locked_until=self.later(policy.lease_seconds),
