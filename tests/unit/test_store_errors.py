@@ -4,7 +4,7 @@ import pytest
 from sqlalchemy import exc as sa_exc
 
 from eventproc.errors import StoreError, StoreUnavailable
-from eventproc.store.sqlstore import _translate
+from eventproc.store.sqlstore import translate_error
 
 
 class DriverError(Exception):
@@ -27,10 +27,10 @@ class DriverError(Exception):
 )
 def test_sqlstate_classification(sqlstate: str, retryable: bool) -> None:
     error = sa_exc.DBAPIError("UPDATE events ...", {}, DriverError("boom", sqlstate))
-    translated = _translate(error)
+    translated = translate_error(error)
     assert isinstance(translated, StoreError)
     assert isinstance(translated, StoreUnavailable) is retryable
 
 
 def test_os_errors_mean_unavailable() -> None:
-    assert isinstance(_translate(ConnectionRefusedError("refused")), StoreUnavailable)
+    assert isinstance(translate_error(ConnectionRefusedError("refused")), StoreUnavailable)

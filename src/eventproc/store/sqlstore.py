@@ -72,7 +72,7 @@ def translated(
         except StoreError:
             raise
         except (sa_exc.SQLAlchemyError, *_UNAVAILABLE) as exc:
-            raise _translate(exc) from exc
+            raise translate_error(exc) from exc
 
     return wrapper
 
@@ -104,7 +104,7 @@ def idempotent(
 _RETRYABLE_STATES = ("08", "57P01", "57P02", "57P03", "53300", "40001", "40P01")
 
 
-def _translate(exc: BaseException) -> StoreError:
+def translate_error(exc: BaseException) -> StoreError:
     if isinstance(exc, _UNAVAILABLE):
         return StoreUnavailable(f"database unavailable: {_first_line(exc)}")
     if isinstance(exc, sa_exc.DBAPIError) and exc.connection_invalidated:
@@ -898,4 +898,4 @@ async def _translated_cm() -> AsyncIterator[None]:
     except StoreError:
         raise
     except (sa_exc.SQLAlchemyError, *_UNAVAILABLE) as exc:
-        raise _translate(exc) from exc
+        raise translate_error(exc) from exc
