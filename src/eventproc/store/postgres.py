@@ -255,7 +255,7 @@ class PostgresStore(SqlStore):
     @translated
     async def event_claim_many(self, token: str, policy: ClaimPolicy) -> list[Event]:
         sql = _CLAIM_SQL[(policy.ordered, policy.block_on_dead_letters)]
-        window = max(CLAIM_WINDOW, policy.limit * 10)
+        window = max(CLAIM_WINDOW, policy.limit * 5)
         async with self._driver() as driver:
             records = await driver.fetch(sql, token, policy.lease_seconds, policy.limit, window)
         claimed = [_record_to_event(record) for record in records]

@@ -55,7 +55,7 @@ P = ParamSpec("P")
 T = TypeVar("T")
 
 CHUNK = 500  # rows per fenced statement: well under every bind-parameter limit
-CLAIM_WINDOW = 1000  # available events an ordered claim looks at (see claim_statement)
+CLAIM_WINDOW = 100  # available events an ordered claim looks at (see claim_statement)
 
 _UNAVAILABLE = (sa_exc.OperationalError, sa_exc.InterfaceError, OSError, TimeoutError)
 
@@ -228,7 +228,7 @@ class SqlStore:
                 select(events.c.id)
                 .where(self.available())
                 .order_by(*self.claim_order())
-                .limit(max(CLAIM_WINDOW, policy.limit * 10))
+                .limit(max(CLAIM_WINDOW, policy.limit * 5))
             )
             # available() is repeated outside the window on purpose: on
             # PostgreSQL a row claimed meanwhile by another worker is re-checked
