@@ -180,3 +180,22 @@ async def test_listen_false_runs_on_polling_alone(pg_store: SqlStore, pg_url: st
     processor.stop()
     await task
     assert listeners == 0
+
+
+async def test_listener_accepts_libpq_sslmode_in_the_url(pg_store: SqlStore, pg_url: str) -> None:
+    registry = Registry()
+    done = asyncio.Event()
+
+    @registry.handler("t.ping")
+    async def ping(event: Event, ctx: HandlerContext) -> None:
+        done.set()
+
+    store = open_store(f"{pg_url}?sslmode=disable")
+    processor = Processor(store, registry, ProcessorConfig(poll_interval_ms=3_600_000))
+    task = asyncio.create_task(processor.run())
+    await asyncio.sleep(0.5)
+    await pg_store.event_insert_many([NewEvent("t.ping", {})])  # another engine: NOTIFY only
+    await asyncio.wait_for(done.wait(), 5)
+    processor.stop()
+    await task
+    await store.close()

@@ -182,6 +182,11 @@ def asyncpg_url(url: str) -> URL:
 class PostgresStore(SqlStore):
     def __init__(self, url: str, *, worker_name: str = "eventproc", pool_size: int = 10):
         self.url = asyncpg_url(url)
+        # asyncpg.connect() reads libpq's sslmode itself; the listener uses the
+        # URL as the user gave it (the engine's has sslmode turned into ssl).
+        self._listen_dsn = make_url(url.replace("postgres://", "postgresql://", 1)).set(
+            drivername="postgresql"
+        )
         engine = create_async_engine(
             self.url,
             pool_size=pool_size,
@@ -347,7 +352,7 @@ class PostgresStore(SqlStore):
         reconnect wakes the processor because notifications may have been
         missed meanwhile.
         """
-        dsn = self.url.set(drivername="postgresql").render_as_string(hide_password=False)
+        dsn = self._listen_dsn.render_as_string(hide_password=False)
         delay = 0.5
         while True:
             connection = None
