@@ -7,6 +7,7 @@ once; other processes' commits are noticed through ``PRAGMA data_version``.
 """
 
 import asyncio
+import uuid
 from collections.abc import AsyncIterator, Callable, Sequence
 from contextlib import AbstractAsyncContextManager, asynccontextmanager
 from datetime import datetime
@@ -14,12 +15,12 @@ from pathlib import Path
 from typing import Any, final
 
 import aiosqlite
-from sqlalchemy import ColumnElement, Insert, event, func, literal, text
+from sqlalchemy import ColumnElement, Insert, and_, event, func, literal, or_, text
 from sqlalchemy.dialects import sqlite
 from sqlalchemy.engine import URL, make_url
 from sqlalchemy.ext.asyncio import AsyncConnection, create_async_engine
 
-from eventproc.store.protocol import Capabilities, SchemaHook
+from eventproc.store.protocol import Capabilities, Lease, SchemaHook
 from eventproc.store.schema import events, metadata
 from eventproc.store.sqlstore import SqlStore, translated
 from eventproc.store.types import UTCDateTime
@@ -97,6 +98,19 @@ class SqliteStore(SqlStore):
                 pairs.append(literal(value))
         base = func.coalesce(events.c.metadata, text("'{}'"))
         return func.json_patch(base, func.json_object(*pairs))
+
+    def fenced(self, leases: Sequence[Lease]) -> ColumnElement[bool]:
+        # SQLite plans "(id, locked_by) IN (VALUES ...)" as a full scan; one
+        # "locked_by = ? AND id IN (...)" per claim token uses the primary key.
+        by_token: dict[str, list[uuid.UUID]] = {}
+        for lease in leases:
+            by_token.setdefault(lease.token, []).append(lease.event_id)
+        return or_(
+            *(
+                and_(events.c.locked_by == token, events.c.id.in_(ids))
+                for token, ids in by_token.items()
+            )
+        )
 
     def insert_ignoring_conflicts(self, table: Any) -> Insert:
         return sqlite.insert(table).on_conflict_do_nothing(index_elements=["id"])
