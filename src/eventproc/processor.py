@@ -200,10 +200,7 @@ class Processor:
         if not self.database_ok:
             logger.info("Database reachable again; resuming", extra={"action": "resumed"})
         self.database_ok = True
-        # Anything claimed means there may be more: a claim can come back short
-        # only because SKIP LOCKED passed rows being written right now (our
-        # own completions, other workers). Only an empty claim means "drained".
-        self._more_available = bool(claimed)
+        self._more_available = len(claimed) == limit
         if claimed:
             self.metrics.claimed.inc(len(claimed))
             for run in _runs(claimed):
