@@ -33,7 +33,13 @@ from eventproc.errors import StoreUnavailable
 from eventproc.event import Event, NewEvent, Outcome
 from eventproc.store.protocol import Capabilities, ClaimPolicy, Completion, Lease, SchemaHook
 from eventproc.store.schema import events
-from eventproc.store.sqlstore import CLAIM_WINDOW, SqlStore, translate_error, translated
+from eventproc.store.sqlstore import (
+    CLAIM_WINDOW,
+    SqlStore,
+    sorted_for_handling,
+    translate_error,
+    translated,
+)
 from eventproc.store.types import UTCDateTime
 
 logger = logging.getLogger(__name__)
@@ -220,9 +226,10 @@ class PostgresStore(SqlStore):
 
     def fenced(self, leases: Sequence[Lease]) -> ColumnElement[bool]:
         # One fixed statement whatever the batch size (asyncpg prepares it
-        # once), pairing each id with its own claim token. Sorted by id so
-        # that concurrent fenced updates of one worker (renewal, completion)
-        # lock shared rows in the same order instead of deadlocking.
+        # once), pairing each id with its own claim token. Sorted by id to make
+        # concurrent fenced updates of one worker (renewal, completion) lock
+        # shared rows in the same order more often; the plan decides the real
+        # order, so deadlocks still happen under load and are retried (40P01).
         leases = sorted(leases, key=lambda lease: lease.event_id)
         pairs = select(
             func.unnest(
@@ -264,20 +271,15 @@ class PostgresStore(SqlStore):
         async with self._driver() as driver:
             records = await driver.fetch(sql, token, policy.lease_seconds, policy.limit, window)
         claimed = [_record_to_event(record) for record in records]
-        heads = [e for e in claimed if e.aggregate_id is not None] if policy.ordered else []
-        spare = policy.limit - len(claimed)
-        follow = policy.follow and spare > 0
-        if heads and (follow or any(head.attempts > 1 for head in heads)):
+        heads = self.heads_to_extend(claimed, policy)
+        if heads:
             # Rare (a head taken over) or only when the batch has room: through
             # SQLAlchemy, in a transaction of their own. Safe after the claim
             # committed: the heads we hold gate every later event of their
             # aggregates.
             async with self.begin() as tx:
-                await self._revoke_stale_runs(tx, heads, token)
-                if follow:
-                    claimed.extend(await self._claim_followers(tx, heads, token, policy, spare))
-        claimed.sort(key=lambda e: (-e.priority, e.created_at or datetime.min, e.id))
-        return claimed
+                await self.extend_runs(tx, claimed, heads, token, policy)
+        return sorted_for_handling(claimed)
 
     @translated
     async def event_complete_many(self, completions: Sequence[Completion]) -> int:

@@ -159,6 +159,11 @@ def row_to_event(row: Row[Any]) -> Event:
     )
 
 
+def sorted_for_handling(claimed: list[Event]) -> list[Event]:
+    """Claim order: priority first, then oldest (runs are grouped later)."""
+    return sorted(claimed, key=lambda e: (-e.priority, e.created_at or datetime.min, e.id))
+
+
 def row_to_dead_letter(row: Row[Any]) -> DeadLetter:
     return DeadLetter(**dict(row._mapping))
 
@@ -420,14 +425,38 @@ class SqlStore:
         async with self.begin() as conn:
             rows = (await conn.execute(self.claim_statement(token, policy))).all()
             claimed = [row_to_event(row) for row in rows]
-            spare = policy.limit - len(claimed)
-            heads = [e for e in claimed if e.aggregate_id is not None]
-            if policy.ordered and heads:
-                await self._revoke_stale_runs(conn, heads, token)
-            if policy.ordered and policy.follow and heads and spare > 0:
-                claimed.extend(await self._claim_followers(conn, heads, token, policy, spare))
-        claimed.sort(key=lambda e: (-e.priority, e.created_at or datetime.min, e.id))
-        return claimed
+            heads = self.heads_to_extend(claimed, policy)
+            if heads:
+                await self.extend_runs(conn, claimed, heads, token, policy)
+        return sorted_for_handling(claimed)
+
+    def heads_to_extend(self, claimed: Sequence[Event], policy: ClaimPolicy) -> list[Event]:
+        """The claimed aggregate heads whose runs need work after the claim.
+
+        Only in ordered mode, and only when a head was taken over (its stalled
+        run is revoked) or the batch has room for followers.
+        """
+        if not policy.ordered:
+            return []
+        heads = [event for event in claimed if event.aggregate_id is not None]
+        follow = policy.follow and len(claimed) < policy.limit
+        if heads and (follow or any(head.attempts > 1 for head in heads)):
+            return heads
+        return []
+
+    async def extend_runs(
+        self,
+        conn: AsyncConnection,
+        claimed: list[Event],
+        heads: Sequence[Event],
+        token: str,
+        policy: ClaimPolicy,
+    ) -> None:
+        """Revoke stalled runs behind ``heads``, then add followers to ``claimed``."""
+        await self._revoke_stale_runs(conn, heads, token)
+        spare = policy.limit - len(claimed)
+        if policy.follow and spare > 0:
+            claimed.extend(await self._claim_followers(conn, heads, token, policy, spare))
 
     async def _revoke_stale_runs(
         self, conn: AsyncConnection, heads: Sequence[Event], token: str
