@@ -17,7 +17,7 @@ once per ORDERING. The collapsed stacks are then summarised three ways:
 Shares are of the samples outside start-up; "us/event" multiplies a share by
 the worker's CPU time per event measured in the same (profiled) drain.
 
-Needs py-spy in the main venv: ``.venv/bin/pip install py-spy``.
+Needs py-spy in the main venv: ``.venv/bin/pip install -e '.[bench]'``.
 
 Usage (from the repository root):
     .venv/bin/python bench/profile.py                         # both orderings, N=50000
@@ -193,7 +193,7 @@ async def profile(args: argparse.Namespace) -> int:
 
     spy = VENV_BIN / "py-spy"
     if not spy.exists():
-        raise SystemExit("py-spy is not installed: .venv/bin/pip install py-spy")
+        raise SystemExit("py-spy is not installed: .venv/bin/pip install -e '.[bench]'")
     st = stamp()
     reports = []
     for ordering in args.orderings.split(","):

@@ -72,7 +72,7 @@ class Dispatcher:
                 event.event_type,
                 extra=_fields(event, action="skipped"),
             )
-            self.metrics.events.labels(event.event_type, "skipped").inc()
+            self.metrics.count(event.event_type, "skipped")
             return Completion(lease, Outcome.SKIPPED)
         try:
             payload = (
@@ -120,7 +120,7 @@ class Dispatcher:
                 exc.reason,
                 extra=_fields(event, action="rescheduled"),
             )
-            self.metrics.events.labels(event.event_type, "rescheduled").inc()
+            self.metrics.count(event.event_type, "rescheduled")
             return Failure(lease, exc.delay_seconds, exc.reason, event.attempts, counted=False)
         except TimeoutError as exc:
             return self._fail(event, lease, handler, f"handler timed out after {timeout:g}s", exc)
@@ -128,8 +128,8 @@ class Dispatcher:
             message = str(exc) or type(exc).__name__
             return self._fail(event, lease, handler, f"{type(exc).__name__}: {message}", exc)
         duration = time.perf_counter() - started
-        self.metrics.handler_seconds.labels(event.event_type).observe(duration)
-        self.metrics.events.labels(event.event_type, "succeeded").inc()
+        self.metrics.observe_handler(event.event_type, duration)
+        self.metrics.count(event.event_type, "succeeded")
         if logger.isEnabledFor(logging.INFO):
             logger.info(
                 "Event processed",
@@ -177,7 +177,7 @@ class Dispatcher:
             message,
             extra=_fields(event, action="retry"),
         )
-        self.metrics.events.labels(event.event_type, "retried").inc()
+        self.metrics.count(event.event_type, "retried")
         return Failure(lease, delay, message, event.attempts)
 
     def _bury(
@@ -193,7 +193,7 @@ class Dispatcher:
             message,
             extra=_fields(event, action="dead_lettered"),
         )
-        self.metrics.events.labels(event.event_type, "dead_lettered").inc()
+        self.metrics.count(event.event_type, "dead_lettered")
         detail = "".join(traceback.format_exception(exc)) if exc is not None else None
         return Burial(
             lease,

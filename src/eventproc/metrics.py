@@ -1,5 +1,7 @@
 """Prometheus collectors, defined once per runtime (tests build several)."""
 
+from typing import Any
+
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 
 
@@ -48,3 +50,20 @@ class Metrics:
             "Rows in event_dead_letters (at the last scrape).",
             registry=self.registry,
         )
+        # labels() hashes and validates its arguments on every call; a busy
+        # worker counts every event, so the children are looked up once.
+        self._outcomes: dict[tuple[str, str], Any] = {}
+        self._durations: dict[str, Any] = {}
+
+    def count(self, event_type: str, outcome: str) -> None:
+        """One handled attempt of ``event_type`` ended in ``outcome``."""
+        child = self._outcomes.get((event_type, outcome))
+        if child is None:
+            child = self._outcomes[event_type, outcome] = self.events.labels(event_type, outcome)
+        child.inc()
+
+    def observe_handler(self, event_type: str, seconds: float) -> None:
+        child = self._durations.get(event_type)
+        if child is None:
+            child = self._durations[event_type] = self.handler_seconds.labels(event_type)
+        child.observe(seconds)

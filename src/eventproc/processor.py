@@ -33,6 +33,7 @@ logger = logging.getLogger("eventproc.processor")
 MAX_OUTAGE_BACKOFF_SECONDS = 30.0
 POLL_JITTER = 0.1
 COMPLETER_CLOSE_SECONDS = 15.0
+MAX_CLAIMS_AT_ONCE = 4
 
 
 def default_worker_id() -> str:
@@ -193,20 +194,60 @@ class Processor:
 
     async def _claim_once(self) -> int:
         self._claim_requested = False
-        limit = min(self.config.batch_size, max(self._free_slots(), 0))
-        if limit <= 0:
+        limits = self._claim_limits(max(self._free_slots(), 0))
+        if not limits:
             return 0
-        claimed = await self.store.event_claim_many(self.next_token(), self.policy(limit))
-        if not self.database_ok:
-            logger.info("Database reachable again; resuming", extra={"action": "resumed"})
-        self.database_ok = True
-        self._more_available = len(claimed) == limit
+        if len(limits) == 1:
+            outcomes: list[list[Event] | BaseException] = [
+                await self.store.event_claim_many(self.next_token(), self.policy(limits[0]))
+            ]
+        else:
+            outcomes = await asyncio.gather(
+                *(
+                    self.store.event_claim_many(self.next_token(), self.policy(limit))
+                    for limit in limits
+                ),
+                return_exceptions=True,
+            )
+        claimed: list[Event] = []
+        full = True
+        error: BaseException | None = None
+        for limit, outcome in zip(limits, outcomes, strict=True):
+            if isinstance(outcome, BaseException):
+                error = error or outcome
+                full = False
+            else:
+                claimed.extend(outcome)
+                full = full and len(outcome) == limit
+        # Events of a claim that succeeded are ours even if its sibling failed.
+        self._more_available = full
         if claimed:
             self.metrics.claimed.inc(len(claimed))
             for run in _runs(claimed):
                 self._start(run)
             self.signals.claimed.set()
+        if error is not None:
+            raise error
+        if not self.database_ok:
+            logger.info("Database reachable again; resuming", extra={"action": "resumed"})
+        self.database_ok = True
         return len(claimed)
+
+    def _claim_limits(self, free: int) -> list[int]:
+        """How many events to ask for, per claim, sent together.
+
+        One claim at a time caps a worker at BATCH_SIZE events per round trip
+        (measured: ~1.1 ms, so ~16,000 events/s at the default 20). When the
+        last claim came back full and the free slots hold several batches,
+        up to MAX_CLAIMS_AT_ONCE claims of BATCH_SIZE go out at once on
+        separate connections; SKIP LOCKED keeps them apart like two workers.
+        """
+        batch = self.config.batch_size
+        if free <= 0:
+            return []
+        if not self._more_available or free < 2 * batch:
+            return [min(batch, free)]
+        return [batch] * min(free // batch, MAX_CLAIMS_AT_ONCE)
 
     def _start(self, run: list[Event]) -> None:
         task = asyncio.create_task(self._handle(run))

@@ -10,10 +10,12 @@ import pytest
 from pydantic import BaseModel
 
 from eventproc import Event, HandlerContext, NewEvent, PermanentError, Registry, RetryLater
-from eventproc.processor import Processor
+from eventproc.errors import StoreUnavailable
+from eventproc.processor import MAX_CLAIMS_AT_ONCE, Processor
 from eventproc.processor_config import ProcessorConfig
 from eventproc.retry import RetryPolicy
 from eventproc.store import EventFilter, SqlStore
+from eventproc.store.protocol import ClaimPolicy
 
 
 def config(**overrides: object) -> ProcessorConfig:
@@ -355,3 +357,72 @@ async def test_transactional_event_in_a_run_commits_after_its_predecessor(
     await store.event_insert_many(chain)
     await Processor(store, registry, config(batch_size=20)).run(until_idle=True)
     assert seen_processed == [True] * 5
+
+
+def count_claims_at_once(
+    store: SqlStore, monkeypatch: pytest.MonkeyPatch, *, fail_second_of_a_pair: bool = False
+) -> list[int]:
+    """Wrap the store's claim; the list holds the most claims seen in flight together."""
+    original = store.event_claim_many
+    active = 0
+    most = [0]
+    failed = False
+
+    async def claim(token: str, policy: ClaimPolicy) -> list[Event]:
+        nonlocal active, failed
+        active += 1
+        most[0] = max(most[0], active)
+        try:
+            if fail_second_of_a_pair and active > 1 and not failed:
+                failed = True
+                raise StoreUnavailable("injected: connection lost during a claim")
+            return await original(token, policy)
+        finally:
+            active -= 1
+
+    monkeypatch.setattr(store, "event_claim_many", claim)
+    return most
+
+
+async def test_a_deep_backlog_is_claimed_by_several_claims_at_once(
+    store: SqlStore, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    registry = Registry()
+    seen: list[int] = []
+    busiest = 0
+
+    @registry.handler("t.ok")
+    async def ok(event: Event, ctx: HandlerContext) -> None:
+        nonlocal busiest
+        busiest = max(busiest, processor.in_flight)
+        seen.append(event.payload["n"])
+        await asyncio.sleep(0.001)
+
+    most = count_claims_at_once(store, monkeypatch)
+    await store.event_insert_many([NewEvent("t.ok", {"n": n}) for n in range(300)])
+    processor = Processor(store, registry, config(batch_size=5, concurrency=20, ordered=False))
+    await processor.run(until_idle=True)
+    assert sorted(seen) == list(range(300))  # each once
+    assert 2 <= most[0] <= MAX_CLAIMS_AT_ONCE
+    assert busiest <= 20  # never more than CONCURRENCY, whatever the claims brought
+
+
+async def test_a_claim_that_fails_beside_another_loses_none_of_the_others_events(
+    store: SqlStore, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    registry = Registry()
+    seen: list[int] = []
+
+    @registry.handler("t.ok")
+    async def ok(event: Event, ctx: HandlerContext) -> None:
+        seen.append(event.payload["n"])
+        await asyncio.sleep(0.001)
+
+    most = count_claims_at_once(store, monkeypatch, fail_second_of_a_pair=True)
+    await store.event_insert_many([NewEvent("t.ok", {"n": n}) for n in range(100)])
+    processor = Processor(store, registry, config(batch_size=5, concurrency=20, ordered=False))
+    await asyncio.wait_for(processor.run(until_idle=True), 20)
+    assert most[0] >= 2
+    # Events the sibling claim took were handled, not left leased until expiry.
+    assert sorted(seen) == list(range(100))
+    assert (await store.stats_snapshot()).backlog == 0
