@@ -1,21 +1,23 @@
 #!/usr/bin/env python3
 """Plans and server-side times of the hot-path statements on a deep backlog.
 
-Builds the claim and completion statements exactly as the store does
-(``store.claim_statement`` / ``fenced`` / ``_completion_values``), renders
-them for the backend, and runs them on a database holding ``-n`` pending
+Takes the claim and completion statement texts the stores send
+(``postgres._CLAIM_SQL`` / ``_COMPLETE_SQL``, ``sqlite_hot._CLAIM_SQL`` /
+``_COMPLETE_SQL``) and runs them on a database holding ``-n`` pending
 events (over ``--aggregates`` aggregates), ``--in-flight`` of them already
 leased by another worker (as during a drain with CONCURRENCY=50), and the
 oldest ``--processed`` fraction already processed by plain UPDATEs without a
 VACUUM since (as in the middle of a drain: dead entries stay in the partial
-indexes until autovacuum runs):
+indexes until autovacuum runs). PostgreSQL plans without statistics unless
+``--analyze`` or ``--vacuum`` is given, as the workers of a drain do on a
+server with autovacuum off:
 
 - PostgreSQL: ``EXPLAIN (ANALYZE, BUFFERS)`` inside a rolled-back transaction;
 - SQLite: ``EXPLAIN QUERY PLAN`` plus the statement's time (rolled back).
 
 Nothing here is timed end to end; it shows what the database does per claim
-and per completion batch. Internal API use (``claim_statement``, ``fenced``)
-is deliberate: this is a diagnostic for the store's developers.
+and per completion batch. Internal API use (the ``_CLAIM_SQL`` texts) is
+deliberate: this is a diagnostic for the store's developers.
 
 Usage (from the repository root):
     .venv/bin/python bench/explain.py
@@ -26,6 +28,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import json
 import sqlite3
 import sys
 import time
@@ -34,35 +37,42 @@ from typing import Any
 
 from common import Backend, log
 
-Rendered = tuple[str, list[Any]]
+Rendered = tuple[str, Any]  # SQL and its parameters: a list (PG, $n) or a dict (SQLite, :name)
 
 
-def render(store: Any, statement: Any) -> Rendered:
-    """SQL with its positional parameters (PG), or with literal values (SQLite)."""
-    dialect = store.engine.dialect
-    if dialect.name == "sqlite":
-        return str(statement.compile(dialect=dialect, compile_kwargs={"literal_binds": True})), []
-    compiled = statement.compile(dialect=dialect)
-    return str(compiled), [compiled.params[k] for k in compiled.positiontup or ()]
+def statements(kind: str, leases: list[Any], batch: int) -> dict[str, Rendered]:
+    """The hot-path statement texts exactly as the stores send them."""
+    from eventproc.store.sqlstore import CLAIM_WINDOW
 
+    window = max(CLAIM_WINDOW, batch * 5)
+    out: dict[str, Rendered] = {}
+    if kind == "pg":
+        from eventproc.store import postgres
 
-def statements(store: Any, leases: list[Any], batch: int) -> dict[str, Rendered]:
-    from sqlalchemy import update
+        for ordered in (False, True):
+            out[f"claim, ordered={ordered}"] = (
+                postgres._CLAIM_SQL[(ordered, True)],
+                ["bench", 30.0, batch, window],
+            )
+        out[f"completion of {len(leases)} events"] = (
+            postgres._COMPLETE_SQL,
+            [[lease.event_id for lease in leases], [lease.token for lease in leases], "succeeded",
+             "bench"],
+        )  # fmt: skip
+        return out
+    from eventproc.store import sqlite_hot
 
-    from eventproc.event import Outcome
-    from eventproc.store.protocol import ClaimPolicy
-    from eventproc.store.schema import events
-
-    out = {}
     for ordered in (False, True):
-        policy = ClaimPolicy(lease_seconds=30, ordered=ordered, limit=batch)
-        out[f"claim, ordered={ordered}"] = render(store, store.claim_statement("bench", policy))
-    done = (
-        update(events)
-        .where(store.fenced(leases))
-        .values(**store._completion_values(Outcome.SUCCEEDED))
+        out[f"claim, ordered={ordered}"] = (
+            sqlite_hot._CLAIM_SQL[(ordered, True)],
+            {"token": "bench", "lease": "+30.000 seconds", "limit": batch, "window": window},
+        )
+    ids = json.dumps([str(lease.event_id) for lease in leases])
+    token = leases[0].token if leases else "none"
+    out[f"completion of {len(leases)} events"] = (
+        sqlite_hot._COMPLETE_SQL,
+        {"outcome": "succeeded", "worker": "bench", "token": token, "ids": ids},
     )
-    out[f"completion of {len(leases)} events"] = render(store, done)
     return out
 
 
@@ -98,12 +108,15 @@ async def prepare(
     return store, [Lease.of(e) for e in claimed[:20]]
 
 
-async def explain_pg(backend: Backend, sqls: dict[str, Rendered], vacuum: bool) -> None:
+async def explain_pg(
+    backend: Backend, sqls: dict[str, Rendered], vacuum: bool, analyze: bool
+) -> None:
     import asyncpg
 
     conn = await asyncpg.connect(backend.url)
     try:
-        await conn.execute("VACUUM ANALYZE events" if vacuum else "ANALYZE events")
+        if vacuum or analyze:
+            await conn.execute("VACUUM ANALYZE events" if vacuum else "ANALYZE events")
         for name, (sql, params) in sqls.items():
             tr = conn.transaction()
             await tr.start()
@@ -120,11 +133,11 @@ async def explain_pg(backend: Backend, sqls: dict[str, Rendered], vacuum: bool) 
 def explain_sqlite(backend: Backend, sqls: dict[str, Rendered]) -> None:
     conn = sqlite3.connect(str(backend.path), isolation_level=None)
     try:
-        for name, (sql, _) in sqls.items():
-            plan = conn.execute("EXPLAIN QUERY PLAN " + sql).fetchall()
+        for name, (sql, params) in sqls.items():
+            plan = conn.execute("EXPLAIN QUERY PLAN " + sql, params).fetchall()
             conn.execute("BEGIN")
             t0 = time.perf_counter()
-            conn.execute(sql).fetchall()
+            conn.execute(sql, params).fetchall()
             ms = (time.perf_counter() - t0) * 1000
             conn.execute("ROLLBACK")
             print(f"\n### SQLite: {name} ({ms:.2f} ms)\n")
@@ -141,7 +154,12 @@ async def main(argv: list[str]) -> int:
     ap.add_argument("--in-flight", type=int, default=50)
     ap.add_argument("--batch", type=int, default=20)
     ap.add_argument("--processed", type=float, default=0.5, help="fraction already processed")
-    ap.add_argument("--vacuum", action="store_true", help="PG: VACUUM before (default: no)")
+    ap.add_argument("--vacuum", action="store_true", help="PG: VACUUM ANALYZE before")
+    ap.add_argument(
+        "--analyze",
+        action="store_true",
+        help="PG: ANALYZE before (default: no statistics, as in a drain with autovacuum off)",
+    )
     args = ap.parse_args(argv)
     for kind in args.backends.split(","):
         backend = Backend(kind, "bench_eventproc_explain")
@@ -154,10 +172,10 @@ async def main(argv: list[str]) -> int:
             store, leases = await prepare(
                 backend, args.n, args.aggregates, args.in_flight, args.processed
             )
-            sqls = statements(store, leases, args.batch)
+            sqls = statements(kind, leases, args.batch)
             await store.close()
             if kind == "pg":
-                await explain_pg(backend, sqls, args.vacuum)
+                await explain_pg(backend, sqls, args.vacuum, args.analyze)
             else:
                 explain_sqlite(backend, sqls)
         finally:

@@ -30,13 +30,13 @@ from sqlalchemy.engine import URL, make_url
 from sqlalchemy.ext.asyncio import AsyncConnection, create_async_engine
 
 from eventproc.errors import StoreUnavailable
-from eventproc.event import Event, NewEvent, Outcome
+from eventproc.event import Event, NewEvent
 from eventproc.store.protocol import Capabilities, ClaimPolicy, Completion, Lease, SchemaHook
 from eventproc.store.schema import events
 from eventproc.store.sqlstore import (
     CLAIM_WINDOW,
     SqlStore,
-    sorted_for_handling,
+    by_outcome,
     translate_error,
     translated,
 )
@@ -106,7 +106,13 @@ _DEAD_BEFORE = """
 
 
 def _claim_sql(ordered: bool, block_on_dead_letters: bool) -> str:
-    """$1 token, $2 lease seconds, $3 limit, $4 window (see SqlStore.claim_statement)."""
+    """$1 token, $2 lease seconds, $3 limit, $4 window (see SqlStore.event_claim_many).
+
+    The availability test is repeated outside the window on purpose: a row
+    claimed meanwhile by another worker is re-checked against the outer WHERE
+    only (not the subquery's snapshot), and that re-check is what keeps two
+    workers from claiming it.
+    """
     if ordered:
         gate = _PENDING_BEFORE + (_DEAD_BEFORE if block_on_dead_letters else "")
         where = f"""
@@ -270,25 +276,15 @@ class PostgresStore(SqlStore):
         window = max(CLAIM_WINDOW, policy.limit * 5)
         async with self._driver() as driver:
             records = await driver.fetch(sql, token, policy.lease_seconds, policy.limit, window)
-        claimed = [_record_to_event(record) for record in records]
-        heads = self.heads_to_extend(claimed, policy)
-        if heads:
-            # Rare (a head taken over) or only when the batch has room: through
-            # SQLAlchemy, in a transaction of their own. Safe after the claim
-            # committed: the heads we hold gate every later event of their
-            # aggregates.
-            async with self.begin() as tx:
-                await self.extend_runs(tx, claimed, heads, token, policy)
-        return sorted_for_handling(claimed)
+        return await self.finish_claim(
+            [_record_to_event(record) for record in records], token, policy
+        )
 
     @translated
     async def event_complete_many(self, completions: Sequence[Completion]) -> int:
-        by_outcome: dict[Outcome, list[Lease]] = {}
-        for completion in completions:
-            by_outcome.setdefault(completion.outcome, []).append(completion.lease)
         done = 0
         async with self._driver() as driver:
-            for outcome, leases in by_outcome.items():
+            for outcome, leases in by_outcome(completions).items():
                 leases.sort(key=lambda lease: lease.event_id)  # lock order: see fenced()
                 status = await driver.execute(
                     _COMPLETE_SQL,

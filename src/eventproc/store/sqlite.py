@@ -20,12 +20,20 @@ from sqlalchemy.dialects import sqlite
 from sqlalchemy.engine import URL, make_url
 from sqlalchemy.ext.asyncio import AsyncConnection, create_async_engine
 
-from eventproc.store.protocol import Capabilities, Lease, SchemaHook
+from eventproc.event import Event
+from eventproc.store.protocol import Capabilities, ClaimPolicy, Completion, Lease, SchemaHook
 from eventproc.store.schema import events, metadata
-from eventproc.store.sqlstore import SqlStore, translated
+from eventproc.store.sqlite_hot import HotPath
+from eventproc.store.sqlstore import CLAIM_WINDOW, SqlStore, by_outcome, translated
 from eventproc.store.types import UTCDateTime
 
 BUSY_TIMEOUT_MS = 30_000
+PRAGMAS = (
+    "PRAGMA journal_mode=WAL",
+    f"PRAGMA busy_timeout={BUSY_TIMEOUT_MS}",
+    "PRAGMA synchronous=NORMAL",
+    "PRAGMA foreign_keys=ON",
+)
 DATA_VERSION_POLL_SECONDS = 0.05
 TIME_FORMAT = "%Y-%m-%d %H:%M:%f"
 
@@ -67,6 +75,7 @@ class SqliteStore(SqlStore):
         # One writer at a time in this process, queued here instead of
         # spinning in SQLite's busy handler (which sleeps up to 100 ms a try).
         self._write_lock = asyncio.Lock()
+        self._hot = HotPath(str(self.url.database), PRAGMAS)
         self.capabilities = Capabilities(listen=True, skip_locked=False, cross_process_wakeups=True)
         self.url_for_display = str(self.url.database)
 
@@ -77,6 +86,26 @@ class SqliteStore(SqlStore):
 
     def begin(self) -> AbstractAsyncContextManager[AsyncConnection]:
         return self._locked_begin()
+
+    async def close(self) -> None:
+        await self._hot.close()
+        await super().close()
+
+    # -- hot path (see sqlite_hot) ---------------------------------------------
+
+    @translated
+    async def event_claim_many(self, token: str, policy: ClaimPolicy) -> list[Event]:
+        window = max(CLAIM_WINDOW, policy.limit * 5)
+        async with self._write_lock:
+            claimed = await self._hot.claim(token, policy, window)
+        return await self.finish_claim(claimed, token, policy)
+
+    @translated
+    async def event_complete_many(self, completions: Sequence[Completion]) -> int:
+        async with self._write_lock:
+            return await self._hot.complete(by_outcome(completions), self.worker_name)
+
+    # -- dialect hooks -----------------------------------------------------------
 
     def now(self) -> ColumnElement[datetime]:
         return func.strftime(TIME_FORMAT, "now", type_=UTCDateTime())
@@ -163,10 +192,8 @@ def _configure(sync_engine: Any, *, immediate: bool) -> None:
         # Let SQLAlchemy's "begin" below issue BEGIN itself.
         dbapi_connection.isolation_level = None
         cursor = dbapi_connection.cursor()
-        cursor.execute("PRAGMA journal_mode=WAL")
-        cursor.execute(f"PRAGMA busy_timeout={BUSY_TIMEOUT_MS}")
-        cursor.execute("PRAGMA synchronous=NORMAL")
-        cursor.execute("PRAGMA foreign_keys=ON")
+        for pragma in PRAGMAS:
+            cursor.execute(pragma)
         cursor.close()
 
     @event.listens_for(sync_engine, "begin")

@@ -55,7 +55,7 @@ P = ParamSpec("P")
 T = TypeVar("T")
 
 CHUNK = 500  # rows per fenced statement: well under every bind-parameter limit
-CLAIM_WINDOW = 100  # available events an ordered claim looks at (see claim_statement)
+CLAIM_WINDOW = 100  # available events an ordered claim looks at (see event_claim_many)
 
 _UNAVAILABLE = (sa_exc.OperationalError, sa_exc.InterfaceError, OSError, TimeoutError)
 
@@ -159,6 +159,13 @@ def row_to_event(row: Row[Any]) -> Event:
     )
 
 
+def by_outcome(completions: Sequence[Completion]) -> dict[Outcome, list[Lease]]:
+    grouped: dict[Outcome, list[Lease]] = {}
+    for completion in completions:
+        grouped.setdefault(completion.outcome, []).append(completion.lease)
+    return grouped
+
+
 def sorted_for_handling(claimed: list[Event]) -> list[Event]:
     """Claim order: priority first, then oldest (runs are grouped later)."""
     return sorted(claimed, key=lambda e: (-e.priority, e.created_at or datetime.min, e.id))
@@ -215,50 +222,6 @@ class SqlStore:
     def lock_skipping_locked(self, statement: Select[Any]) -> Select[Any]:
         """Let concurrent claimers pass each other (a no-op where writes serialize)."""
         return statement
-
-    def claim_statement(self, token: str, policy: ClaimPolicy) -> Any:
-        """Pick and lease up to ``policy.limit`` events in one statement.
-
-        The pick is a CTE so that it is evaluated exactly once; the attempt is
-        counted at claim time so that an event whose workers keep dying still
-        spends its budget.
-        """
-        if policy.ordered:
-            # Only the first CLAIM_WINDOW available events (in claim order) are
-            # tested against the aggregate gate, so a burst of thousands on one
-            # aggregate costs a bounded scan per claim instead of one probe per
-            # pending row. Events further back wait for the window to move,
-            # which it does as the burst drains in runs.
-            window = (
-                select(events.c.id)
-                .where(self.available())
-                .order_by(*self.claim_order())
-                .limit(max(CLAIM_WINDOW, policy.limit * 5))
-            )
-            # available() is repeated outside the window on purpose: on
-            # PostgreSQL a row claimed meanwhile by another worker is re-checked
-            # against the outer WHERE only (not the subquery's snapshot), and
-            # that re-check is what keeps two workers from claiming it.
-            condition = and_(
-                events.c.id.in_(window.scalar_subquery()),
-                self.available(),
-                self.aggregate_gate(policy.block_on_dead_letters),
-            )
-        else:
-            condition = self.available()
-        picked = self.lock_skipping_locked(
-            select(events.c.id).where(condition).order_by(*self.claim_order()).limit(policy.limit)
-        ).cte("picked")
-        return (
-            update(events)
-            .where(events.c.id == picked.c.id)
-            .values(
-                locked_by=token,
-                locked_until=self.later(policy.lease_seconds),
-                attempts=events.c.attempts + 1,
-            )
-            .returning(*events.c)
-        )
 
     async def migrate(self, hooks: Sequence[SchemaHook] = ()) -> None:
         """Create or upgrade eventproc's schema, then run the packs' hooks."""
@@ -412,9 +375,17 @@ class SqlStore:
     def claim_order(self) -> tuple[Any, ...]:
         return (events.c.priority.desc(), events.c.created_at, events.c.id)
 
-    @translated
     async def event_claim_many(self, token: str, policy: ClaimPolicy) -> list[Event]:
         """Claim up to ``policy.limit`` events, ordered for handling.
+
+        Each backend runs this on its own fast path (postgres.py,
+        sqlite_hot.py): one fixed statement that picks (in a CTE, so it is
+        evaluated once) and leases the events and counts the attempt, so an
+        event whose workers keep dying still spends its budget. Ordered
+        claims test only the first CLAIM_WINDOW available events against the
+        aggregate gate: a burst of thousands on one aggregate costs a bounded
+        scan per claim instead of a probe per pending row, and events further
+        back wait for the window to move. Then :meth:`finish_claim`.
 
         With ``policy.follow`` (ordered mode), the batch's spare room is filled
         with the events that come right after each claimed aggregate head, so
@@ -422,12 +393,22 @@ class SqlStore:
         event. Callers must handle a run in order and give back its tail when
         an event of it does not succeed.
         """
-        async with self.begin() as conn:
-            rows = (await conn.execute(self.claim_statement(token, policy))).all()
-            claimed = [row_to_event(row) for row in rows]
-            heads = self.heads_to_extend(claimed, policy)
-            if heads:
-                await self.extend_runs(conn, claimed, heads, token, policy)
+        raise NotImplementedError
+
+    async def finish_claim(
+        self, claimed: list[Event], token: str, policy: ClaimPolicy
+    ) -> list[Event]:
+        """Run work and ordering for a claim that a backend's fast path committed.
+
+        Rare (a head taken over) or only when the batch has room: through
+        SQLAlchemy, in a transaction of its own. Safe after the claim
+        committed: the heads we hold gate every later event of their
+        aggregates.
+        """
+        heads = self.heads_to_extend(claimed, policy)
+        if heads:
+            async with self.begin() as tx:
+                await self.extend_runs(tx, claimed, heads, token, policy)
         return sorted_for_handling(claimed)
 
     def heads_to_extend(self, claimed: Sequence[Event], policy: ClaimPolicy) -> list[Event]:
@@ -618,22 +599,9 @@ class SqlStore:
             ),
         }
 
-    @translated
     async def event_complete_many(self, completions: Sequence[Completion]) -> int:
-        by_outcome: dict[Outcome, list[Lease]] = {}
-        for completion in completions:
-            by_outcome.setdefault(completion.outcome, []).append(completion.lease)
-        done = 0
-        async with self.begin() as conn:
-            for outcome, leases in by_outcome.items():
-                for chunk in _chunks(leases):
-                    result = await conn.execute(
-                        update(events)
-                        .where(self.fenced(chunk))
-                        .values(**self._completion_values(outcome))
-                    )
-                    done += result.rowcount
-        return done
+        """Write successes back (fenced on each claim's token): each backend's fast path."""
+        raise NotImplementedError
 
     @asynccontextmanager
     async def event_transaction(self, completion: Completion) -> AsyncIterator[AsyncConnection]:

@@ -1,0 +1,200 @@
+"""The SQLite hot path: claims and completions on a raw sqlite3 connection.
+
+Through SQLAlchemy and aiosqlite, one claim was four thread hand-offs
+(BEGIN IMMEDIATE, execute, fetch, COMMIT) plus statement building, ~4.5 ms
+per batch of 20 and ~200 us of CPU per event (bench/README.md). Here each
+transaction is one call into a thread that owns its own connection, with
+fixed statement texts that sqlite3 prepares once. They mirror PostgreSQL's
+(postgres.py) and ``SqlStore._completion_values``; the contract suite in
+tests/store holds both backends to the same behaviour.
+"""
+
+import asyncio
+import json
+import sqlite3
+import uuid
+from collections.abc import Callable, Sequence
+from concurrent.futures import ThreadPoolExecutor
+from datetime import UTC, datetime
+from typing import Any, TypeVar
+
+from eventproc.errors import StoreError, StoreUnavailable
+from eventproc.event import Event, Outcome
+from eventproc.store.protocol import ClaimPolicy, Lease
+
+T = TypeVar("T")
+
+_NOW = "strftime('%Y-%m-%d %H:%M:%f', 'now')"
+_COLUMNS = (
+    "id, event_type, aggregate_id, aggregate_type, payload, metadata, processed, version, "
+    "created_at, created_by, priority, attempts, next_attempt_at, locked_by, locked_until, "
+    "processed_at, outcome"
+)
+
+
+def _available(t: str) -> str:
+    return (
+        f"{t}.processed = 0"
+        f" AND ({t}.next_attempt_at IS NULL OR {t}.next_attempt_at <= {_NOW})"
+        f" AND ({t}.locked_until IS NULL OR {t}.locked_until < {_NOW})"
+    )
+
+
+_PENDING_BEFORE = """NOT EXISTS (
+    SELECT 1 FROM events p
+    WHERE p.aggregate_id = e.aggregate_id AND p.processed = 0
+      AND (p.created_at, p.id) < (e.created_at, e.id))"""
+_DEAD_BEFORE = """ AND NOT EXISTS (
+    SELECT 1 FROM events p
+    WHERE p.aggregate_id = e.aggregate_id AND p.outcome = 'dead_lettered'
+      AND (p.created_at, p.id) < (e.created_at, e.id))"""
+
+
+def _claim_sql(ordered: bool, block_on_dead_letters: bool) -> str:
+    if ordered:
+        gate = _PENDING_BEFORE + (_DEAD_BEFORE if block_on_dead_letters else "")
+        where = f"""e.id IN (SELECT w.id FROM events w WHERE {_available("w")}
+                     ORDER BY w.priority DESC, w.created_at, w.id LIMIT :window)
+            AND {_available("e")}
+            AND (e.aggregate_id IS NULL OR ({gate}))"""
+    else:
+        where = _available("e")
+    return f"""
+        WITH picked AS (
+            SELECT e.id FROM events e WHERE {where}
+            ORDER BY e.priority DESC, e.created_at, e.id
+            LIMIT :limit
+        )
+        UPDATE events
+        SET locked_by = :token, locked_until = strftime('%Y-%m-%d %H:%M:%f', 'now', :lease),
+            attempts = events.attempts + 1
+        FROM picked WHERE events.id = picked.id
+        RETURNING {_COLUMNS}
+    """
+
+
+_CLAIM_SQL = {
+    (ordered, block): _claim_sql(ordered, block)
+    for ordered in (True, False)
+    for block in (True, False)
+}
+
+_COMPLETE_SQL = f"""
+    UPDATE events
+    SET processed = 1, outcome = :outcome, processed_at = {_NOW}, locked_by = NULL,
+        locked_until = NULL, next_attempt_at = NULL,
+        metadata = json_patch(coalesce(metadata, '{{}}'),
+                              json_object('processed_at', {_NOW}, 'processed_by', :worker))
+    WHERE locked_by = :token AND id IN (SELECT value FROM json_each(:ids))
+"""
+
+
+class HotPath:
+    """One connection, used only from one thread: every call is one transaction."""
+
+    def __init__(self, database: str, pragmas: Sequence[str]) -> None:
+        self._database = database
+        self._pragmas = pragmas
+        self._thread = ThreadPoolExecutor(max_workers=1, thread_name_prefix="eventproc-sqlite")
+        self._connection: sqlite3.Connection | None = None
+
+    async def claim(self, token: str, policy: ClaimPolicy, window: int) -> list[Event]:
+        params = {
+            "token": token,
+            "lease": f"+{policy.lease_seconds:.3f} seconds",
+            "limit": policy.limit,
+            "window": window,
+        }
+        sql = _CLAIM_SQL[(policy.ordered, policy.block_on_dead_letters)]
+        rows = await self._run(lambda conn: conn.execute(sql, params).fetchall())
+        return [_row_to_event(row) for row in rows]
+
+    async def complete(self, by_outcome: dict[Outcome, list[Lease]], worker: str) -> int:
+        statements: list[dict[str, Any]] = []
+        for outcome, leases in by_outcome.items():
+            by_token: dict[str, list[str]] = {}
+            for lease in leases:
+                by_token.setdefault(lease.token, []).append(str(lease.event_id))
+            for token, ids in by_token.items():
+                statements.append(
+                    {
+                        "outcome": outcome.value,
+                        "worker": worker,
+                        "token": token,
+                        "ids": json.dumps(ids),
+                    }
+                )
+
+        def complete(conn: sqlite3.Connection) -> int:
+            return sum(conn.execute(_COMPLETE_SQL, params).rowcount for params in statements)
+
+        return await self._run(complete)
+
+    async def close(self) -> None:
+        def close() -> None:
+            if self._connection is not None:
+                self._connection.close()
+                self._connection = None
+
+        await asyncio.get_running_loop().run_in_executor(self._thread, close)
+        self._thread.shutdown(wait=False)
+
+    async def _run(self, work: Callable[[sqlite3.Connection], T]) -> T:
+        loop = asyncio.get_running_loop()
+        try:
+            return await loop.run_in_executor(self._thread, self._transaction, work)
+        except sqlite3.OperationalError as exc:  # locked, busy, disk I/O, file gone
+            raise StoreUnavailable(f"database unavailable: {exc}") from exc
+        except sqlite3.Error as exc:
+            raise StoreError(f"database error: {exc}") from exc
+
+    def _transaction(self, work: Callable[[sqlite3.Connection], T]) -> T:
+        conn = self._connect()
+        conn.execute("BEGIN IMMEDIATE")
+        try:
+            result = work(conn)
+        except BaseException:
+            if conn.in_transaction:
+                conn.execute("ROLLBACK")
+            raise
+        conn.execute("COMMIT")
+        return result
+
+    def _connect(self) -> sqlite3.Connection:
+        if self._connection is None:
+            conn = sqlite3.connect(
+                self._database, isolation_level=None, check_same_thread=False, timeout=30
+            )
+            for pragma in self._pragmas:
+                conn.execute(pragma)
+            self._connection = conn
+        return self._connection
+
+
+def _row_to_event(row: Sequence[Any]) -> Event:
+    return Event(
+        id=uuid.UUID(row[0]),
+        event_type=row[1],
+        aggregate_id=uuid.UUID(row[2]) if row[2] is not None else None,
+        aggregate_type=row[3],
+        payload=json.loads(row[4]),
+        metadata=json.loads(row[5]) if row[5] is not None else {},
+        processed=bool(row[6]),
+        version=row[7] if row[7] is not None else 1,
+        created_at=_time(row[8]),
+        created_by=row[9],
+        priority=row[10],
+        attempts=row[11],
+        next_attempt_at=_time(row[12]),
+        locked_by=row[13],
+        locked_until=_time(row[14]),
+        processed_at=_time(row[15]),
+        outcome=row[16],
+    )
+
+
+def _time(value: str | None) -> datetime | None:
+    if value is None:
+        return None
+    moment = datetime.fromisoformat(value)
+    return moment if moment.tzinfo is not None else moment.replace(tzinfo=UTC)
