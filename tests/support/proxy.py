@@ -1,13 +1,21 @@
-"""A loopback TCP proxy that can cut every connection, to take the database "away"."""
+"""A loopback TCP proxy that can cut every connection, to take the database "away".
+
+It also counts PostgreSQL round trips: every ReadyForQuery ('Z') message the
+server sends ends one request of the client (a simple query, or an extended
+query's Sync), whatever driver sent it. Needs a plaintext connection
+(``sslmode=disable``).
+"""
 
 import asyncio
 import contextlib
+import struct
 
 
 class Proxy:
     def __init__(self, target_host: str, target_port: int) -> None:
         self.target = (target_host, target_port)
         self.port = 0
+        self.round_trips = 0  # ReadyForQuery messages, start-up ones excluded
         self._server: asyncio.Server | None = None
         self._writers: set[asyncio.StreamWriter] = set()
 
@@ -40,5 +48,51 @@ class Proxy:
                     await dst.drain()
             dst.transport.abort()
 
-        await asyncio.gather(pipe(reader, up_writer), pipe(up_reader, writer))
+        async def pipe_counting(src: asyncio.StreamReader, dst: asyncio.StreamWriter) -> None:
+            counter = _ReadyCounter()
+            with contextlib.suppress(OSError, asyncio.CancelledError):
+                while data := await src.read(65536):
+                    self.round_trips += counter.feed(data)
+                    dst.write(data)
+                    await dst.drain()
+            dst.transport.abort()
+
+        await asyncio.gather(pipe(reader, up_writer), pipe_counting(up_reader, writer))
         self._writers.difference_update((writer, up_writer))
+
+
+class _ReadyCounter:
+    """Splits the server's byte stream into messages; counts 'Z' after the first."""
+
+    def __init__(self) -> None:
+        self._buffer = b""
+        self._started = False
+        self._first_byte = True
+        self._unreadable = False  # TLS, or not PostgreSQL: count nothing
+
+    def feed(self, data: bytes) -> int:
+        if self._unreadable:
+            return 0
+        self._buffer += data
+        if self._first_byte:
+            self._first_byte = False
+            if self._buffer[:1] == b"S":  # TLS follows
+                self._unreadable = True
+                return 0
+            if self._buffer[:1] == b"N":  # "no SSL", a lone byte
+                self._buffer = self._buffer[1:]
+        count = 0
+        while len(self._buffer) >= 5:
+            kind = self._buffer[:1]
+            (length,) = struct.unpack("!i", self._buffer[1:5])
+            if length < 4:
+                self._unreadable = True
+                return count
+            if len(self._buffer) < 1 + length:
+                break
+            self._buffer = self._buffer[1 + length :]
+            if kind == b"Z":
+                if self._started:
+                    count += 1
+                self._started = True  # the first one ends the connection's start-up
+        return count
