@@ -47,7 +47,7 @@ for s in $STEPS; do
       if [ -x "$ROOT/.venv/bin/py-spy" ]; then
         step "$PY" bench/profile.py
       else
-        echo "=== profile skipped: .venv/bin/pip install py-spy" | tee -a "$LOG"
+        echo "=== profile skipped: .venv/bin/pip install -e '.[bench]'" | tee -a "$LOG"
       fi
       ;;
     report) step "$PY" bench/report.py ;;
