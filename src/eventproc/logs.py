@@ -45,7 +45,7 @@ class JsonFormatter(logging.Formatter):
         return self._encode(entry)
 
     def _timestamp(self, created: float) -> str:
-        """RFC 3339 in UTC with microseconds, as ``datetime.isoformat`` writes it."""
+        """RFC 3339 in UTC, always with six fractional digits (truncated)."""
         second = int(created)
         if second != self._second:
             self._second = second
@@ -83,7 +83,9 @@ class LoopBatchedHandler(logging.StreamHandler[TextIO]):
     def __init__(self, stream: TextIO) -> None:
         super().__init__(stream)
         self._waiting: list[str] = []
-        self._scheduled = False
+        # The loop a write is scheduled on; a loop closed before it ran its
+        # callback must not keep later lines waiting.
+        self._scheduled_on: asyncio.AbstractEventLoop | None = None
 
     def emit(self, record: logging.LogRecord) -> None:
         try:
@@ -97,8 +99,8 @@ class LoopBatchedHandler(logging.StreamHandler[TextIO]):
             loop = None
         if loop is None or record.levelno >= logging.WARNING:
             self._write_waiting()
-        elif not self._scheduled:
-            self._scheduled = True
+        elif self._scheduled_on is not loop:
+            self._scheduled_on = loop
             loop.call_soon(self._write_scheduled)
 
     def flush(self) -> None:
@@ -111,7 +113,7 @@ class LoopBatchedHandler(logging.StreamHandler[TextIO]):
     def _write_scheduled(self) -> None:
         self.acquire()
         try:
-            self._scheduled = False
+            self._scheduled_on = None
             self._write_waiting()
         finally:
             self.release()
@@ -141,7 +143,8 @@ def configure(level: str = "info", fmt: str = "auto", *, production: bool = Fals
     root.setLevel(_level(level))
     # Neither formatter prints the caller, thread or process of a record, and
     # looking them up is a third of what a log call costs (the Optimization
-    # section of the logging docs names these switches).
+    # section of the logging docs names these switches). Process-wide: other
+    # handlers in this process no longer get funcName, lineno or threadName.
     logging._srcfile = None
     logging.logThreads = False
     logging.logProcesses = False

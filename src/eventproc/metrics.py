@@ -63,6 +63,7 @@ class Metrics:
         child.inc()
 
     def observe_handler(self, event_type: str, seconds: float) -> None:
+        """How long one successful handler call of ``event_type`` took."""
         child = self._durations.get(event_type)
         if child is None:
             child = self._durations[event_type] = self.handler_seconds.labels(event_type)

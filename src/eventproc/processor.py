@@ -239,8 +239,10 @@ class Processor:
         One claim at a time caps a worker at BATCH_SIZE events per round trip
         (measured: ~1.1 ms, so ~16,000 events/s at the default 20). When the
         last claim came back full and the free slots hold several batches,
-        up to MAX_CLAIMS_AT_ONCE claims of BATCH_SIZE go out at once on
-        separate connections; SKIP LOCKED keeps them apart like two workers.
+        up to MAX_CLAIMS_AT_ONCE claims of BATCH_SIZE go out at once: on
+        PostgreSQL on separate connections, kept apart by SKIP LOCKED like
+        two workers' claims; on SQLite they queue for the write lock, and
+        still save the loop a turn per batch.
         """
         batch = self.config.batch_size
         if free <= 0:

@@ -3,6 +3,9 @@
 import asyncio
 import uuid
 
+import pytest
+
+from eventproc.errors import StoreUnavailable
 from eventproc.event import NewEvent
 from eventproc.store import ClaimPolicy, Completion, Lease, SqlStore
 
@@ -182,3 +185,31 @@ async def test_taking_over_a_head_revokes_the_stalled_run(store: SqlStore) -> No
     # The stalled worker can no longer keep (or complete) the rest of its run.
     assert await store.event_renew_leases([Lease.of(e) for e in run[1:]], 30) == set()
     assert await store.event_complete_many([Completion(Lease.of(run[1]))]) == 0
+
+
+async def test_claimed_events_carry_their_metadata_or_an_empty_dict(store: SqlStore) -> None:
+    await store.event_insert_many(
+        [NewEvent("t", {"n": 1}), NewEvent("t", {"n": 2}, metadata={"source": "crm"})]
+    )
+    claimed = await store.event_claim_many("w:1", policy(ordered=False))
+    assert {e.payload["n"]: e.metadata for e in claimed} == {1: {}, 2: {"source": "crm"}}
+
+
+async def test_a_claim_whose_run_work_fails_gives_its_events_back(
+    store: SqlStore, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    aggregate = uuid.uuid4()
+    await store.event_insert_many(
+        [NewEvent("t", {"n": n}, aggregate_id=aggregate) for n in range(3)]
+    )
+
+    async def broken(*args: object) -> None:
+        raise StoreUnavailable("injected: lost the connection while adding followers")
+
+    monkeypatch.setattr(store, "extend_runs", broken)
+    with pytest.raises(StoreUnavailable):
+        await store.event_claim_many("w:1", ClaimPolicy(30, ordered=True, limit=10, follow=True))
+    monkeypatch.undo()
+    # The head's claim had committed; it was released, not left leased.
+    [head] = await store.event_claim_many("w:2", policy(limit=1))
+    assert head.payload["n"] == 0 and head.attempts == 1

@@ -2,9 +2,15 @@ import asyncio
 import io
 import json
 import logging
+import uuid
+from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 
+import pytest
+
 from eventproc.logs import JsonFormatter, LoopBatchedHandler, TextFormatter
+
+Batched = tuple[logging.Logger, LoopBatchedHandler, io.StringIO]
 
 
 def record(**extra: object) -> logging.LogRecord:
@@ -41,19 +47,21 @@ def test_json_time_is_utc_rfc3339_with_microseconds() -> None:
         assert stamp.endswith("+00:00") and len(stamp) == len("2026-11-30T07:09:22.000000+00:00")
 
 
-def batched(stream: io.StringIO) -> tuple[logging.Logger, LoopBatchedHandler]:
+@pytest.fixture
+def batched() -> Iterator[tuple[logging.Logger, LoopBatchedHandler, io.StringIO]]:
+    stream = io.StringIO()
     handler = LoopBatchedHandler(stream)
     handler.setFormatter(logging.Formatter("%(levelname)s %(message)s"))
-    logger = logging.getLogger(f"eventproc.test.{id(stream)}")
+    logger = logging.getLogger(f"eventproc.test.{uuid.uuid4().hex}")
     logger.propagate = False
     logger.setLevel(logging.INFO)
     logger.addHandler(handler)
-    return logger, handler
+    yield logger, handler, stream
+    logger.removeHandler(handler)
 
 
-async def test_lines_of_one_loop_turn_are_written_together_and_in_order() -> None:
-    stream = io.StringIO()
-    logger, _ = batched(stream)
+async def test_lines_of_one_loop_turn_are_written_together_and_in_order(batched: Batched) -> None:
+    logger, _, stream = batched
     logger.info("one")
     logger.info("two")
     assert stream.getvalue() == ""  # waiting for the end of this turn
@@ -61,24 +69,42 @@ async def test_lines_of_one_loop_turn_are_written_together_and_in_order() -> Non
     assert stream.getvalue() == "INFO one\nINFO two\n"
 
 
-async def test_a_warning_is_written_at_once_after_what_waits() -> None:
-    stream = io.StringIO()
-    logger, _ = batched(stream)
+async def test_a_warning_is_written_at_once_after_what_waits(batched: Batched) -> None:
+    logger, _, stream = batched
     logger.info("before")
     logger.warning("trouble")
     assert stream.getvalue() == "INFO before\nWARNING trouble\n"
 
 
-async def test_flush_writes_what_waits() -> None:
-    stream = io.StringIO()
-    logger, handler = batched(stream)
+async def test_flush_writes_what_waits(batched: Batched) -> None:
+    logger, handler, stream = batched
     logger.info("last words")
     handler.flush()  # logging.shutdown() does this at exit
     assert stream.getvalue() == "INFO last words\n"
 
 
-def test_outside_a_loop_lines_are_written_at_once() -> None:
-    stream = io.StringIO()
-    logger, _ = batched(stream)
+def test_outside_a_loop_lines_are_written_at_once(batched: Batched) -> None:
+    logger, _, stream = batched
     logger.info("plain")
     assert stream.getvalue() == "INFO plain\n"
+
+
+def test_a_loop_closed_before_its_write_does_not_hold_back_later_lines(batched: Batched) -> None:
+    logger, _, stream = batched
+    first = asyncio.new_event_loop()
+
+    def log_then_stop() -> None:
+        logger.info("from a loop that closes")
+        first.stop()  # the write scheduled by that line never runs
+
+    first.call_soon(log_then_stop)
+    first.run_forever()
+    first.close()
+    assert stream.getvalue() == ""
+
+    async def log_and_yield() -> None:
+        logger.info("from the next loop")
+        await asyncio.sleep(0)
+
+    asyncio.run(log_and_yield())
+    assert stream.getvalue() == "INFO from a loop that closes\nINFO from the next loop\n"

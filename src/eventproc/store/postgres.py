@@ -161,7 +161,7 @@ def _record_to_event(record: Any) -> Event:
         aggregate_id=record[2],
         aggregate_type=record[3],
         payload=json.loads(record[4]),
-        metadata=json.loads(record[5]) if record[5] is not None else {},
+        metadata=(json.loads(record[5]) if record[5] is not None else None) or {},
         processed=bool(record[6]),
         version=record[7] if record[7] is not None else 1,
         created_at=record[8],

@@ -95,8 +95,9 @@ class HotPath:
     def __init__(self, database: str, pragmas: Sequence[str]) -> None:
         self._database = database
         self._pragmas = pragmas
-        self._thread = ThreadPoolExecutor(max_workers=1, thread_name_prefix="eventproc-sqlite")
+        self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="eventproc-sqlite")
         self._connection: sqlite3.Connection | None = None
+        self._closed = False
 
     async def claim(self, token: str, policy: ClaimPolicy, window: int) -> list[Event]:
         params = {
@@ -117,32 +118,28 @@ class HotPath:
                 by_token.setdefault(lease.token, []).append(str(lease.event_id))
             for token, ids in by_token.items():
                 statements.append(
-                    {
-                        "outcome": outcome.value,
-                        "worker": worker,
-                        "token": token,
-                        "ids": json.dumps(ids),
-                    }
-                )
+                    {"outcome": outcome.value, "worker": worker, "token": token,
+                     "ids": json.dumps(ids)}
+                )  # fmt: skip
 
-        def complete(conn: sqlite3.Connection) -> int:
+        def write(conn: sqlite3.Connection) -> int:
             return sum(conn.execute(_COMPLETE_SQL, params).rowcount for params in statements)
 
-        return await self._run(complete)
+        return await self._run(write)
 
     async def close(self) -> None:
-        def close() -> None:
-            if self._connection is not None:
-                self._connection.close()
-                self._connection = None
-
-        await asyncio.get_running_loop().run_in_executor(self._thread, close)
-        self._thread.shutdown(wait=False)
+        if self._closed:
+            return
+        self._closed = True
+        await asyncio.get_running_loop().run_in_executor(self._executor, self._disconnect)
+        self._executor.shutdown(wait=False)
 
     async def _run(self, work: Callable[[sqlite3.Connection], T]) -> T:
+        if self._closed:
+            raise StoreUnavailable("the store is closed")
         loop = asyncio.get_running_loop()
         try:
-            return await loop.run_in_executor(self._thread, self._transaction, work)
+            return await loop.run_in_executor(self._executor, self._transaction, work)
         except sqlite3.OperationalError as exc:  # locked, busy, disk I/O, file gone
             raise StoreUnavailable(f"database unavailable: {exc}") from exc
         except sqlite3.Error as exc:
@@ -150,14 +147,20 @@ class HotPath:
 
     def _transaction(self, work: Callable[[sqlite3.Connection], T]) -> T:
         conn = self._connect()
-        conn.execute("BEGIN IMMEDIATE")
         try:
+            conn.execute("BEGIN IMMEDIATE")
             result = work(conn)
+            conn.execute("COMMIT")
         except BaseException:
-            if conn.in_transaction:
-                conn.execute("ROLLBACK")
+            # A connection left inside a transaction (a failed COMMIT or
+            # ROLLBACK) would refuse every later BEGIN and might keep the
+            # file's write lock: start again from a fresh one instead.
+            try:
+                if conn.in_transaction:
+                    conn.execute("ROLLBACK")
+            except sqlite3.Error:
+                self._disconnect()
             raise
-        conn.execute("COMMIT")
         return result
 
     def _connect(self) -> sqlite3.Connection:
@@ -165,10 +168,19 @@ class HotPath:
             conn = sqlite3.connect(
                 self._database, isolation_level=None, check_same_thread=False, timeout=30
             )
-            for pragma in self._pragmas:
-                conn.execute(pragma)
+            try:
+                for pragma in self._pragmas:
+                    conn.execute(pragma)
+            except BaseException:
+                conn.close()
+                raise
             self._connection = conn
         return self._connection
+
+    def _disconnect(self) -> None:
+        if self._connection is not None:
+            connection, self._connection = self._connection, None
+            connection.close()
 
 
 def _row_to_event(row: Sequence[Any]) -> Event:
@@ -178,7 +190,7 @@ def _row_to_event(row: Sequence[Any]) -> Event:
         aggregate_id=uuid.UUID(row[2]) if row[2] is not None else None,
         aggregate_type=row[3],
         payload=json.loads(row[4]),
-        metadata=json.loads(row[5]) if row[5] is not None else {},
+        metadata=(json.loads(row[5]) if row[5] is not None else None) or {},
         processed=bool(row[6]),
         version=row[7] if row[7] is not None else 1,
         created_at=_time(row[8]),

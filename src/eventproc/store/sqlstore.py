@@ -5,6 +5,7 @@ merge, the lease fence, conflict-ignoring inserts, schema creation and
 wake-ups. Nothing above ``eventproc.store`` sees a SQLAlchemy exception.
 """
 
+import contextlib
 import functools
 import uuid
 from collections.abc import AsyncIterator, Callable, Coroutine, Sequence
@@ -160,6 +161,7 @@ def row_to_event(row: Row[Any]) -> Event:
 
 
 def by_outcome(completions: Sequence[Completion]) -> dict[Outcome, list[Lease]]:
+    """One completion statement per outcome: the outcome is a parameter of it."""
     grouped: dict[Outcome, list[Lease]] = {}
     for completion in completions:
         grouped.setdefault(completion.outcome, []).append(completion.lease)
@@ -398,17 +400,23 @@ class SqlStore:
     async def finish_claim(
         self, claimed: list[Event], token: str, policy: ClaimPolicy
     ) -> list[Event]:
-        """Run work and ordering for a claim that a backend's fast path committed.
+        """After a backend's claim statement committed: revoke stale runs, add followers, sort.
 
-        Rare (a head taken over) or only when the batch has room: through
-        SQLAlchemy, in a transaction of its own. Safe after the claim
-        committed: the heads we hold gate every later event of their
-        aggregates.
+        Only when a head was taken over or the batch has room (ordered mode),
+        through SQLAlchemy in a transaction of its own; safe after the claim
+        committed, because the heads we hold gate every later event of their
+        aggregates. If that transaction fails, the claim is given back (its
+        attempts too) rather than left leased, unhandled, until it expires.
         """
         heads = self.heads_to_extend(claimed, policy)
         if heads:
-            async with self.begin() as tx:
-                await self.extend_runs(tx, claimed, heads, token, policy)
+            try:
+                async with self.begin() as tx:
+                    await self.extend_runs(tx, claimed, heads, token, policy)
+            except BaseException:
+                with contextlib.suppress(Exception):
+                    await self.event_release_many([Lease.of(event) for event in claimed])
+                raise
         return sorted_for_handling(claimed)
 
     def heads_to_extend(self, claimed: Sequence[Event], policy: ClaimPolicy) -> list[Event]:
