@@ -2,9 +2,9 @@
 """Pickup latency: from the publisher's commit returning to the handler starting.
 
 One ``eventproc worker`` (default settings plus the scenario's ORDERING) is
-started on an empty database and left idle for 1 s (it is LISTENing on
-PostgreSQL; SQLite has no cross-process wake-up, so there it only polls every
-POLL_INTERVAL_MS). Then, per run:
+started on an empty database and left idle for 1 s (LISTENing on PostgreSQL;
+on SQLite it watches ``PRAGMA data_version`` every 50 ms for other
+processes' commits). Then, per run:
 
 - idle series: ``--idle-events`` events, one per call of the batched publish
   API (``store.event_insert_many([event])``, a commit each), on a fixed

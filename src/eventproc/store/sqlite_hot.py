@@ -12,6 +12,7 @@ tests/store holds both backends to the same behaviour.
 import asyncio
 import json
 import sqlite3
+import time
 import uuid
 from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
@@ -23,6 +24,10 @@ from eventproc.event import Event, Outcome
 from eventproc.store.protocol import ClaimPolicy, Lease
 
 T = TypeVar("T")
+
+BUSY_WAIT_SECONDS = 30.0  # as long as the other connections' busy_timeout
+BUSY_STEP_MS = 2
+BUSY_PAUSE_SECONDS = 0.0005
 
 _NOW = "strftime('%Y-%m-%d %H:%M:%f', 'now')"
 _COLUMNS = (
@@ -148,7 +153,7 @@ class HotPath:
     def _transaction(self, work: Callable[[sqlite3.Connection], T]) -> T:
         conn = self._connect()
         try:
-            conn.execute("BEGIN IMMEDIATE")
+            self._begin(conn)
             result = work(conn)
             conn.execute("COMMIT")
         except BaseException:
@@ -163,6 +168,24 @@ class HotPath:
             raise
         return result
 
+    def _begin(self, conn: sqlite3.Connection) -> None:
+        """BEGIN IMMEDIATE, waiting for another process's writer in short steps.
+
+        SQLite's own busy handler sleeps 1, 2, 5, 10 ... up to 100 ms between
+        tries, so a worker sharing the file with a busy publisher fell behind
+        by seconds (bench/README.md); this connection's handler gives up after
+        BUSY_STEP_MS and the wait goes on here, trying every few milliseconds.
+        """
+        deadline = time.monotonic() + BUSY_WAIT_SECONDS
+        while True:
+            try:
+                conn.execute("BEGIN IMMEDIATE")
+                return
+            except sqlite3.OperationalError as exc:
+                if "locked" not in str(exc) or time.monotonic() > deadline:
+                    raise
+            time.sleep(BUSY_PAUSE_SECONDS)
+
     def _connect(self) -> sqlite3.Connection:
         if self._connection is None:
             conn = sqlite3.connect(
@@ -171,6 +194,7 @@ class HotPath:
             try:
                 for pragma in self._pragmas:
                     conn.execute(pragma)
+                conn.execute(f"PRAGMA busy_timeout={BUSY_STEP_MS}")
             except BaseException:
                 conn.close()
                 raise
