@@ -52,11 +52,8 @@ class EventprocPeer(peers.Peer):
         self.dbname = f"bench_{self.name}_peer"
 
     def _url(self, port: int | None = None) -> str:
-        # Without peers.py's "?sslmode=disable": eventproc's LISTEN connection
-        # cannot take it (found here: asyncpg gets "ssl=disable" as a server
-        # setting and the listener reconnects forever). The server is loopback
-        # with ssl=off, so the connections are the same either way.
-        return str(self.pg.url(self.dbname, port)).split("?", 1)[0]
+        # peers.py's URL as it gives it to every peer (with ?sslmode=disable).
+        return str(self.pg.url(self.dbname, port))
 
     def versions(self) -> dict[str, str]:
         import eventproc

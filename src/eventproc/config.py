@@ -73,6 +73,7 @@ class Settings(BaseSettings):
 
     # Processing.
     concurrency: int = Field(50, ge=1, le=10_000)
+    claims_at_once: int = Field(1, ge=1, le=16)
     lease_seconds: float = Field(30.0, ge=1, le=86_400)
     handler_timeout_seconds: float = Field(60.0, gt=0, le=86_400)
     retry_base_ms: int = Field(1000, ge=0, le=86_400_000)
@@ -126,6 +127,7 @@ class Settings(BaseSettings):
         return ProcessorConfig(
             batch_size=self.batch_size,
             concurrency=self.concurrency,
+            claims_at_once=self.claims_at_once,
             poll_interval_ms=self.poll_interval_ms,
             lease_seconds=self.lease_seconds,
             handler_timeout_seconds=self.handler_timeout_seconds,

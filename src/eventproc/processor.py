@@ -33,7 +33,6 @@ logger = logging.getLogger("eventproc.processor")
 MAX_OUTAGE_BACKOFF_SECONDS = 30.0
 POLL_JITTER = 0.1
 COMPLETER_CLOSE_SECONDS = 15.0
-MAX_CLAIMS_AT_ONCE = 4
 
 
 def default_worker_id() -> str:
@@ -86,6 +85,10 @@ class Processor:
         self._wakeup = asyncio.Event()
         self._claim_requested = True
         self._more_available = False
+        # Claims running in the background, and the slots they may fill.
+        self._claims: set[asyncio.Task[None]] = set()
+        self._reserved = 0
+        self._claim_error: StoreError | None = None
         self._stopping = asyncio.Event()
         self._due: list[float] = []  # heap of monotonic times our retries fall due
         self._running = False
@@ -160,96 +163,96 @@ class Processor:
     async def _produce(self, until_idle: bool) -> None:
         outage = 0.0
         while not self._stopping.is_set():
+            error, self._claim_error = self._claim_error, None
+            if isinstance(error, StoreUnavailable):
+                outage = min(max(outage * 2, 0.5), MAX_OUTAGE_BACKOFF_SECONDS)
+                self._note_outage(error, outage)
+                await self._sleep(outage)
+                self._claim_requested = True
+                continue
+            if error is not None:
+                self.metrics.store_errors.labels("claim").inc()
+                logger.error("Claim failed: %s", error, extra={"action": "claim_failed"})
+                await self._sleep(1.0)
+                continue
+            if self.database_ok:
+                outage = 0.0
             if self._should_claim():
-                try:
-                    await self._claim_once()
-                    outage = 0.0
-                except StoreUnavailable as exc:
-                    outage = min(max(outage * 2, 0.5), MAX_OUTAGE_BACKOFF_SECONDS)
-                    self._note_outage(exc, outage)
-                    await self._sleep(outage)
-                    self._claim_requested = True
-                    continue
-                except StoreError as exc:
-                    self.metrics.store_errors.labels("claim").inc()
-                    logger.error("Claim failed: %s", exc, extra={"action": "claim_failed"})
-                    await self._sleep(1.0)
-                    continue
-                if self._should_claim():
-                    continue
+                self._claim_in_background()
+                continue
             if until_idle and await self._is_idle():
                 return
             await self._wait()
 
     def _should_claim(self) -> bool:
+        return self._may_claim(others=len(self._claims))
+
+    def _may_claim(self, others: int) -> bool:
+        """Whether one more claim should go out beside ``others`` still out."""
         # ENABLE_POLLING=false (the seed's meaning): only the manual triggers claim.
-        if not self.config.polling_enabled or not self._free_slots():
+        free = self._free_slots()
+        if not self.config.polling_enabled or free <= 0:
             return False
-        if self._claim_requested:
-            return True
-        return self._more_available
+        # With CLAIMS_AT_ONCE > 1, more claims go out beside one still out:
+        # only full-size ones, and only while their events would fit.
+        if others and (others >= self.config.claims_at_once or free < self.config.batch_size):
+            return False
+        return self._claim_requested or self._more_available
 
     def _free_slots(self) -> int:
-        return self.config.concurrency - self._busy
+        return self.config.concurrency - self._busy - self._reserved
+
+    def _claim_in_background(self) -> None:
+        task = asyncio.create_task(self._keep_claiming())
+        self._claims.add(task)
+        task.add_done_callback(self._claims.discard)
+
+    async def _keep_claiming(self) -> None:
+        """Claim, and claim again at once while full batches keep coming and fit.
+
+        Going on in this task, instead of handing back to the loop, sends the
+        next claim before the handlers just started get to run.
+        """
+        try:
+            while True:
+                self._claim_requested = False
+                limit = min(self.config.batch_size, self._free_slots())
+                self._reserved += limit
+                try:
+                    await self._claim(limit)
+                finally:
+                    self._reserved -= limit
+                if self._stopping.is_set() or not self._may_claim(len(self._claims) - 1):
+                    return
+        except StoreError as exc:
+            self._claim_error = self._claim_error or exc
+        finally:
+            self._wakeup.set()
 
     async def _claim_once(self) -> int:
+        """One claim, awaited (manual trigger, drain mode)."""
         self._claim_requested = False
-        limits = self._claim_limits(max(self._free_slots(), 0))
-        if not limits:
+        limit = min(self.config.batch_size, self._free_slots())
+        if limit <= 0:
             return 0
-        if len(limits) == 1:
-            outcomes: list[list[Event] | BaseException] = [
-                await self.store.event_claim_many(self.next_token(), self.policy(limits[0]))
-            ]
-        else:
-            outcomes = await asyncio.gather(
-                *(
-                    self.store.event_claim_many(self.next_token(), self.policy(limit))
-                    for limit in limits
-                ),
-                return_exceptions=True,
-            )
-        claimed: list[Event] = []
-        full = True
-        error: BaseException | None = None
-        for limit, outcome in zip(limits, outcomes, strict=True):
-            if isinstance(outcome, BaseException):
-                error = error or outcome
-                full = False
-            else:
-                claimed.extend(outcome)
-                full = full and len(outcome) == limit
-        # Events of a claim that succeeded are ours even if its sibling failed.
-        self._more_available = full
+        self._reserved += limit
+        try:
+            return await self._claim(limit)
+        finally:
+            self._reserved -= limit
+
+    async def _claim(self, limit: int) -> int:
+        claimed = await self.store.event_claim_many(self.next_token(), self.policy(limit))
+        if not self.database_ok:
+            logger.info("Database reachable again; resuming", extra={"action": "resumed"})
+        self.database_ok = True
+        self._more_available = len(claimed) == limit
         if claimed:
             self.metrics.claimed.inc(len(claimed))
             for run in _runs(claimed):
                 self._start(run)
             self.signals.claimed.set()
-        if error is not None:
-            raise error
-        if not self.database_ok:
-            logger.info("Database reachable again; resuming", extra={"action": "resumed"})
-        self.database_ok = True
         return len(claimed)
-
-    def _claim_limits(self, free: int) -> list[int]:
-        """How many events to ask for, per claim, sent together.
-
-        One claim at a time caps a worker at BATCH_SIZE events per round trip
-        (measured: ~1.1 ms, so ~16,000 events/s at the default 20). When the
-        last claim came back full and the free slots hold several batches,
-        up to MAX_CLAIMS_AT_ONCE claims of BATCH_SIZE go out at once: on
-        PostgreSQL on separate connections, kept apart by SKIP LOCKED like
-        two workers' claims; on SQLite they queue for the write lock, and
-        still save the loop a turn per batch.
-        """
-        batch = self.config.batch_size
-        if free <= 0:
-            return []
-        if not self._more_available or free < 2 * batch:
-            return [min(batch, free)]
-        return [batch] * min(free // batch, MAX_CLAIMS_AT_ONCE)
 
     def _start(self, run: list[Event]) -> None:
         task = asyncio.create_task(self._handle(run))
@@ -366,7 +369,7 @@ class Processor:
         timeout = self._poll_timeout()
         self._wakeup.clear()
         # Re-check after clearing: a wake-up that came before the clear is not lost.
-        if self._should_claim() or self._stopping.is_set():
+        if self._should_claim() or self._stopping.is_set() or self._claim_error is not None:
             return
         try:
             await asyncio.wait_for(self._wakeup.wait(), timeout)
@@ -387,7 +390,7 @@ class Processor:
 
     async def _is_idle(self) -> bool:
         # Drain mode also waits for retries this processor scheduled itself.
-        if self._in_flight or self.completer.pending or self._due:
+        if self._claims or self._in_flight or self.completer.pending or self._due:
             return False
         await self.completer.wait_idle()
         if await self._claim_once():
@@ -441,6 +444,8 @@ class Processor:
 
     async def _drain(self, completer: "asyncio.Task[None]") -> None:
         """Finish in-flight handlers within the grace, give back the rest, flush."""
+        # A claim still out brings events this drain must know about.
+        await asyncio.gather(*self._claims, return_exceptions=True)
         tasks = list(self._in_flight)
         if tasks:
             logger.info(

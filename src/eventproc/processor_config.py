@@ -9,6 +9,10 @@ from eventproc.retry import RetryPolicy
 class ProcessorConfig:
     batch_size: int = 20
     concurrency: int = 50
+    # Claims a worker may have out at once, each of BATCH_SIZE: more than one
+    # pays off when the database is a few milliseconds away (measured: 2x at
+    # 5 ms round trip) and costs on a loopback database sharing the CPU.
+    claims_at_once: int = 1
     poll_interval_ms: int = 10_000
     lease_seconds: float = 30.0
     handler_timeout_seconds: float = 60.0
@@ -20,7 +24,7 @@ class ProcessorConfig:
     retry: RetryPolicy = field(default_factory=RetryPolicy)
 
     def __post_init__(self) -> None:
-        if self.batch_size < 1 or self.concurrency < 1:
-            raise ValueError("batch_size and concurrency must be >= 1")
+        if self.batch_size < 1 or self.concurrency < 1 or self.claims_at_once < 1:
+            raise ValueError("batch_size, concurrency and claims_at_once must be >= 1")
         if self.lease_seconds <= 0 or self.handler_timeout_seconds <= 0:
             raise ValueError("lease_seconds and handler_timeout_seconds must be > 0")

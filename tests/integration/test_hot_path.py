@@ -90,5 +90,5 @@ async def test_sqlite_requests_per_event_stay_batched(sqlite_store: SqlStore) ->
             sqlite_store.engine.sync_engine, "before_cursor_execute", through_sqlalchemy
         )
     assert processor.stats.success_count == EVENTS
-    assert requests.count("hot path transaction") >= 2 * EVENTS / 20  # claims + completions
+    assert requests.count("hot path transaction") >= EVENTS / 20  # at least the claims
     assert len(requests) / EVENTS <= MAX_REQUESTS_PER_EVENT, requests[:20]

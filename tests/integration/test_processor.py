@@ -11,7 +11,7 @@ from pydantic import BaseModel
 
 from eventproc import Event, HandlerContext, NewEvent, PermanentError, Registry, RetryLater
 from eventproc.errors import StoreUnavailable
-from eventproc.processor import MAX_CLAIMS_AT_ONCE, Processor
+from eventproc.processor import Processor
 from eventproc.processor_config import ProcessorConfig
 from eventproc.retry import RetryPolicy
 from eventproc.store import EventFilter, SqlStore
@@ -384,6 +384,23 @@ def count_claims_at_once(
     return most
 
 
+async def test_one_claim_at_a_time_by_default(
+    store: SqlStore, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    registry = Registry()
+
+    @registry.handler("t.ok")
+    async def ok(event: Event, ctx: HandlerContext) -> None:
+        await asyncio.sleep(0.001)
+
+    most = count_claims_at_once(store, monkeypatch)
+    await store.event_insert_many([NewEvent("t.ok", {"n": n}) for n in range(100)])
+    processor = Processor(store, registry, config(batch_size=5, concurrency=20, ordered=False))
+    await processor.run(until_idle=True)
+    assert processor.stats.success_count == 100
+    assert most[0] == 1
+
+
 async def test_a_deep_backlog_is_claimed_by_several_claims_at_once(
     store: SqlStore, monkeypatch: pytest.MonkeyPatch
 ) -> None:
@@ -400,10 +417,12 @@ async def test_a_deep_backlog_is_claimed_by_several_claims_at_once(
 
     most = count_claims_at_once(store, monkeypatch)
     await store.event_insert_many([NewEvent("t.ok", {"n": n}) for n in range(300)])
-    processor = Processor(store, registry, config(batch_size=5, concurrency=20, ordered=False))
+    processor = Processor(
+        store, registry, config(batch_size=5, concurrency=20, ordered=False, claims_at_once=3)
+    )
     await processor.run(until_idle=True)
     assert sorted(seen) == list(range(300))  # each once
-    assert 2 <= most[0] <= MAX_CLAIMS_AT_ONCE
+    assert 2 <= most[0] <= 3
     assert busiest <= 20  # never more than CONCURRENCY, whatever the claims brought
 
 
@@ -420,7 +439,9 @@ async def test_a_claim_that_fails_beside_another_loses_none_of_the_others_events
 
     most = count_claims_at_once(store, monkeypatch, fail_second_of_a_pair=True)
     await store.event_insert_many([NewEvent("t.ok", {"n": n}) for n in range(100)])
-    processor = Processor(store, registry, config(batch_size=5, concurrency=20, ordered=False))
+    processor = Processor(
+        store, registry, config(batch_size=5, concurrency=20, ordered=False, claims_at_once=3)
+    )
     await asyncio.wait_for(processor.run(until_idle=True), 20)
     assert most[0] >= 2
     # Events the sibling claim took were handled, not left leased until expiry.

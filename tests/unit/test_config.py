@@ -8,6 +8,7 @@ def test_seed_defaults() -> None:
     settings = load_settings()
     assert settings.port == 8080 and settings.poll_interval_ms == 10_000
     assert settings.batch_size == 20 and settings.max_retries == 5
+    assert settings.claims_at_once == 1
     assert settings.enable_polling is True and settings.log_level == "info"
     assert settings.effective_database_url.startswith("sqlite:///")
     assert settings.effective_database_url.endswith("/eventproc.db")
@@ -18,12 +19,14 @@ def test_reads_environment_and_node_env_alias(monkeypatch: pytest.MonkeyPatch) -
     monkeypatch.setenv("BATCH_SIZE", "100")
     monkeypatch.setenv("ENABLE_POLLING", "false")
     monkeypatch.setenv("ORDERING", "none")
+    monkeypatch.setenv("CLAIMS_AT_ONCE", "3")
     monkeypatch.setenv("DATABASE_URL", "postgresql://u@h:5432/db")
     settings = load_settings()
     assert settings.is_production and settings.batch_size == 100
     assert settings.enable_polling is False and settings.ordering is Ordering.NONE
     config = settings.processor_config()
     assert config.batch_size == 100 and config.ordered is False
+    assert config.claims_at_once == 3
     assert config.polling_enabled is False and config.retry.max_retries == 5
 
 
@@ -46,6 +49,7 @@ def test_reads_dotenv_file(tmp_path: object, monkeypatch: pytest.MonkeyPatch) ->
         ("DATABASE_URL", "mysql://x"),
         ("HANDLERS", "not a module"),
         ("LEASE_SECONDS", "0"),
+        ("CLAIMS_AT_ONCE", "0"),
     ],
 )
 def test_bad_value_names_the_variable(
