@@ -88,7 +88,8 @@ class Processor:
         # Claims running in the background, and the slots they may fill.
         self._claims: set[asyncio.Task[None]] = set()
         self._reserved = 0
-        self._claim_error: StoreError | None = None
+        self._claim_error: Exception | None = None
+        self._producing = False
         self._stopping = asyncio.Event()
         self._due: list[float] = []  # heap of monotonic times our retries fall due
         self._running = False
@@ -151,9 +152,11 @@ class Processor:
         ]
         if self.config.polling_enabled and self.config.listen and self.store.capabilities.listen:
             side.append(asyncio.create_task(self.store.listen(self.wake), name="eventproc-listen"))
+        self._producing = True
         try:
             await self._produce(until_idle)
         finally:
+            self._producing = False  # also when cancelled: claimers stop too
             await self._drain(completer)
             for task in side:
                 task.cancel()
@@ -172,8 +175,14 @@ class Processor:
                 continue
             if error is not None:
                 self.metrics.store_errors.labels("claim").inc()
-                logger.error("Claim failed: %s", error, extra={"action": "claim_failed"})
+                logger.error(
+                    "Claim failed: %s",
+                    error,
+                    exc_info=None if isinstance(error, StoreError) else error,
+                    extra={"action": "claim_failed"},
+                )
                 await self._sleep(1.0)
+                self._claim_requested = True
                 continue
             if self.database_ok:
                 outage = 0.0
@@ -203,30 +212,44 @@ class Processor:
         return self.config.concurrency - self._busy - self._reserved
 
     def _claim_in_background(self) -> None:
-        task = asyncio.create_task(self._keep_claiming())
+        self._claim_requested = False
+        # Reserved now, not when the task first runs: the loop decides its
+        # next step from the free slots before that.
+        limit = min(self.config.batch_size, self._free_slots())
+        if limit <= 0:
+            return
+        self._reserved += limit
+        task = asyncio.create_task(self._keep_claiming(limit))
         self._claims.add(task)
-        task.add_done_callback(self._claims.discard)
 
-    async def _keep_claiming(self) -> None:
+    async def _keep_claiming(self, limit: int) -> None:
         """Claim, and claim again at once while full batches keep coming and fit.
 
         Going on in this task, instead of handing back to the loop, sends the
-        next claim before the handlers just started get to run.
+        next claim before the handlers just started get to run. ``limit`` is
+        already reserved.
         """
         try:
             while True:
-                self._claim_requested = False
-                limit = min(self.config.batch_size, self._free_slots())
-                self._reserved += limit
                 try:
                     await self._claim(limit)
                 finally:
                     self._reserved -= limit
-                if self._stopping.is_set() or not self._may_claim(len(self._claims) - 1):
+                if (
+                    self._stopping.is_set()
+                    or not self._producing
+                    or not self._may_claim(len(self._claims) - 1)
+                ):
                     return
-        except StoreError as exc:
+                self._claim_requested = False
+                limit = min(self.config.batch_size, self._free_slots())
+                self._reserved += limit
+        except Exception as exc:  # the loop reports it and backs off
             self._claim_error = self._claim_error or exc
         finally:
+            # Leave the set before waking the loop, so that it sees this
+            # claimer gone (a done callback would run after the loop's turn).
+            self._claims.discard(asyncio.current_task())
             self._wakeup.set()
 
     async def _claim_once(self) -> int:
@@ -242,6 +265,8 @@ class Processor:
             self._reserved -= limit
 
     async def _claim(self, limit: int) -> int:
+        if limit <= 0:  # never ask a store for LIMIT 0 or less (SQLite: no limit)
+            return 0
         claimed = await self.store.event_claim_many(self.next_token(), self.policy(limit))
         if not self.database_ok:
             logger.info("Database reachable again; resuming", extra={"action": "resumed"})
@@ -371,8 +396,12 @@ class Processor:
         # Re-check after clearing: a wake-up that came before the clear is not lost.
         if self._should_claim() or self._stopping.is_set() or self._claim_error is not None:
             return
+        # asyncio.timeout, not wait_for: on 3.11 wait_for can swallow a
+        # cancellation that arrives as the wake-up does (busy claimers set it
+        # often), and run() would never end.
         try:
-            await asyncio.wait_for(self._wakeup.wait(), timeout)
+            async with asyncio.timeout(timeout):
+                await self._wakeup.wait()
         except TimeoutError:
             if self.config.polling_enabled:
                 self._claim_requested = True
@@ -402,7 +431,8 @@ class Processor:
 
     async def _sleep(self, seconds: float) -> None:
         with contextlib.suppress(TimeoutError):
-            await asyncio.wait_for(self._stopping.wait(), seconds)
+            async with asyncio.timeout(seconds):
+                await self._stopping.wait()
 
     def _note_outage(self, exc: Exception, retry_in: float) -> None:
         self.metrics.store_errors.labels("claim").inc()

@@ -370,6 +370,7 @@ def count_claims_at_once(
 
     async def claim(token: str, policy: ClaimPolicy) -> list[Event]:
         nonlocal active, failed
+        assert policy.limit >= 1, policy  # never LIMIT 0 (or "no limit" on SQLite)
         active += 1
         most[0] = max(most[0], active)
         try:
@@ -447,3 +448,37 @@ async def test_a_claim_that_fails_beside_another_loses_none_of_the_others_events
     # Events the sibling claim took were handled, not left leased until expiry.
     assert sorted(seen) == list(range(100))
     assert (await store.stats_snapshot()).backlog == 0
+
+
+async def test_cancelling_run_stops_its_claimers(
+    store: SqlStore, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    registry = Registry()
+
+    @registry.handler("t.ok")
+    async def ok(event: Event, ctx: HandlerContext) -> None:
+        await asyncio.sleep(0.002)
+
+    claims = 0
+    original = store.event_claim_many
+
+    async def counting(token: str, policy: ClaimPolicy) -> list[Event]:
+        nonlocal claims
+        claims += 1
+        return await original(token, policy)
+
+    monkeypatch.setattr(store, "event_claim_many", counting)
+    await store.event_insert_many([NewEvent("t.ok", {"n": n}) for n in range(3000)])
+    processor = Processor(
+        store, registry, config(batch_size=5, concurrency=20, ordered=False, claims_at_once=3)
+    )
+    task = asyncio.create_task(processor.run())
+    await processor.signals.claimed.wait()
+    await asyncio.sleep(0.05)
+    task.cancel()
+    done, _ = await asyncio.wait([task], timeout=30)
+    assert task in done and task.cancelled()
+    after_cancel = claims
+    await asyncio.sleep(0.3)
+    assert claims == after_cancel  # nothing kept claiming behind a cancelled run
+    assert (await store.stats_snapshot()).backlog > 0  # it was cancelled mid-backlog
