@@ -268,6 +268,70 @@ def _children(pid: int) -> list[int]:
     return [int(x) for x in text.split()]
 
 
+class DelayProxy:
+    """A loopback TCP proxy that holds every chunk ``one_way_ms`` in each direction.
+
+    Stands in for a database across a network (``drain.py --delay-ms``): every
+    round trip of the workers gets ``2 * one_way_ms`` longer, in order. It runs
+    in the benchmark's own event loop, which is otherwise mostly idle.
+    """
+
+    def __init__(self, target_port: int, one_way_ms: float) -> None:
+        self.target_port = target_port
+        self.delay = one_way_ms / 1000
+        self.port = 0
+        self._server: asyncio.Server | None = None
+        self._tasks: set[asyncio.Task[None]] = set()
+
+    async def start(self) -> None:
+        _check_loopback()
+        self._server = await asyncio.start_server(self._serve, "127.0.0.1", 0)
+        self.port = self._server.sockets[0].getsockname()[1]
+
+    async def stop(self) -> None:
+        if self._server is not None:
+            self._server.close()
+            await self._server.wait_closed()
+        for task in list(self._tasks):
+            task.cancel()
+        await asyncio.gather(*self._tasks, return_exceptions=True)
+
+    async def _serve(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        task = asyncio.current_task()
+        assert task is not None
+        self._tasks.add(task)
+        try:
+            up_reader, up_writer = await asyncio.open_connection(PG_HOST, self.target_port)
+            await asyncio.gather(self._pipe(reader, up_writer), self._pipe(up_reader, writer))
+        except (OSError, asyncio.CancelledError):
+            pass
+        finally:
+            writer.close()
+            self._tasks.discard(task)
+
+    async def _pipe(self, src: asyncio.StreamReader, dst: asyncio.StreamWriter) -> None:
+        loop = asyncio.get_running_loop()
+        queue: asyncio.Queue[tuple[float, bytes]] = asyncio.Queue()
+
+        async def deliver() -> None:
+            while True:
+                due, data = await queue.get()
+                if not data:
+                    break
+                if (wait := due - loop.time()) > 0:
+                    await asyncio.sleep(wait)
+                dst.write(data)
+
+        sender = asyncio.create_task(deliver())
+        try:
+            while data := await src.read(65536):
+                queue.put_nowait((loop.time() + self.delay, data))
+        finally:
+            queue.put_nowait((0.0, b""))
+            await sender
+            dst.close()
+
+
 def worker_env(database_url: str, record_file: Path, **settings: str) -> dict[str, str]:
     """The environment of a benchmark worker: the caller's, plus eventproc settings."""
     env = {

@@ -37,8 +37,10 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from common import (
+    PG_PORT,
     TMP,
     Backend,
+    DelayProxy,
     RecordFile,
     Results,
     Worker,
@@ -62,11 +64,14 @@ class Scenario:
     n: int
     aggregates: int = 0
     env: dict[str, str] = field(default_factory=dict)
+    delay_ms: float = 0.0  # added to every round trip of the workers (PG only)
 
     @property
     def label(self) -> str:
         agg = f"aggregate/{self.aggregates} aggs" if self.ordering == "aggregate" else "none"
         extra = " ".join(f"{k}={v}" for k, v in sorted(self.env.items()))
+        if self.delay_ms:
+            extra = f"{extra} +{self.delay_ms:g}ms RTT".strip()
         return f"{self.backend} ORDERING={agg} workers={self.workers}" + (
             f" {extra}" if extra else ""
         )
@@ -124,11 +129,13 @@ async def measure_drain(
         "workers": sc.workers,
         "n": sc.n,
         "env": sc.env,
+        "delay_ms": sc.delay_ms,
         "run": run,
         "profiled": bool(launcher),
         # Other work on the (shared) machine shows here: 1-minute load at the start.
         "loadavg_1m_before": round(os.getloadavg()[0], 2),
     }
+    proxy: DelayProxy | None = None
     try:
         store = await backend.open_store()
         try:
@@ -140,7 +147,12 @@ async def measure_drain(
             await asyncio.sleep(0.3)  # let the publisher's statistics land
             c0 = await probe.pg_counters()
             settings = {"ORDERING": sc.ordering, **sc.env}
-            env = worker_env(backend.url, record.path, **settings)
+            url = backend.url
+            if sc.delay_ms and backend.kind == "pg":
+                proxy = DelayProxy(PG_PORT, sc.delay_ms / 2)
+                await proxy.start()
+                url = url.replace(f":{PG_PORT}/", f":{proxy.port}/")
+            env = worker_env(url, record.path, **settings)
             t_spawn = time.time()
             for k in range(sc.workers):
                 w = Worker(env, TMP / f"worker-{tag}-{k}.log", launcher=list(launcher or []))
@@ -152,6 +164,8 @@ async def measure_drain(
             t_stop = time.monotonic()
             rec["worker_rcs"] = [w.stop() for w in workers]
             rec["stop_s"] = rnd(time.monotonic() - t_stop, 2)
+            if proxy is not None:
+                await proxy.stop()
             if backend.kind == "pg":
                 await asyncio.sleep(1.0)  # exited backends flush their statistics
                 c1 = await probe.pg_counters()
@@ -347,7 +361,10 @@ def scenarios(args: argparse.Namespace) -> list[Scenario]:
             aggs = args.aggregates if ordering == "aggregate" else 0
             for k in workers:
                 for extra in sets:
-                    out.append(Scenario(backend, ordering, k, n, aggs, {**base, **extra}))
+                    for delay in args.delay_ms if backend == "pg" else [0.0]:
+                        out.append(
+                            Scenario(backend, ordering, k, n, aggs, {**base, **extra}, delay)
+                        )
     return out
 
 
@@ -372,6 +389,12 @@ def parser() -> argparse.ArgumentParser:
         action="append",
         default=[],
         help='a set of worker settings "A=1,B=2" to compare; repeat it ("" = defaults)',
+    )
+    ap.add_argument(
+        "--delay-ms",
+        type=lambda text: [float(x) for x in text.split(",") if x.strip()],
+        default=[0.0],
+        help="PG: round-trip times to add through a proxy, e.g. 0,5 (default: 0)",
     )
     ap.add_argument("--timeout", type=float, default=300.0, help="cap per PG drain, seconds")
     ap.add_argument(

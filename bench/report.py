@@ -44,6 +44,7 @@ def _drain_med(recs: list[dict[str, Any]], backend: str, ordering: str, workers:
         and r["ordering"] == ordering
         and r["workers"] == workers
         and not r.get("env")
+        and not r.get("delay_ms")
     )
 
 

@@ -385,7 +385,7 @@ def count_claims_at_once(
     return most
 
 
-async def test_one_claim_at_a_time_by_default(
+async def test_claims_at_once_1_keeps_one_claim_out(
     store: SqlStore, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     registry = Registry()
@@ -396,7 +396,9 @@ async def test_one_claim_at_a_time_by_default(
 
     most = count_claims_at_once(store, monkeypatch)
     await store.event_insert_many([NewEvent("t.ok", {"n": n}) for n in range(100)])
-    processor = Processor(store, registry, config(batch_size=5, concurrency=20, ordered=False))
+    processor = Processor(
+        store, registry, config(batch_size=5, concurrency=20, ordered=False, claims_at_once=1)
+    )
     await processor.run(until_idle=True)
     assert processor.stats.success_count == 100
     assert most[0] == 1

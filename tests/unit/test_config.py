@@ -8,7 +8,7 @@ def test_seed_defaults() -> None:
     settings = load_settings()
     assert settings.port == 8080 and settings.poll_interval_ms == 10_000
     assert settings.batch_size == 20 and settings.max_retries == 5
-    assert settings.claims_at_once == 1
+    assert settings.claims_at_once == 2
     assert settings.enable_polling is True and settings.log_level == "info"
     assert settings.effective_database_url.startswith("sqlite:///")
     assert settings.effective_database_url.endswith("/eventproc.db")
