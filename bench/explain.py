@@ -42,9 +42,9 @@ Rendered = tuple[str, Any]  # SQL and its parameters: a list (PG, $n) or a dict 
 
 def statements(kind: str, leases: list[Any], batch: int) -> dict[str, Rendered]:
     """The hot-path statement texts exactly as the stores send them."""
-    from eventproc.store.sqlstore import CLAIM_WINDOW
+    from eventproc.store.sqlstore import claim_window
 
-    window = max(CLAIM_WINDOW, batch * 5)
+    window = claim_window(batch)
     out: dict[str, Rendered] = {}
     if kind == "pg":
         from eventproc.store import postgres

@@ -32,11 +32,12 @@ from sqlalchemy.ext.asyncio import AsyncConnection, create_async_engine
 from eventproc.errors import StoreUnavailable
 from eventproc.event import Event, NewEvent
 from eventproc.store.protocol import Capabilities, ClaimPolicy, Completion, Lease, SchemaHook
-from eventproc.store.schema import events
+from eventproc.store.schema import EVENT_COLUMNS, events
 from eventproc.store.sqlstore import (
-    CLAIM_WINDOW,
     SqlStore,
     by_outcome,
+    claim_window,
+    event_from_returned,
     translate_error,
     translated,
 )
@@ -81,11 +82,10 @@ _INSERT_MANY = text(
 # through the pooled connection's asyncpg driver (which prepares each once).
 # Each is a single atomic statement, so no explicit transaction is needed.
 
-_RETURNED = """
-    e.id, e.event_type, e.aggregate_id, e.aggregate_type, e.payload::text,
-    e.metadata::text, e.processed, e.version, e.created_at, e.created_by, e.priority,
-    e.attempts, e.next_attempt_at, e.locked_by, e.locked_until, e.processed_at, e.outcome
-"""
+# The claim returns every column in EVENT_COLUMNS order, JSON as text (see event_from_returned).
+_RETURNED = ", ".join(
+    f"e.{name}::text" if name in ("payload", "metadata") else f"e.{name}" for name in EVENT_COLUMNS
+)
 _AVAILABLE = """
     NOT {t}.processed
     AND ({t}.next_attempt_at IS NULL OR {t}.next_attempt_at <= now())
@@ -152,28 +152,6 @@ _COMPLETE_SQL = """
     FROM unnest($1::uuid[], $2::text[]) AS c(id, token)
     WHERE e.id = c.id AND e.locked_by = c.token
 """
-
-
-def _record_to_event(record: Any) -> Event:
-    return Event(
-        id=record[0],
-        event_type=record[1],
-        aggregate_id=record[2],
-        aggregate_type=record[3],
-        payload=json.loads(record[4]),
-        metadata=(json.loads(record[5]) if record[5] is not None else None) or {},
-        processed=bool(record[6]),
-        version=record[7] if record[7] is not None else 1,
-        created_at=record[8],
-        created_by=record[9],
-        priority=record[10],
-        attempts=record[11],
-        next_attempt_at=record[12],
-        locked_by=record[13],
-        locked_until=record[14],
-        processed_at=record[15],
-        outcome=record[16],
-    )
 
 
 def asyncpg_url(url: str) -> URL:
@@ -273,11 +251,11 @@ class PostgresStore(SqlStore):
     @translated
     async def event_claim_many(self, token: str, policy: ClaimPolicy) -> list[Event]:
         sql = _CLAIM_SQL[(policy.ordered, policy.block_on_dead_letters)]
-        window = max(CLAIM_WINDOW, policy.limit * 5)
+        window = claim_window(policy.limit)
         async with self._driver() as driver:
             records = await driver.fetch(sql, token, policy.lease_seconds, policy.limit, window)
         return await self.finish_claim(
-            [_record_to_event(record) for record in records], token, policy
+            [event_from_returned(record) for record in records], token, policy
         )
 
     @translated

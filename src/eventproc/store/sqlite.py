@@ -24,7 +24,7 @@ from eventproc.event import Event
 from eventproc.store.protocol import Capabilities, ClaimPolicy, Completion, Lease, SchemaHook
 from eventproc.store.schema import events, metadata
 from eventproc.store.sqlite_hot import HotPath
-from eventproc.store.sqlstore import CLAIM_WINDOW, SqlStore, by_outcome, translated
+from eventproc.store.sqlstore import SqlStore, by_outcome, claim_window, translated
 from eventproc.store.types import UTCDateTime
 
 BUSY_TIMEOUT_MS = 30_000
@@ -95,7 +95,7 @@ class SqliteStore(SqlStore):
 
     @translated
     async def event_claim_many(self, token: str, policy: ClaimPolicy) -> list[Event]:
-        window = max(CLAIM_WINDOW, policy.limit * 5)
+        window = claim_window(policy.limit)
         async with self._write_lock:
             claimed = await self._hot.claim(token, policy, window)
         return await self.finish_claim(claimed, token, policy)

@@ -22,6 +22,8 @@ from typing import Any, TypeVar
 from eventproc.errors import StoreError, StoreUnavailable
 from eventproc.event import Event, Outcome
 from eventproc.store.protocol import ClaimPolicy, Lease
+from eventproc.store.schema import EVENT_COLUMNS
+from eventproc.store.sqlstore import event_from_returned
 
 T = TypeVar("T")
 
@@ -30,11 +32,7 @@ BUSY_STEP_MS = 2
 BUSY_PAUSE_SECONDS = 0.0005
 
 _NOW = "strftime('%Y-%m-%d %H:%M:%f', 'now')"
-_COLUMNS = (
-    "id, event_type, aggregate_id, aggregate_type, payload, metadata, processed, version, "
-    "created_at, created_by, priority, attempts, next_attempt_at, locked_by, locked_until, "
-    "processed_at, outcome"
-)
+_COLUMNS = ", ".join(EVENT_COLUMNS)
 
 
 def _available(t: str) -> str:
@@ -208,25 +206,11 @@ class HotPath:
 
 
 def _row_to_event(row: Sequence[Any]) -> Event:
-    return Event(
-        id=uuid.UUID(row[0]),
-        event_type=row[1],
-        aggregate_id=uuid.UUID(row[2]) if row[2] is not None else None,
-        aggregate_type=row[3],
-        payload=json.loads(row[4]),
-        metadata=(json.loads(row[5]) if row[5] is not None else None) or {},
-        processed=bool(row[6]),
-        version=row[7] if row[7] is not None else 1,
-        created_at=_time(row[8]),
-        created_by=row[9],
-        priority=row[10],
-        attempts=row[11],
-        next_attempt_at=_time(row[12]),
-        locked_by=row[13],
-        locked_until=_time(row[14]),
-        processed_at=_time(row[15]),
-        outcome=row[16],
-    )
+    return event_from_returned(row, as_uuid=_uuid, as_time=_time)
+
+
+def _uuid(value: str | None) -> uuid.UUID | None:
+    return uuid.UUID(value) if value is not None else None
 
 
 def _time(value: str | None) -> datetime | None:

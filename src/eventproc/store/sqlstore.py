@@ -7,6 +7,7 @@ wake-ups. Nothing above ``eventproc.store`` sees a SQLAlchemy exception.
 
 import contextlib
 import functools
+import json
 import uuid
 from collections.abc import AsyncIterator, Callable, Coroutine, Sequence
 from contextlib import AbstractAsyncContextManager, asynccontextmanager
@@ -157,6 +158,47 @@ def row_to_event(row: Row[Any]) -> Event:
         locked_until=values["locked_until"],
         processed_at=values["processed_at"],
         outcome=values["outcome"],
+    )
+
+
+def claim_window(limit: int) -> int:
+    """Available events an ordered claim of ``limit`` tests against the aggregate gate."""
+    return max(CLAIM_WINDOW, limit * 5)
+
+
+def _as_is(value: Any) -> Any:
+    return value
+
+
+def event_from_returned(
+    row: Sequence[Any],
+    *,
+    as_uuid: Callable[[Any], Any] = _as_is,
+    as_time: Callable[[Any], Any] = _as_is,
+) -> Event:
+    """An Event from a fast path's RETURNING row (columns as in ``EVENT_COLUMNS``).
+
+    payload and metadata arrive as JSON text; a driver that does not return
+    uuids and aware datetimes itself passes converters (each gets None too).
+    """
+    return Event(
+        id=as_uuid(row[0]),
+        event_type=row[1],
+        aggregate_id=as_uuid(row[2]),
+        aggregate_type=row[3],
+        payload=json.loads(row[4]),
+        metadata=(json.loads(row[5]) if row[5] is not None else None) or {},
+        processed=bool(row[6]),
+        version=row[7] if row[7] is not None else 1,
+        created_at=as_time(row[8]),
+        created_by=row[9],
+        priority=row[10],
+        attempts=row[11],
+        next_attempt_at=as_time(row[12]),
+        locked_by=row[13],
+        locked_until=as_time(row[14]),
+        processed_at=as_time(row[15]),
+        outcome=row[16],
     )
 
 
