@@ -31,8 +31,10 @@ class Completer:
         metrics: Metrics,
         *,
         on_flushed: Callable[[list[float]], None] = lambda delays: None,
+        in_order: bool = False,
     ) -> None:
         self.store = store
+        self.in_order = in_order  # ORDERING=aggregate: see Store.event_complete_many
         self.stats = stats
         self.metrics = metrics
         self.on_flushed = on_flushed
@@ -120,7 +122,7 @@ class Completer:
         upto = self._added  # this batch: everything added before the swap
         try:
             if completions:
-                await self.store.event_complete_many(completions)
+                await self.store.event_complete_many(completions, in_order=self.in_order)
             if failures:
                 await self.store.event_retry_many(failures)
             if burials:

@@ -74,7 +74,13 @@ class Processor:
             worker_id=self.worker_id,
             metrics=self.metrics,
         )
-        self.completer = Completer(store, self.stats, self.metrics, on_flushed=self._flushed)
+        self.completer = Completer(
+            store,
+            self.stats,
+            self.metrics,
+            on_flushed=self._flushed,
+            in_order=self.config.ordered,
+        )
         self.database_ok = True
         self.last_error: str | None = None
         self._tokens = itertools.count(1)

@@ -151,6 +151,13 @@ _COMPLETE_SQL = """
                    || jsonb_build_object('processed_at', now(), 'processed_by', $4::text)
     FROM unnest($1::uuid[], $2::text[]) AS c(id, token)
     WHERE e.id = c.id AND e.locked_by = c.token
+      AND (NOT $5::bool OR e.aggregate_id IS NULL OR NOT EXISTS (
+          SELECT 1 FROM events p
+          WHERE p.aggregate_id = e.aggregate_id AND NOT p.processed
+            AND (p.created_at, p.id) < (e.created_at, e.id)
+            AND NOT EXISTS (
+                SELECT 1 FROM unnest($6::uuid[], $7::text[]) AS f(id, token)
+                WHERE f.id = p.id AND f.token = p.locked_by)))
 """
 
 
@@ -259,7 +266,11 @@ class PostgresStore(SqlStore):
         )
 
     @translated
-    async def event_complete_many(self, completions: Sequence[Completion]) -> int:
+    async def event_complete_many(
+        self, completions: Sequence[Completion], *, in_order: bool = False
+    ) -> int:
+        flushed_ids = [completion.lease.event_id for completion in completions]
+        flushed_tokens = [completion.lease.token for completion in completions]
         done = 0
         async with self._driver() as driver:
             for outcome, leases in by_outcome(completions).items():
@@ -270,6 +281,9 @@ class PostgresStore(SqlStore):
                     [lease.token for lease in leases],
                     outcome.value,
                     self.worker_name,
+                    in_order,
+                    flushed_ids,
+                    flushed_tokens,
                 )
                 done += int(status.rsplit(" ", 1)[-1])
         return done

@@ -101,9 +101,13 @@ class SqliteStore(SqlStore):
         return await self.finish_claim(claimed, token, policy)
 
     @translated
-    async def event_complete_many(self, completions: Sequence[Completion]) -> int:
+    async def event_complete_many(
+        self, completions: Sequence[Completion], *, in_order: bool = False
+    ) -> int:
         async with self._write_lock:
-            return await self._hot.complete(by_outcome(completions), self.worker_name)
+            return await self._hot.complete(
+                by_outcome(completions), self.worker_name, in_order=in_order
+            )
 
     # -- dialect hooks -----------------------------------------------------------
 

@@ -89,6 +89,14 @@ _COMPLETE_SQL = f"""
         metadata = json_patch(coalesce(metadata, '{{}}'),
                               json_object('processed_at', {_NOW}, 'processed_by', :worker))
     WHERE locked_by = :token AND id IN (SELECT value FROM json_each(:ids))
+      AND (NOT :in_order OR aggregate_id IS NULL OR NOT EXISTS (
+          SELECT 1 FROM events p
+          WHERE p.aggregate_id = events.aggregate_id AND p.processed = 0
+            AND (p.created_at, p.id) < (events.created_at, events.id)
+            AND NOT EXISTS (
+                SELECT 1 FROM json_each(:flushed) f
+                WHERE json_extract(f.value, '$[0]') = p.id
+                  AND json_extract(f.value, '$[1]') = p.locked_by)))
 """
 
 
@@ -113,7 +121,16 @@ class HotPath:
         rows = await self._run(lambda conn: conn.execute(sql, params).fetchall())
         return [_row_to_event(row) for row in rows]
 
-    async def complete(self, by_outcome: dict[Outcome, list[Lease]], worker: str) -> int:
+    async def complete(
+        self, by_outcome: dict[Outcome, list[Lease]], worker: str, *, in_order: bool
+    ) -> int:
+        flushed = json.dumps(
+            [
+                [str(lease.event_id), lease.token]
+                for leases in by_outcome.values()
+                for lease in leases
+            ]
+        )
         statements: list[dict[str, Any]] = []
         for outcome, leases in by_outcome.items():
             by_token: dict[str, list[str]] = {}
@@ -122,7 +139,7 @@ class HotPath:
             for token, ids in by_token.items():
                 statements.append(
                     {"outcome": outcome.value, "worker": worker, "token": token,
-                     "ids": json.dumps(ids)}
+                     "ids": json.dumps(ids), "in_order": in_order, "flushed": flushed}
                 )  # fmt: skip
 
         def write(conn: sqlite3.Connection) -> int:

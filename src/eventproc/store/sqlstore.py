@@ -649,8 +649,17 @@ class SqlStore:
             ),
         }
 
-    async def event_complete_many(self, completions: Sequence[Completion]) -> int:
-        """Write successes back (fenced on each claim's token): each backend's fast path."""
+    async def event_complete_many(
+        self, completions: Sequence[Completion], *, in_order: bool = False
+    ) -> int:
+        """Write successes back (fenced on each claim's token): each backend's fast path.
+
+        ``in_order`` (ORDERING=aggregate): an event is not completed while an
+        earlier event of its aggregate is pending and not completed by this
+        same call. A run whose head lease expired and was taken over while
+        its results waited (a database outage) would otherwise see its later
+        events marked done before the head ran again; they run again after it.
+        """
         raise NotImplementedError
 
     @asynccontextmanager
