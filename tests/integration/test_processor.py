@@ -5,6 +5,7 @@ import itertools
 import logging
 import time
 import uuid
+from dataclasses import dataclass
 
 import pytest
 from pydantic import BaseModel
@@ -359,20 +360,27 @@ async def test_transactional_event_in_a_run_commits_after_its_predecessor(
     assert seen_processed == [True] * 5
 
 
-def count_claims_at_once(
+@dataclass
+class ClaimWatch:
+    most: int = 0  # claims seen in flight together
+    total: int = 0
+
+
+def watch_claims(
     store: SqlStore, monkeypatch: pytest.MonkeyPatch, *, fail_second_of_a_pair: bool = False
-) -> list[int]:
-    """Wrap the store's claim; the list holds the most claims seen in flight together."""
+) -> ClaimWatch:
+    """Wrap the store's claim and count what goes through it."""
     original = store.event_claim_many
+    watch = ClaimWatch()
     active = 0
-    most = [0]
     failed = False
 
     async def claim(token: str, policy: ClaimPolicy) -> list[Event]:
         nonlocal active, failed
         assert policy.limit >= 1, policy  # never LIMIT 0 (or "no limit" on SQLite)
         active += 1
-        most[0] = max(most[0], active)
+        watch.total += 1
+        watch.most = max(watch.most, active)
         try:
             if fail_second_of_a_pair and active > 1 and not failed:
                 failed = True
@@ -382,7 +390,7 @@ def count_claims_at_once(
             active -= 1
 
     monkeypatch.setattr(store, "event_claim_many", claim)
-    return most
+    return watch
 
 
 async def test_claims_at_once_1_keeps_one_claim_out(
@@ -394,14 +402,14 @@ async def test_claims_at_once_1_keeps_one_claim_out(
     async def ok(event: Event, ctx: HandlerContext) -> None:
         await asyncio.sleep(0.001)
 
-    most = count_claims_at_once(store, monkeypatch)
+    claims = watch_claims(store, monkeypatch)
     await store.event_insert_many([NewEvent("t.ok", {"n": n}) for n in range(100)])
     processor = Processor(
         store, registry, config(batch_size=5, concurrency=20, ordered=False, claims_at_once=1)
     )
     await processor.run(until_idle=True)
     assert processor.stats.success_count == 100
-    assert most[0] == 1
+    assert claims.most == 1
 
 
 async def test_a_deep_backlog_is_claimed_by_several_claims_at_once(
@@ -418,14 +426,14 @@ async def test_a_deep_backlog_is_claimed_by_several_claims_at_once(
         seen.append(event.payload["n"])
         await asyncio.sleep(0.001)
 
-    most = count_claims_at_once(store, monkeypatch)
+    claims = watch_claims(store, monkeypatch)
     await store.event_insert_many([NewEvent("t.ok", {"n": n}) for n in range(300)])
     processor = Processor(
         store, registry, config(batch_size=5, concurrency=20, ordered=False, claims_at_once=3)
     )
     await processor.run(until_idle=True)
     assert sorted(seen) == list(range(300))  # each once
-    assert 2 <= most[0] <= 3
+    assert 2 <= claims.most <= 3
     assert busiest <= 20  # never more than CONCURRENCY, whatever the claims brought
 
 
@@ -440,13 +448,13 @@ async def test_a_claim_that_fails_beside_another_loses_none_of_the_others_events
         seen.append(event.payload["n"])
         await asyncio.sleep(0.001)
 
-    most = count_claims_at_once(store, monkeypatch, fail_second_of_a_pair=True)
+    claims = watch_claims(store, monkeypatch, fail_second_of_a_pair=True)
     await store.event_insert_many([NewEvent("t.ok", {"n": n}) for n in range(100)])
     processor = Processor(
         store, registry, config(batch_size=5, concurrency=20, ordered=False, claims_at_once=3)
     )
     await asyncio.wait_for(processor.run(until_idle=True), 20)
-    assert most[0] >= 2
+    assert claims.most >= 2
     # Events the sibling claim took were handled, not left leased until expiry.
     assert sorted(seen) == list(range(100))
     assert (await store.stats_snapshot()).backlog == 0
@@ -461,15 +469,7 @@ async def test_cancelling_run_stops_its_claimers(
     async def ok(event: Event, ctx: HandlerContext) -> None:
         await asyncio.sleep(0.002)
 
-    claims = 0
-    original = store.event_claim_many
-
-    async def counting(token: str, policy: ClaimPolicy) -> list[Event]:
-        nonlocal claims
-        claims += 1
-        return await original(token, policy)
-
-    monkeypatch.setattr(store, "event_claim_many", counting)
+    claims = watch_claims(store, monkeypatch)
     await store.event_insert_many([NewEvent("t.ok", {"n": n}) for n in range(3000)])
     processor = Processor(
         store, registry, config(batch_size=5, concurrency=20, ordered=False, claims_at_once=3)
@@ -480,7 +480,7 @@ async def test_cancelling_run_stops_its_claimers(
     task.cancel()
     done, _ = await asyncio.wait([task], timeout=30)
     assert task in done and task.cancelled()
-    after_cancel = claims
+    after_cancel = claims.total
     await asyncio.sleep(0.3)
-    assert claims == after_cancel  # nothing kept claiming behind a cancelled run
+    assert claims.total == after_cancel  # nothing kept claiming behind a cancelled run
     assert (await store.stats_snapshot()).backlog > 0  # it was cancelled mid-backlog
