@@ -17,12 +17,14 @@ from sqlalchemy.ext.asyncio import AsyncConnection
 from eventproc.errors import LeaseLost, PermanentError, RetryLater
 from eventproc.event import Event, NewEvent, Outcome
 from eventproc.handler import HandlerContext
+from eventproc.logs import EventLine
 from eventproc.metrics import Metrics
 from eventproc.registry import Handler, Registry
 from eventproc.retry import RetryPolicy
 from eventproc.store.protocol import Burial, Completion, Failure, Lease, Store
 
 logger = logging.getLogger("eventproc.dispatch")
+log_processed = EventLine(logger, "Event processed", action="succeeded")
 
 
 @dataclass(frozen=True, slots=True)
@@ -130,11 +132,7 @@ class Dispatcher:
         duration = time.perf_counter() - started
         self.metrics.observe_handler(event.event_type, duration)
         self.metrics.count(event.event_type, "succeeded")
-        if logger.isEnabledFor(logging.INFO):
-            logger.info(
-                "Event processed",
-                extra=_fields(event, action="succeeded", duration_ms=round(duration * 1000, 2)),
-            )
+        log_processed(str(event.id), event.event_type, event.attempts, round(duration * 1000, 2))
         return result
 
     def _context(
