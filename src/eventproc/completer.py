@@ -5,11 +5,19 @@ batch size grows with load and an idle worker flushes at once. A flush that
 fails because the database is away keeps its results and tries again; the
 leases may expire meanwhile, and then the events simply run again (delivery
 is at least once).
+
+A busy worker's successes usually ride back with its next claim instead
+(:meth:`Completer.take`): one statement and one commit per batch instead of
+two. The completer holds them for that only while the processor says a
+claim is coming, and never longer than HOLD_SECONDS.
 """
 
 import asyncio
+import contextlib
 import logging
+import time
 from collections.abc import Callable
+from dataclasses import dataclass
 
 from eventproc.dispatch import Committed, WriteBack
 from eventproc.errors import StoreError, StoreUnavailable
@@ -21,6 +29,17 @@ from eventproc.store.protocol import Burial, Completion, Failure, Store
 logger = logging.getLogger("eventproc.completer")
 
 MAX_BACKOFF_SECONDS = 5.0
+HOLD_SECONDS = 0.05  # longest a success waits for a claim to carry it
+
+
+@dataclass(slots=True)
+class Carried:
+    """Successes a claim writes back with it (see :meth:`Completer.take`)."""
+
+    completions: list[Completion]
+    committed: int  # transactional successes, counted in stats when these land
+    upto: int  # every result numbered up to here is in this batch
+    since: float  # when the oldest of them was added (monotonic)
 
 
 class Completer:
@@ -32,13 +51,16 @@ class Completer:
         *,
         on_flushed: Callable[[list[float]], None] = lambda delays: None,
         in_order: bool = False,
+        claim_coming: Callable[[], bool] = lambda: False,
     ) -> None:
         self.store = store
         self.in_order = in_order  # ORDERING=aggregate: see Store.event_complete_many
         self.stats = stats
         self.metrics = metrics
         self.on_flushed = on_flushed
+        self.claim_coming = claim_coming
         self._completions: list[Completion] = []
+        self._oldest = 0.0  # when the first buffered completion was added
         self._failures: list[Failure] = []
         self._burials: list[Burial] = []
         self._committed = 0
@@ -52,6 +74,12 @@ class Completer:
         self._written = 0
         self._dropped_through = 0
         self._progress = asyncio.Condition()
+        self._waiters = 0  # callers of wait_written still waiting
+        # One writer at a time, a flush or a claim carrying results: results
+        # must land in the order they were numbered.
+        self._writing = False
+        self._write_done = asyncio.Event()
+        self._write_done.set()
 
     @property
     def pending(self) -> int:
@@ -61,6 +89,8 @@ class Completer:
         if isinstance(result, Committed):
             self._committed += 1
         elif isinstance(result, Completion):
+            if not self._completions:
+                self._oldest = time.monotonic()
             self._completions.append(result)
             self._added += 1
         elif isinstance(result, Failure):
@@ -81,12 +111,70 @@ class Completer:
             self._ready.clear()
             if self._closing and not self.pending and not self._committed:
                 return
+            wait = self._left_for_a_claim()
+            if wait > 0:
+                # Woken early when a claim took them (or gave them back), or
+                # when something that cannot wait arrives.
+                with contextlib.suppress(TimeoutError):
+                    async with asyncio.timeout(wait):
+                        await self._ready.wait()
+                self._ready.set()
+                continue
+            if not self.pending and not self._committed:
+                continue  # a claim carried them
             if await self.flush():
                 backoff = 0.1
             else:
                 await asyncio.sleep(backoff)
                 backoff = min(backoff * 2, MAX_BACKOFF_SECONDS)
                 self._ready.set()
+
+    def _left_for_a_claim(self) -> float:
+        """Seconds to leave the buffered successes for a coming claim; 0: flush now."""
+        if (
+            self._closing
+            or self._waiters
+            or not self._completions
+            or self._failures
+            or self._burials
+            or not self.claim_coming()
+        ):
+            return 0.0
+        return max(self._oldest + HOLD_SECONDS - time.monotonic(), 0.0)
+
+    def take(self) -> Carried | None:
+        """The buffered successes, for a claim to write back atomically with itself.
+
+        None unless nothing else is being written and nothing but successes
+        waits: results must land in the order they were added (wait_written
+        relies on it). The caller must hand the batch to :meth:`carried` or
+        :meth:`give_back`.
+        """
+        if self._writing or not self._completions or self._failures or self._burials:
+            return None
+        self._writing = True
+        self._write_done.clear()
+        carried = Carried(self._completions, self._committed, self._added, self._oldest)
+        self._completions = []
+        self._committed = 0
+        return carried
+
+    async def carried(self, batch: Carried) -> None:
+        """The claim that took ``batch`` committed: its results are in the database."""
+        self._release()
+        self._record(batch.completions, [], [], batch.committed)
+        await self._written_up_to(batch.upto)
+        self.on_flushed([])
+
+    def give_back(self, batch: Carried) -> None:
+        """The claim that took ``batch`` failed: the batch is written the usual way."""
+        self._release()
+        if not self._completions:
+            self._oldest = batch.since
+        self._completions[:0] = batch.completions
+        self._committed += batch.committed
+        self._idle.clear()
+        self._ready.set()
 
     def close(self) -> None:
         """Let :meth:`run` finish the flush in progress and what is buffered, then return.
@@ -108,13 +196,27 @@ class Completer:
         result was dropped (the caller must not go on).
         """
         target = self._added
+        self._waiters += 1
         self._ready.set()
-        async with self._progress:
-            await self._progress.wait_for(lambda: self._written >= target)
+        try:
+            async with self._progress:
+                await self._progress.wait_for(lambda: self._written >= target)
+        finally:
+            self._waiters -= 1
         return self._dropped_through < target
 
     async def flush(self) -> bool:
         """Write everything buffered; False if the database refused (kept for later)."""
+        while self._writing:  # a claim is carrying earlier results
+            await self._write_done.wait()
+        self._writing = True
+        self._write_done.clear()
+        try:
+            return await self._flush()
+        finally:
+            self._release()
+
+    async def _flush(self) -> bool:
         completions, self._completions = self._completions, []
         failures, self._failures = self._failures, []
         burials, self._burials = self._burials, []
@@ -133,6 +235,8 @@ class Completer:
             # nothing).
             self.metrics.store_errors.labels("complete").inc()
             logger.error("Could not write results back, will retry: %s", exc)
+            if not self._completions:
+                self._oldest = time.monotonic()
             self._completions[:0] = completions
             self._failures[:0] = failures
             self._burials[:0] = burials
@@ -146,19 +250,35 @@ class Completer:
             logger.error("Dropping %d results after a database error: %s", lost, exc)
             self._dropped_through = upto
         else:
-            skipped = sum(1 for c in completions if c.outcome is Outcome.SKIPPED)
-            self.stats.record(
-                succeeded=len(completions) - skipped + committed,
-                skipped=skipped,
-                failed=sum(1 for f in failures if f.counted),
-                dead=len(burials),
-            )
+            self._record(completions, failures, burials, committed)
+        await self._written_up_to(upto)
+        # Retry delays count from now, after the write: never earlier than the
+        # database's own next_attempt_at.
+        self.on_flushed([failure.delay_seconds for failure in failures])
+        return True
+
+    def _release(self) -> None:
+        self._writing = False
+        self._write_done.set()
+
+    def _record(
+        self,
+        completions: list[Completion],
+        failures: list[Failure],
+        burials: list[Burial],
+        committed: int,
+    ) -> None:
+        skipped = sum(1 for c in completions if c.outcome is Outcome.SKIPPED)
+        self.stats.record(
+            succeeded=len(completions) - skipped + committed,
+            skipped=skipped,
+            failed=sum(1 for f in failures if f.counted),
+            dead=len(burials),
+        )
+
+    async def _written_up_to(self, upto: int) -> None:
         async with self._progress:
             self._written = upto
             self._progress.notify_all()
         if not self.pending:
             self._idle.set()
-        # Retry delays count from now, after the write: never earlier than the
-        # database's own next_attempt_at.
-        self.on_flushed([failure.delay_seconds for failure in failures])
-        return True

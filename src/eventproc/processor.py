@@ -80,6 +80,7 @@ class Processor:
             self.metrics,
             on_flushed=self._flushed,
             in_order=self.config.ordered,
+            claim_coming=self._claim_coming,
         )
         self.database_ok = True
         self.last_error: str | None = None
@@ -88,6 +89,8 @@ class Processor:
         # handled in order; usually a single event)
         self._in_flight: dict[asyncio.Task[None], list[Event]] = {}
         self._busy = 0  # events claimed and not yet handled
+        # Read at scrape time: setting a gauge per event takes a lock each time.
+        self.metrics.in_flight.set_function(lambda: self._busy)
         self._wakeup = asyncio.Event()
         self._claim_requested = True
         self._more_available = False
@@ -273,7 +276,21 @@ class Processor:
     async def _claim(self, limit: int) -> int:
         if limit <= 0:  # never ask a store for LIMIT 0 or less (SQLite: no limit)
             return 0
-        claimed = await self.store.event_claim_many(self.next_token(), self.policy(limit))
+        # The successes waiting to be written ride along: one statement for both.
+        carried = self.completer.take()
+        try:
+            claimed = await self.store.event_claim_many(
+                self.next_token(),
+                self.policy(limit),
+                completing=carried.completions if carried is not None else (),
+            )
+        except BaseException:
+            self._more_available = False
+            if carried is not None:
+                self.completer.give_back(carried)
+            raise
+        if carried is not None:
+            await self.completer.carried(carried)
         if not self.database_ok:
             logger.info("Database reachable again; resuming", extra={"action": "resumed"})
         self.database_ok = True
@@ -285,11 +302,20 @@ class Processor:
             self.signals.claimed.set()
         return len(claimed)
 
+    def _claim_coming(self) -> bool:
+        """Whether a claim goes out soon that can carry results back (see Completer)."""
+        return (
+            self._more_available
+            and self._producing
+            and self.database_ok
+            and self.config.polling_enabled
+            and not self._stopping.is_set()
+        )
+
     def _start(self, run: list[Event]) -> None:
         task = asyncio.create_task(self._handle(run))
         self._in_flight[task] = run
         self._busy += len(run)
-        self.metrics.in_flight.set(self._busy)
 
     async def _handle(self, run: list[Event]) -> None:
         """Handle a run of events in order; the first that does not succeed ends it."""
@@ -327,7 +353,6 @@ class Processor:
             self._busy -= len(run)
             run.clear()
             self._in_flight.pop(asyncio.current_task(), None)  # type: ignore[arg-type]
-            self.metrics.in_flight.set(self._busy)
         if self._more_available:
             self._wakeup.set()
 

@@ -5,6 +5,7 @@ import itertools
 import logging
 import time
 import uuid
+from collections.abc import Sequence
 from dataclasses import dataclass
 
 import pytest
@@ -16,7 +17,7 @@ from eventproc.processor import Processor
 from eventproc.processor_config import ProcessorConfig
 from eventproc.retry import RetryPolicy
 from eventproc.store import EventFilter, SqlStore
-from eventproc.store.protocol import ClaimPolicy
+from eventproc.store.protocol import ClaimPolicy, Completion
 
 
 def config(**overrides: object) -> ProcessorConfig:
@@ -364,10 +365,16 @@ async def test_transactional_event_in_a_run_commits_after_its_predecessor(
 class ClaimWatch:
     most: int = 0  # claims seen in flight together
     total: int = 0
+    carried: int = 0  # completions written back by claims
+    failed_carrying: int = 0  # completions a failed claim had taken
 
 
 def watch_claims(
-    store: SqlStore, monkeypatch: pytest.MonkeyPatch, *, fail_second_of_a_pair: bool = False
+    store: SqlStore,
+    monkeypatch: pytest.MonkeyPatch,
+    *,
+    fail_second_of_a_pair: bool = False,
+    fail_first_carrying: bool = False,
 ) -> ClaimWatch:
     """Wrap the store's claim and count what goes through it."""
     original = store.event_claim_many
@@ -375,7 +382,9 @@ def watch_claims(
     active = 0
     failed = False
 
-    async def claim(token: str, policy: ClaimPolicy) -> list[Event]:
+    async def claim(
+        token: str, policy: ClaimPolicy, *, completing: Sequence[Completion] = ()
+    ) -> list[Event]:
         nonlocal active, failed
         assert policy.limit >= 1, policy  # never LIMIT 0 (or "no limit" on SQLite)
         active += 1
@@ -385,7 +394,13 @@ def watch_claims(
             if fail_second_of_a_pair and active > 1 and not failed:
                 failed = True
                 raise StoreUnavailable("injected: connection lost during a claim")
-            return await original(token, policy)
+            if fail_first_carrying and completing and not failed:
+                failed = True
+                watch.failed_carrying += len(completing)
+                raise StoreUnavailable("injected: connection lost during a carrying claim")
+            claimed = await original(token, policy, completing=completing)
+            watch.carried += len(completing)
+            return claimed
         finally:
             active -= 1
 
@@ -460,6 +475,46 @@ async def test_a_claim_that_fails_beside_another_loses_none_of_the_others_events
     assert (await store.stats_snapshot()).backlog == 0
 
 
+async def test_a_busy_worker_writes_successes_back_with_its_claims(
+    store: SqlStore, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    registry = Registry()
+
+    @registry.handler("t.ok")
+    async def ok(event: Event, ctx: HandlerContext) -> None:
+        return None
+
+    claims = watch_claims(store, monkeypatch)
+    new = [NewEvent("t.ok", {"n": n}) for n in range(400)]
+    await store.event_insert_many(new)
+    processor = Processor(store, registry, config(batch_size=20, concurrency=50, ordered=False))
+    await asyncio.wait_for(processor.run(until_idle=True), 20)
+    assert claims.carried >= 200  # most rode back with a claim, not a statement of their own
+    assert processor.stats.success_count == 400
+    rows = [await store.event_get(event.id) for event in new]
+    assert all(row is not None and row.outcome == "succeeded" for row in rows)
+
+
+async def test_successes_a_failed_claim_carried_are_written_later(
+    store: SqlStore, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    registry = Registry()
+    seen: list[int] = []
+
+    @registry.handler("t.ok")
+    async def ok(event: Event, ctx: HandlerContext) -> None:
+        seen.append(event.payload["n"])
+
+    claims = watch_claims(store, monkeypatch, fail_first_carrying=True)
+    await store.event_insert_many([NewEvent("t.ok", {"n": n}) for n in range(100)])
+    processor = Processor(store, registry, config(batch_size=10, concurrency=20, ordered=False))
+    await asyncio.wait_for(processor.run(until_idle=True), 20)
+    assert claims.failed_carrying > 0
+    assert sorted(seen) == list(range(100))  # none handled twice: the results were kept
+    assert processor.stats.success_count == 100
+    assert (await store.stats_snapshot()).backlog == 0
+
+
 async def test_cancelling_run_stops_its_claimers(
     store: SqlStore, monkeypatch: pytest.MonkeyPatch
 ) -> None:
@@ -484,3 +539,26 @@ async def test_cancelling_run_stops_its_claimers(
     await asyncio.sleep(0.3)
     assert claims.total == after_cancel  # nothing kept claiming behind a cancelled run
     assert (await store.stats_snapshot()).backlog > 0  # it was cancelled mid-backlog
+
+
+async def test_the_in_flight_gauge_reads_running_handlers_at_scrape_time(store: SqlStore) -> None:
+    registry = Registry()
+    started = asyncio.Semaphore(0)
+    release = asyncio.Event()
+
+    @registry.handler("t.block")
+    async def block(event: Event, ctx: HandlerContext) -> None:
+        started.release()
+        await release.wait()
+
+    await store.event_insert_many([NewEvent("t.block", {"n": n}) for n in range(3)])
+    processor = Processor(store, registry, config())
+    scrape = processor.metrics.registry.get_sample_value
+    assert scrape("eventproc_in_flight") == 0
+    running = asyncio.create_task(processor.run(until_idle=True))
+    for _ in range(3):
+        await asyncio.wait_for(started.acquire(), 10)
+    assert scrape("eventproc_in_flight") == 3
+    release.set()
+    await asyncio.wait_for(running, 10)
+    assert scrape("eventproc_in_flight") == 0

@@ -4,6 +4,7 @@ import asyncio
 import contextlib
 import json
 import logging
+import uuid
 from collections.abc import AsyncIterator, Callable, Sequence
 from datetime import datetime, timedelta
 from typing import Any, final
@@ -35,7 +36,6 @@ from eventproc.store.protocol import Capabilities, ClaimPolicy, Completion, Leas
 from eventproc.store.schema import EVENT_COLUMNS, events
 from eventproc.store.sqlstore import (
     SqlStore,
-    by_outcome,
     claim_window,
     event_from_returned,
     translate_error,
@@ -91,12 +91,20 @@ _AVAILABLE = """
     AND ({t}.next_attempt_at IS NULL OR {t}.next_attempt_at <= now())
     AND ({t}.locked_until IS NULL OR {t}.locked_until < now())
 """
-_PENDING_BEFORE = """
+
+
+def _pending_before(carrying: bool) -> str:
+    # Carrying completions: an earlier event they complete no longer blocks
+    # (the statement's snapshot still shows it pending; `done` says otherwise).
+    done = " AND p.id NOT IN (SELECT id FROM done)" if carrying else ""
+    return f"""
     NOT EXISTS (
         SELECT 1 FROM events p
         WHERE p.aggregate_id = e.aggregate_id AND NOT p.processed
-          AND (p.created_at, p.id) < (e.created_at, e.id))
+          AND (p.created_at, p.id) < (e.created_at, e.id){done})
 """
+
+
 _DEAD_BEFORE = """
     AND NOT EXISTS (
         SELECT 1 FROM events p
@@ -105,16 +113,43 @@ _DEAD_BEFORE = """
 """
 
 
-def _claim_sql(ordered: bool, block_on_dead_letters: bool) -> str:
-    """$1 token, $2 lease seconds, $3 limit, $4 window (see SqlStore.event_claim_many).
+def _complete_sql(ids: str, tokens: str, outcomes: str, worker: str, in_order: str) -> str:
+    """Complete the leased events ``ids`` (fenced on ``tokens``), each with its outcome.
+
+    ``in_order``: see SqlStore.event_complete_many; an earlier event completed
+    by this same statement does not hold a later one back.
+    """
+    return f"""
+    UPDATE events e
+    SET processed = true, outcome = c.outcome, processed_at = now(), locked_by = NULL,
+        locked_until = NULL, next_attempt_at = NULL,
+        metadata = coalesce(e.metadata, '{{}}'::jsonb)
+                   || jsonb_build_object('processed_at', now(), 'processed_by', {worker}::text)
+    FROM unnest({ids}::uuid[], {tokens}::text[], {outcomes}::text[]) AS c(id, token, outcome)
+    WHERE e.id = c.id AND e.locked_by = c.token
+      AND (NOT {in_order}::bool OR e.aggregate_id IS NULL OR NOT EXISTS (
+          SELECT 1 FROM events p
+          WHERE p.aggregate_id = e.aggregate_id AND NOT p.processed
+            AND (p.created_at, p.id) < (e.created_at, e.id)
+            AND NOT EXISTS (
+                SELECT 1 FROM unnest({ids}::uuid[], {tokens}::text[]) AS f(id, token)
+                WHERE f.id = p.id AND f.token = p.locked_by)))
+"""
+
+
+def _claim_sql(ordered: bool, block_on_dead_letters: bool, carrying: bool) -> str:
+    """$1 token, $2 lease seconds, $3 limit, $4 window (see SqlStore.event_claim_many);
+    carrying completions: $5 ids, $6 tokens, $7 outcomes, $8 worker name.
 
     The availability test is repeated outside the window on purpose: a row
     claimed meanwhile by another worker is re-checked against the outer WHERE
     only (not the subquery's snapshot), and that re-check is what keeps two
-    workers from claiming it.
+    workers from claiming it. The completions run first, in a CTE of the
+    same statement: one statement and one commit for both. An event they
+    complete is never claimed again here, even if its lease had expired.
     """
     if ordered:
-        gate = _PENDING_BEFORE + (_DEAD_BEFORE if block_on_dead_letters else "")
+        gate = _pending_before(carrying) + (_DEAD_BEFORE if block_on_dead_letters else "")
         where = f"""
             e.id IN (SELECT w.id FROM events w WHERE {_AVAILABLE.format(t="w")}
                      ORDER BY w.priority DESC, w.created_at, w.id LIMIT $4)
@@ -122,8 +157,13 @@ def _claim_sql(ordered: bool, block_on_dead_letters: bool) -> str:
             AND (e.aggregate_id IS NULL OR ({gate}))"""
     else:
         where = _AVAILABLE.format(t="e") + " AND $4::int > 0"
+    done = ""
+    if carrying:
+        completion = _complete_sql("$5", "$6", "$7", "$8", str(ordered).lower())
+        done = f"done AS ({completion} RETURNING e.id),"
+        where += " AND e.id <> ALL($5::uuid[])"
     return f"""
-        WITH picked AS (
+        WITH {done} picked AS (
             SELECT e.id FROM events e WHERE {where}
             ORDER BY e.priority DESC, e.created_at, e.id
             LIMIT $3
@@ -138,27 +178,14 @@ def _claim_sql(ordered: bool, block_on_dead_letters: bool) -> str:
 
 
 _CLAIM_SQL = {
-    (ordered, block): _claim_sql(ordered, block)
+    (ordered, block, carrying): _claim_sql(ordered, block, carrying)
     for ordered in (True, False)
     for block in (True, False)
+    for carrying in (True, False)
 }
 
-_COMPLETE_SQL = """
-    UPDATE events e
-    SET processed = true, outcome = $3, processed_at = now(), locked_by = NULL,
-        locked_until = NULL, next_attempt_at = NULL,
-        metadata = coalesce(e.metadata, '{}'::jsonb)
-                   || jsonb_build_object('processed_at', now(), 'processed_by', $4::text)
-    FROM unnest($1::uuid[], $2::text[]) AS c(id, token)
-    WHERE e.id = c.id AND e.locked_by = c.token
-      AND (NOT $5::bool OR e.aggregate_id IS NULL OR NOT EXISTS (
-          SELECT 1 FROM events p
-          WHERE p.aggregate_id = e.aggregate_id AND NOT p.processed
-            AND (p.created_at, p.id) < (e.created_at, e.id)
-            AND NOT EXISTS (
-                SELECT 1 FROM unnest($6::uuid[], $7::text[]) AS f(id, token)
-                WHERE f.id = p.id AND f.token = p.locked_by)))
-"""
+# $1 ids, $2 tokens, $3 outcomes, $4 worker name, $5 in order
+_COMPLETE_SQL = _complete_sql("$1", "$2", "$3", "$4", "$5")
 
 
 def asyncpg_url(url: str) -> URL:
@@ -256,11 +283,16 @@ class PostgresStore(SqlStore):
                 raise StoreUnavailable(f"database connection lost: {exc}") from exc
 
     @translated
-    async def event_claim_many(self, token: str, policy: ClaimPolicy) -> list[Event]:
-        sql = _CLAIM_SQL[(policy.ordered, policy.block_on_dead_letters)]
+    async def event_claim_many(
+        self, token: str, policy: ClaimPolicy, *, completing: Sequence[Completion] = ()
+    ) -> list[Event]:
         window = claim_window(policy.limit)
+        args: list[Any] = [token, policy.lease_seconds, policy.limit, window]
+        if completing:
+            args += [*_completion_arrays(completing), self.worker_name]
+        sql = _CLAIM_SQL[(policy.ordered, policy.block_on_dead_letters, bool(completing))]
         async with self._driver() as driver:
-            records = await driver.fetch(sql, token, policy.lease_seconds, policy.limit, window)
+            records = await driver.fetch(sql, *args)
         return await self.finish_claim(
             [event_from_returned(record) for record in records], token, policy
         )
@@ -269,24 +301,13 @@ class PostgresStore(SqlStore):
     async def event_complete_many(
         self, completions: Sequence[Completion], *, in_order: bool = False
     ) -> int:
-        flushed_ids = [completion.lease.event_id for completion in completions]
-        flushed_tokens = [completion.lease.token for completion in completions]
-        done = 0
+        if not completions:
+            return 0
         async with self._driver() as driver:
-            for outcome, leases in by_outcome(completions).items():
-                leases.sort(key=lambda lease: lease.event_id)  # lock order: see fenced()
-                status = await driver.execute(
-                    _COMPLETE_SQL,
-                    [lease.event_id for lease in leases],
-                    [lease.token for lease in leases],
-                    outcome.value,
-                    self.worker_name,
-                    in_order,
-                    flushed_ids,
-                    flushed_tokens,
-                )
-                done += int(status.rsplit(" ", 1)[-1])
-        return done
+            status = await driver.execute(
+                _COMPLETE_SQL, *_completion_arrays(completions), self.worker_name, in_order
+            )
+        return int(status.rsplit(" ", 1)[-1])
 
     def insert_ignoring_conflicts(self, table: Any) -> Insert:
         return postgresql.insert(table).on_conflict_do_nothing(index_elements=["id"])
@@ -376,6 +397,18 @@ class PostgresStore(SqlStore):
                         await asyncio.wait_for(connection.close(), timeout=2)
             await asyncio.sleep(delay)
             delay = min(delay * 2, 10.0)
+
+
+def _completion_arrays(
+    completions: Sequence[Completion],
+) -> tuple[list[uuid.UUID], list[str], list[str]]:
+    """ids, tokens and outcomes, sorted by id (lock order: see fenced())."""
+    ordered = sorted(completions, key=lambda completion: completion.lease.event_id)
+    return (
+        [completion.lease.event_id for completion in ordered],
+        [completion.lease.token for completion in ordered],
+        [completion.outcome.value for completion in ordered],
+    )
 
 
 def _typed(value: Any) -> Any:

@@ -94,10 +94,14 @@ class SqliteStore(SqlStore):
     # -- hot path (see sqlite_hot) ---------------------------------------------
 
     @translated
-    async def event_claim_many(self, token: str, policy: ClaimPolicy) -> list[Event]:
+    async def event_claim_many(
+        self, token: str, policy: ClaimPolicy, *, completing: Sequence[Completion] = ()
+    ) -> list[Event]:
         window = claim_window(policy.limit)
         async with self._write_lock:
-            claimed = await self._hot.claim(token, policy, window)
+            claimed = await self._hot.claim(
+                token, policy, window, by_outcome(completing), self.worker_name
+            )
         return await self.finish_claim(claimed, token, policy)
 
     @translated

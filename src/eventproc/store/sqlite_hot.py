@@ -110,7 +110,16 @@ class HotPath:
         self._connection: sqlite3.Connection | None = None
         self._closed = False
 
-    async def claim(self, token: str, policy: ClaimPolicy, window: int) -> list[Event]:
+    async def claim(
+        self,
+        token: str,
+        policy: ClaimPolicy,
+        window: int,
+        completing: dict[Outcome, list[Lease]],
+        worker: str,
+    ) -> list[Event]:
+        """Complete ``completing`` (in order when ordered), then claim: one transaction."""
+        completions = _completion_params(completing, worker, in_order=policy.ordered)
         params = {
             "token": token,
             "lease": f"+{policy.lease_seconds:.3f} seconds",
@@ -118,29 +127,19 @@ class HotPath:
             "window": window,
         }
         sql = _CLAIM_SQL[(policy.ordered, policy.block_on_dead_letters)]
-        rows = await self._run(lambda conn: conn.execute(sql, params).fetchall())
+
+        def complete_then_claim(conn: sqlite3.Connection) -> list[Any]:
+            for values in completions:
+                conn.execute(_COMPLETE_SQL, values)
+            return conn.execute(sql, params).fetchall()
+
+        rows = await self._run(complete_then_claim)
         return [_row_to_event(row) for row in rows]
 
     async def complete(
         self, by_outcome: dict[Outcome, list[Lease]], worker: str, *, in_order: bool
     ) -> int:
-        flushed = json.dumps(
-            [
-                [str(lease.event_id), lease.token]
-                for leases in by_outcome.values()
-                for lease in leases
-            ]
-        )
-        statements: list[dict[str, Any]] = []
-        for outcome, leases in by_outcome.items():
-            by_token: dict[str, list[str]] = {}
-            for lease in leases:
-                by_token.setdefault(lease.token, []).append(str(lease.event_id))
-            for token, ids in by_token.items():
-                statements.append(
-                    {"outcome": outcome.value, "worker": worker, "token": token,
-                     "ids": json.dumps(ids), "in_order": in_order, "flushed": flushed}
-                )  # fmt: skip
+        statements = _completion_params(by_outcome, worker, in_order=in_order)
 
         def write(conn: sqlite3.Connection) -> int:
             return sum(conn.execute(_COMPLETE_SQL, params).rowcount for params in statements)
@@ -220,6 +219,28 @@ class HotPath:
         if self._connection is not None:
             connection, self._connection = self._connection, None
             connection.close()
+
+
+def _completion_params(
+    by_outcome: dict[Outcome, list[Lease]], worker: str, *, in_order: bool
+) -> list[dict[str, Any]]:
+    """One _COMPLETE_SQL parameter set per outcome and claim token."""
+    if not by_outcome:
+        return []
+    flushed = json.dumps(
+        [[str(lease.event_id), lease.token] for leases in by_outcome.values() for lease in leases]
+    )
+    statements: list[dict[str, Any]] = []
+    for outcome, leases in by_outcome.items():
+        by_token: dict[str, list[str]] = {}
+        for lease in leases:
+            by_token.setdefault(lease.token, []).append(str(lease.event_id))
+        for token, ids in by_token.items():
+            statements.append(
+                {"outcome": outcome.value, "worker": worker, "token": token,
+                 "ids": json.dumps(ids), "in_order": in_order, "flushed": flushed}
+            )  # fmt: skip
+    return statements
 
 
 def _row_to_event(row: Sequence[Any]) -> Event:
