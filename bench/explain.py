@@ -49,16 +49,22 @@ def statements(kind: str, leases: list[Any], batch: int) -> dict[str, Rendered]:
     if kind == "pg":
         from eventproc.store import postgres
 
+        ids = [lease.event_id for lease in leases]
+        tokens = [lease.token for lease in leases]
+        outcomes = ["succeeded"] * len(leases)
         for ordered in (False, True):
             out[f"claim, ordered={ordered}"] = (
-                postgres._CLAIM_SQL[(ordered, True)],
+                postgres._CLAIM_SQL[(ordered, True, False)],
                 ["bench", 30.0, batch, window],
+            )
+            out[f"claim carrying {len(leases)} completions, ordered={ordered}"] = (
+                postgres._CLAIM_SQL[(ordered, True, True)],
+                ["bench", 30.0, batch, window, ids, tokens, outcomes, "bench"],
             )
         out[f"completion of {len(leases)} events"] = (
             postgres._COMPLETE_SQL,
-            [[lease.event_id for lease in leases], [lease.token for lease in leases], "succeeded",
-             "bench"],
-        )  # fmt: skip
+            [ids, tokens, outcomes, "bench", False],
+        )
         return out
     from eventproc.store import sqlite_hot
 
@@ -71,8 +77,9 @@ def statements(kind: str, leases: list[Any], batch: int) -> dict[str, Rendered]:
     token = leases[0].token if leases else "none"
     out[f"completion of {len(leases)} events"] = (
         sqlite_hot._COMPLETE_SQL,
-        {"outcome": "succeeded", "worker": "bench", "token": token, "ids": ids},
-    )
+        {"outcome": "succeeded", "worker": "bench", "token": token, "ids": ids,
+         "in_order": False, "flushed": "[]"},
+    )  # fmt: skip
     return out
 
 
