@@ -7,6 +7,7 @@ writes SQL: the store does; never decides retries: the dispatcher does.
 
 import asyncio
 import contextlib
+import contextvars
 import heapq
 import itertools
 import logging
@@ -15,8 +16,11 @@ import random
 import socket
 import time
 import uuid
+from collections import deque
+from collections.abc import Coroutine, Generator
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
+from typing import Any
 
 from eventproc.completer import Completer
 from eventproc.dispatch import Committed, Dispatcher, WriteBack
@@ -85,9 +89,15 @@ class Processor:
         self.database_ok = True
         self.last_error: str | None = None
         self._tokens = itertools.count(1)
-        # task -> the events it still has to handle (a run of one aggregate,
-        # handled in order; usually a single event)
-        self._in_flight: dict[asyncio.Task[None], list[Event]] = {}
+        # Claimed runs (the events of one aggregate, handled in order; usually
+        # a single event) wait in a queue for a runner task. A runner handles
+        # runs one after another while their handlers finish without waiting;
+        # when one waits (I/O), another runner takes the queue meanwhile. So a
+        # batch of quick handlers costs no task per event, and CONCURRENCY
+        # still bounds what runs at once (runs queued or running <= slots).
+        self._queued: deque[list[Event]] = deque()
+        self._runners: dict[asyncio.Task[None], list[Event]] = {}  # -> the run it handles
+        self._pickers = 0  # runners not waiting inside a handler
         self._busy = 0  # events claimed and not yet handled
         # Read at scrape time: setting a gauge per event takes a lock each time.
         self.metrics.in_flight.set_function(lambda: self._busy)
@@ -313,9 +323,39 @@ class Processor:
         )
 
     def _start(self, run: list[Event]) -> None:
-        task = asyncio.create_task(self._handle(run))
-        self._in_flight[task] = run
+        self._queued.append(run)
         self._busy += len(run)
+        if not self._pickers:
+            self._add_runner()
+
+    def _add_runner(self) -> None:
+        self._pickers += 1
+        self._runners[asyncio.create_task(self._run_queue())] = []
+
+    async def _run_queue(self) -> None:
+        """Handle queued runs until none is left; see ``_queued``."""
+        me = asyncio.current_task()
+        assert me is not None
+        try:
+            while self._queued:
+                run = self._runners[me] = self._queued.popleft()
+                # Each run in a context of its own, as a task of its own would have.
+                handling = _Stepped(self._handle(run), contextvars.copy_context())
+                try:
+                    if handling.first_step():
+                        continue  # finished without waiting
+                    self._pickers -= 1
+                    if self._queued and not self._pickers:
+                        self._add_runner()
+                    try:
+                        await handling
+                    finally:
+                        self._pickers += 1
+                except Exception:  # a bug here must not strand the queue
+                    logger.exception("Handling a run crashed")
+        finally:
+            self._pickers -= 1
+            del self._runners[me]
 
     async def _handle(self, run: list[Event]) -> None:
         """Handle a run of events in order; the first that does not succeed ends it."""
@@ -352,7 +392,6 @@ class Processor:
         finally:
             self._busy -= len(run)
             run.clear()
-            self._in_flight.pop(asyncio.current_task(), None)  # type: ignore[arg-type]
         if self._more_available:
             self._wakeup.set()
 
@@ -450,12 +489,12 @@ class Processor:
 
     async def _is_idle(self) -> bool:
         # Drain mode also waits for retries this processor scheduled itself.
-        if self._claims or self._in_flight or self.completer.pending or self._due:
+        if self._claims or self._runners or self.completer.pending or self._due:
             return False
         await self.completer.wait_idle()
         if await self._claim_once():
             return False
-        if self._in_flight or self.completer.pending or self._due:
+        if self._runners or self.completer.pending or self._due:
             return False
         self.signals.idle.set()
         return True
@@ -485,7 +524,7 @@ class Processor:
         interval = max(self.config.lease_seconds / 3, 0.2)
         while True:
             await asyncio.sleep(interval)
-            leases = [Lease.of(event) for run in self._in_flight.values() for event in run]
+            leases = [Lease.of(event) for run in self._runs_held() for event in run]
             if not leases:
                 continue
             try:
@@ -494,7 +533,7 @@ class Processor:
                 self.metrics.store_errors.labels("renew").inc()
                 logger.warning("Could not renew leases: %s", exc)
                 continue
-            still_running = {event.id for run in self._in_flight.values() for event in run}
+            still_running = {event.id for run in self._runs_held() for event in run}
             for lease in leases:
                 # An event that finished meanwhile was completed, not taken over.
                 if lease.event_id not in renewed and lease.event_id in still_running:
@@ -503,19 +542,28 @@ class Processor:
                         extra={"event_id": str(lease.event_id), "action": "lease_lost"},
                     )
 
+    def _runs_held(self) -> list[list[Event]]:
+        """The runs claimed and not finished: being handled, or queued."""
+        return [run for run in self._runners.values() if run] + list(self._queued)
+
     async def _drain(self, completer: "asyncio.Task[None]") -> None:
         """Finish in-flight handlers within the grace, give back the rest, flush."""
         # A claim still out brings events this drain must know about.
         await asyncio.gather(*self._claims, return_exceptions=True)
-        tasks = list(self._in_flight)
-        if tasks:
+        if self._runners:
             logger.info(
                 "Waiting up to %.0fs for %d running handlers",
                 self.config.shutdown_grace_seconds,
-                len(tasks),
+                self._busy,
             )
-            _, pending = await asyncio.wait(tasks, timeout=self.config.shutdown_grace_seconds)
-            unfinished = [event for task in pending for event in self._in_flight.get(task, [])]
+            loop = asyncio.get_running_loop()
+            deadline = loop.time() + self.config.shutdown_grace_seconds
+            # Runners may hand the queue to new runners while we wait.
+            while self._runners and (left := deadline - loop.time()) > 0:
+                await asyncio.wait(list(self._runners), timeout=left)
+            unfinished = [event for run in self._runs_held() for event in run]
+            self._queued.clear()
+            pending = list(self._runners)
             for task in pending:
                 task.cancel()
             await asyncio.gather(*pending, return_exceptions=True)
@@ -534,6 +582,50 @@ class Processor:
                 "Gave up writing %d results back; their leases expire and they run again",
                 self.completer.pending,
             )
+
+
+class _Stepped:
+    """A coroutine stepped by hand inside the current task, in a context of its own.
+
+    ``first_step`` runs it up to its first wait; awaiting the object then goes
+    on where it stopped, as ``await`` would have. The current task stays the
+    one that steps it, so ``asyncio.timeout`` and cancellation inside reach
+    it as usual.
+    """
+
+    __slots__ = ("_context", "_coro", "_waiting_on")
+
+    def __init__(self, coro: Coroutine[Any, Any, None], context: contextvars.Context) -> None:
+        self._coro = coro
+        self._context = context
+        self._waiting_on: Any = None
+
+    def first_step(self) -> bool:
+        """True if the coroutine finished without waiting."""
+        try:
+            self._waiting_on = self._context.run(self._coro.send, None)
+        except StopIteration:
+            return True
+        return False
+
+    def __await__(self) -> Generator[Any, Any, None]:
+        waiting_on = self._waiting_on
+        while True:
+            try:
+                sent = yield waiting_on
+            except GeneratorExit:
+                self._coro.close()
+                raise
+            except BaseException as exc:
+                try:
+                    waiting_on = self._context.run(self._coro.throw, exc)
+                except StopIteration:
+                    return
+            else:
+                try:
+                    waiting_on = self._context.run(self._coro.send, sent)
+                except StopIteration:
+                    return
 
 
 def _runs(claimed: list[Event]) -> list[list[Event]]:

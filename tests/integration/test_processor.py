@@ -1,6 +1,7 @@
 """The processor on both backends: outcomes, retries, dead letters, ordering."""
 
 import asyncio
+import contextvars
 import itertools
 import logging
 import time
@@ -562,3 +563,68 @@ async def test_the_in_flight_gauge_reads_running_handlers_at_scrape_time(store: 
     release.set()
     await asyncio.wait_for(running, 10)
     assert scrape("eventproc_in_flight") == 0
+
+
+async def test_handlers_that_wait_run_side_by_side(store: SqlStore) -> None:
+    # Each handler waits until all ten are waiting at once: this finishes
+    # only if a handler that waits hands the queue on to another runner.
+    registry = Registry()
+    waiting = 0
+    all_in = asyncio.Event()
+
+    @registry.handler("t.gather")
+    async def gather(event: Event, ctx: HandlerContext) -> None:
+        nonlocal waiting
+        waiting += 1
+        if waiting == 10:
+            all_in.set()
+        await all_in.wait()
+
+    await store.event_insert_many([NewEvent("t.gather", {"n": n}) for n in range(10)])
+    processor = Processor(store, registry, config(batch_size=10, concurrency=10, ordered=False))
+    await asyncio.wait_for(processor.run(until_idle=True), 10)
+    assert processor.stats.success_count == 10
+
+
+CURRENT_EVENT: contextvars.ContextVar[str | None] = contextvars.ContextVar(
+    "current_event", default=None
+)
+
+
+async def test_each_handler_runs_in_a_context_of_its_own(store: SqlStore) -> None:
+    registry = Registry()
+    seen: list[str | None] = []
+
+    @registry.handler("t.ctx")
+    async def remember(event: Event, ctx: HandlerContext) -> None:
+        seen.append(CURRENT_EVENT.get())
+        CURRENT_EVENT.set(str(event.id))
+        if event.payload["n"] % 2:
+            await asyncio.sleep(0)  # and after a wait, too
+            seen.append(CURRENT_EVENT.get() if CURRENT_EVENT.get() != str(event.id) else None)
+
+    await store.event_insert_many([NewEvent("t.ctx", {"n": n}) for n in range(20)])
+    await Processor(store, registry, config(ordered=False)).run(until_idle=True)
+    assert seen == [None] * 30
+
+
+async def test_a_handler_timing_out_leaves_the_others_alone(store: SqlStore) -> None:
+    registry = Registry()
+
+    @registry.handler("t.mixed", timeout_seconds=0.2)
+    async def mixed(event: Event, ctx: HandlerContext) -> None:
+        if event.payload["slow"]:
+            await asyncio.sleep(5)
+
+    new = [NewEvent("t.mixed", {"slow": n % 3 == 0}) for n in range(12)]
+    await store.event_insert_many(new)
+    processor = Processor(
+        store, registry, config(ordered=False, retry=RetryPolicy(1, base_ms=10, max_ms=10))
+    )
+    await asyncio.wait_for(processor.run(until_idle=True), 20)
+    outcomes = {}
+    for event in new:
+        row = await store.event_get(event.id)
+        assert row is not None
+        outcomes[event.payload["slow"]] = outcomes.get(event.payload["slow"], set()) | {row.outcome}
+    assert outcomes == {True: {"dead_lettered"}, False: {"succeeded"}}
