@@ -27,7 +27,9 @@ class Metrics:
             registry=self.registry,
         )
         self.in_flight = Gauge(
-            "eventproc_in_flight", "Handlers running now.", registry=self.registry
+            "eventproc_in_flight",
+            "Events claimed by this process and not yet handled.",
+            registry=self.registry,
         )
         self.store_errors = Counter(
             "eventproc_store_errors",

@@ -228,7 +228,18 @@ class Processor:
         return self._claim_requested or self._more_available
 
     def _free_slots(self) -> int:
-        return self.config.concurrency - self._busy - self._reserved
+        """Events one more claim may bring.
+
+        While no handler is waiting (the queue empties within the loop turn
+        it is filled in), one batch more than CONCURRENCY: otherwise the next
+        claim would only go out after the batch just claimed was handled, and
+        a worker with quick handlers would sit idle for every round trip.
+        Runners are capped at CONCURRENCY, so no more handlers run at once.
+        """
+        free = self.config.concurrency - self._busy - self._reserved
+        if self._pickers == len(self._runners):
+            free += self.config.batch_size
+        return free
 
     def _claim_in_background(self) -> None:
         self._claim_requested = False
@@ -329,6 +340,8 @@ class Processor:
             self._add_runner()
 
     def _add_runner(self) -> None:
+        if len(self._runners) >= self.config.concurrency:
+            return  # the queue waits for a runner to finish its handler
         self._pickers += 1
         self._runners[asyncio.create_task(self._run_queue())] = []
 

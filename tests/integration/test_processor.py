@@ -433,14 +433,19 @@ async def test_a_deep_backlog_is_claimed_by_several_claims_at_once(
 ) -> None:
     registry = Registry()
     seen: list[int] = []
-    busiest = 0
+    running = busiest = 0
 
     @registry.handler("t.ok")
     async def ok(event: Event, ctx: HandlerContext) -> None:
-        nonlocal busiest
-        busiest = max(busiest, processor.in_flight)
+        nonlocal running, busiest
+        running += 1
+        busiest = max(busiest, running)
         seen.append(event.payload["n"])
-        await asyncio.sleep(0.001)
+        try:
+            if event.payload["n"] % 3:  # some finish without waiting, most wait
+                await asyncio.sleep(0.001)
+        finally:
+            running -= 1
 
     claims = watch_claims(store, monkeypatch)
     await store.event_insert_many([NewEvent("t.ok", {"n": n}) for n in range(300)])
@@ -450,7 +455,61 @@ async def test_a_deep_backlog_is_claimed_by_several_claims_at_once(
     await processor.run(until_idle=True)
     assert sorted(seen) == list(range(300))  # each once
     assert 2 <= claims.most <= 3
-    assert busiest <= 20  # never more than CONCURRENCY, whatever the claims brought
+    assert busiest <= 20  # never more handlers at once than CONCURRENCY, whatever was claimed
+
+
+async def test_quick_handlers_let_the_next_claim_go_out_before_the_batch_is_handled(
+    store: SqlStore, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # Handlers that never wait: one batch beyond CONCURRENCY may be claimed,
+    # so two full claims are out together even with CONCURRENCY = BATCH_SIZE.
+    registry = Registry()
+    handled = 0
+
+    @registry.handler("t.quick")
+    async def quick(event: Event, ctx: HandlerContext) -> None:
+        nonlocal handled
+        handled += 1
+
+    claims = watch_claims(store, monkeypatch)
+    await store.event_insert_many([NewEvent("t.quick", {"n": n}) for n in range(200)])
+    processor = Processor(
+        store, registry, config(batch_size=10, concurrency=10, ordered=False, claims_at_once=2)
+    )
+    await asyncio.wait_for(processor.run(until_idle=True), 20)
+    assert handled == 200
+    assert claims.most == 2
+
+
+async def test_events_claimed_beyond_concurrency_wait_for_a_slot(
+    store: SqlStore, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    registry = Registry()
+    running = busiest = 0
+    gate = asyncio.Event()
+
+    @registry.handler("t.wait")
+    async def wait(event: Event, ctx: HandlerContext) -> None:
+        nonlocal running, busiest
+        running += 1
+        busiest = max(busiest, running)
+        try:
+            await gate.wait()
+        finally:
+            running -= 1
+
+    claims = watch_claims(store, monkeypatch)
+    await store.event_insert_many([NewEvent("t.wait", {"n": n}) for n in range(30)])
+    processor = Processor(
+        store, registry, config(batch_size=5, concurrency=5, ordered=False, claims_at_once=2)
+    )
+    draining = asyncio.create_task(processor.run(until_idle=True))
+    await asyncio.sleep(0.5)
+    assert busiest == 5 and processor.in_flight <= 10
+    gate.set()
+    await asyncio.wait_for(draining, 20)
+    assert busiest == 5 and processor.stats.success_count == 30
+    assert claims.total >= 6
 
 
 async def test_a_claim_that_fails_beside_another_loses_none_of_the_others_events(
