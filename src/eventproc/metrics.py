@@ -1,26 +1,72 @@
 """Prometheus collectors, defined once per runtime (tests build several)."""
 
-from typing import Any
+import bisect
+from collections.abc import Iterator
 
-from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
+from prometheus_client import CollectorRegistry, Counter, Gauge
+from prometheus_client.core import CounterMetricFamily, HistogramMetricFamily, Metric
+from prometheus_client.registry import Collector
+
+DURATION_BUCKETS = (0.001, 0.005, 0.01, 0.05, 0.1, 0.5, 1, 5, 30, 120)
+
+
+class EventCounts(Collector):
+    """Per-event counts and handler durations, kept in plain numbers until a scrape.
+
+    prometheus_client's Counter and Histogram take a lock per update; a busy
+    worker updates them for every event, from its one event-loop thread, so
+    the numbers are kept here and turned into metric families when scraped.
+    """
+
+    def __init__(self, buckets: tuple[float, ...] = DURATION_BUCKETS) -> None:
+        self.buckets = buckets
+        self.outcomes: dict[tuple[str, str], int] = {}
+        # event type -> [count per bucket (and one past the last), sum of seconds]
+        self.durations: dict[str, tuple[list[int], list[float]]] = {}
+
+    def count(self, event_type: str, outcome: str) -> None:
+        key = (event_type, outcome)
+        self.outcomes[key] = self.outcomes.get(key, 0) + 1
+
+    def observe(self, event_type: str, seconds: float) -> None:
+        entry = self.durations.get(event_type)
+        if entry is None:
+            entry = self.durations[event_type] = ([0] * (len(self.buckets) + 1), [0.0])
+        entry[0][bisect.bisect_left(self.buckets, seconds)] += 1
+        entry[1][0] += seconds
+
+    def collect(self) -> Iterator[Metric]:
+        events = CounterMetricFamily(
+            "eventproc_events",
+            "Handled event attempts by type and outcome.",
+            labels=["event_type", "outcome"],
+        )
+        for (event_type, outcome), value in list(self.outcomes.items()):
+            events.add_metric([event_type, outcome], value)
+        yield events
+        durations = HistogramMetricFamily(
+            "eventproc_handler_duration_seconds",
+            "Handler run time.",
+            labels=["event_type"],
+        )
+        for event_type, (counts, total) in list(self.durations.items()):
+            cumulative, running = [], 0
+            for bound, count in zip((*self.buckets, float("inf")), counts, strict=True):
+                running += count
+                cumulative.append((_bound(bound), running))
+            durations.add_metric([event_type], cumulative, sum_value=total[0])
+        yield durations
+
+
+def _bound(value: float) -> str:
+    return "+Inf" if value == float("inf") else repr(float(value))
 
 
 class Metrics:
     def __init__(self, registry: CollectorRegistry | None = None) -> None:
         self.registry = registry or CollectorRegistry()
-        self.events = Counter(
-            "eventproc_events",
-            "Handled event attempts by type and outcome.",
-            ["event_type", "outcome"],
-            registry=self.registry,
-        )
-        self.handler_seconds = Histogram(
-            "eventproc_handler_duration_seconds",
-            "Handler run time.",
-            ["event_type"],
-            buckets=(0.001, 0.005, 0.01, 0.05, 0.1, 0.5, 1, 5, 30, 120),
-            registry=self.registry,
-        )
+        self.event_counts = EventCounts()
+        self.registry.register(self.event_counts)
         self.claimed = Counter(
             "eventproc_claimed_events",
             "Events claimed by this process.",
@@ -52,21 +98,11 @@ class Metrics:
             "Rows in event_dead_letters (at the last scrape).",
             registry=self.registry,
         )
-        # labels() hashes and validates its arguments on every call; a busy
-        # worker counts every event, so the children are looked up once.
-        self._outcomes: dict[tuple[str, str], Any] = {}
-        self._durations: dict[str, Any] = {}
 
     def count(self, event_type: str, outcome: str) -> None:
         """One handled attempt of ``event_type`` ended in ``outcome``."""
-        child = self._outcomes.get((event_type, outcome))
-        if child is None:
-            child = self._outcomes[event_type, outcome] = self.events.labels(event_type, outcome)
-        child.inc()
+        self.event_counts.count(event_type, outcome)
 
     def observe_handler(self, event_type: str, seconds: float) -> None:
         """How long one successful handler call of ``event_type`` took."""
-        child = self._durations.get(event_type)
-        if child is None:
-            child = self._durations[event_type] = self.handler_seconds.labels(event_type)
-        child.observe(seconds)
+        self.event_counts.observe(event_type, seconds)
