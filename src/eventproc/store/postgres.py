@@ -48,6 +48,7 @@ logger = logging.getLogger(__name__)
 CHANNEL = "eventproc_events"
 LISTENER_CHECK_SECONDS = 15.0
 MIGRATION_LOCK_KEY = 0x6576656E7470726F  # "eventpro": one migration at a time
+HOT_CONNECTIONS = 4  # claim and completion connections kept open (see PostgresStore._driver)
 
 _INSERT_MANY = text(
     """
@@ -223,6 +224,14 @@ class PostgresStore(SqlStore):
             connect_args={"server_settings": {"plan_cache_mode": "force_custom_plan"}},
         )
         super().__init__(engine, worker_name=worker_name)
+        _, connect_args = engine.dialect.create_connect_args(self.url)
+        self._hot_connect_args: dict[str, Any] = {
+            **connect_args,
+            "server_settings": {"plan_cache_mode": "force_custom_plan"},
+            "timeout": 10,
+        }
+        self._hot_idle: list[asyncpg.Connection] = []
+        self._closed = False
         self.capabilities = Capabilities(listen=True, skip_locked=True, cross_process_wakeups=True)
         self.url_for_display = self.url.render_as_string(hide_password=True)
 
@@ -263,24 +272,48 @@ class PostgresStore(SqlStore):
     # -- hot path ----------------------------------------------------------------
 
     @contextlib.asynccontextmanager
-    async def _driver(self) -> AsyncIterator[Any]:
-        """A pooled connection's asyncpg driver, with its errors mapped like SQLAlchemy's.
+    async def _driver(self) -> AsyncIterator[asyncpg.Connection]:
+        """A raw asyncpg connection for the claim and completion statements.
 
-        A connection that failed is invalidated, so the pool never hands it
-        out again (SQLAlchemy does this itself for statements it runs).
+        Kept apart from the SQLAlchemy pool: checking a connection out of it
+        and back in (greenlets, pool events) cost more worker CPU than the
+        statement itself. At most HOT_CONNECTIONS stay open between uses;
+        one whose statement failed for any reason but a database error is
+        closed instead, so a broken socket is never used twice.
         """
-        async with self.engine.connect() as conn:
-            driver = (await conn.get_raw_connection()).driver_connection
-            try:
-                yield driver
-            except asyncpg.PostgresError as exc:
-                translated_error = translate_error(exc)
-                if isinstance(translated_error, StoreUnavailable):
-                    await conn.invalidate()
-                raise translated_error from exc
-            except (asyncpg.InterfaceError, OSError, TimeoutError) as exc:
-                await conn.invalidate()
-                raise StoreUnavailable(f"database connection lost: {exc}") from exc
+        connection = self._hot_idle.pop() if self._hot_idle else None
+        try:
+            if connection is None:
+                connection = await asyncpg.connect(**self._hot_connect_args)
+            yield connection
+        except asyncpg.PostgresError as exc:
+            translated_error = translate_error(exc)
+            if isinstance(translated_error, StoreUnavailable):
+                _discard(connection)
+                connection = None
+            raise translated_error from exc
+        except (asyncpg.InterfaceError, OSError, TimeoutError) as exc:
+            _discard(connection)
+            connection = None
+            raise StoreUnavailable(f"database connection lost: {exc}") from exc
+        except BaseException:
+            _discard(connection)  # cancelled mid-statement: its state is unknown
+            connection = None
+            raise
+        finally:
+            if connection is not None:
+                if self._closed or len(self._hot_idle) >= HOT_CONNECTIONS:
+                    _discard(connection)
+                else:
+                    self._hot_idle.append(connection)
+
+    async def close(self) -> None:
+        self._closed = True
+        idle, self._hot_idle = self._hot_idle, []
+        for connection in idle:
+            with contextlib.suppress(Exception):
+                await asyncio.wait_for(connection.close(), timeout=2)
+        await super().close()
 
     @translated
     async def event_claim_many(
@@ -409,6 +442,11 @@ def _completion_arrays(
         [completion.lease.token for completion in ordered],
         [completion.outcome.value for completion in ordered],
     )
+
+
+def _discard(connection: asyncpg.Connection | None) -> None:
+    if connection is not None and not connection.is_closed():
+        connection.terminate()
 
 
 def _typed(value: Any) -> Any:

@@ -1,0 +1,49 @@
+"""PostgreSQL claims and completions run on raw connections kept apart from the pool."""
+
+import asyncpg
+
+from eventproc.errors import StoreUnavailable
+from eventproc.event import NewEvent
+from eventproc.store import ClaimPolicy, Completion, Lease, SqlStore
+from eventproc.store.postgres import HOT_CONNECTIONS
+
+POLICY = ClaimPolicy(lease_seconds=30, ordered=False, limit=5)
+
+
+async def test_a_killed_claim_connection_is_replaced(pg_store: SqlStore, pg_url: str) -> None:
+    await pg_store.event_insert_many([NewEvent("t", {"n": n}) for n in range(10)])
+    first = await pg_store.event_claim_many("w:1", POLICY)
+    admin = await asyncpg.connect(pg_url)
+    try:
+        # Every other session of this database, the idle claim connection included.
+        killed = await admin.fetchval(
+            "SELECT count(pg_terminate_backend(pid)) FROM pg_stat_activity "
+            "WHERE datname = current_database() AND pid <> pg_backend_pid()"
+        )
+    finally:
+        await admin.close()
+    assert killed >= 1
+    try:
+        second = await pg_store.event_claim_many("w:2", POLICY)
+    except StoreUnavailable:  # the dead connection was the one tried: dropped, not kept
+        second = await pg_store.event_claim_many("w:2", POLICY)
+    assert {e.id for e in first}.isdisjoint(e.id for e in second) and len(second) == 5
+    done = [Completion(Lease.of(event)) for event in first + second]
+    assert await pg_store.event_complete_many(done) == 10
+
+
+async def test_claims_reuse_a_few_connections(pg_store: SqlStore, pg_url: str) -> None:
+    await pg_store.event_insert_many([NewEvent("t", {"n": n}) for n in range(100)])
+    for n in range(20):
+        claimed = await pg_store.event_claim_many(f"w:{n}", POLICY)
+        await pg_store.event_complete_many([Completion(Lease.of(e)) for e in claimed])
+    admin = await asyncpg.connect(pg_url)
+    try:
+        sessions = await admin.fetchval(
+            "SELECT count(*) FROM pg_stat_activity "
+            "WHERE datname = current_database() AND pid <> pg_backend_pid()"
+        )
+    finally:
+        await admin.close()
+    # The pool's own connections (publishing) plus at most HOT_CONNECTIONS.
+    assert sessions <= HOT_CONNECTIONS + 2
