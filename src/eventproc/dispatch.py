@@ -10,6 +10,7 @@ import time
 import traceback
 from collections.abc import Sequence
 from dataclasses import dataclass
+from types import CoroutineType
 
 from pydantic import ValidationError
 from sqlalchemy.ext.asyncio import AsyncConnection
@@ -21,6 +22,7 @@ from eventproc.logs import EventLine
 from eventproc.metrics import Metrics
 from eventproc.registry import Handler, Registry
 from eventproc.retry import RetryPolicy
+from eventproc.stepping import Stepped
 from eventproc.store.protocol import Burial, Completion, Failure, Lease, Store
 
 logger = logging.getLogger("eventproc.dispatch")
@@ -97,14 +99,24 @@ class Dispatcher:
         started = time.perf_counter()
         timeout = handler.timeout_seconds or self.timeout_seconds
         try:
-            async with asyncio.timeout(timeout):
-                if handler.transactional:
+            if handler.transactional:
+                async with asyncio.timeout(timeout):
                     async with self.store.event_transaction(Completion(lease)) as conn:
                         await handler.func(event, self._context(event, payload, conn))
-                    result: WriteBack = Committed(lease)
+                result: WriteBack = Committed(lease)
+            else:
+                call = handler.func(event, self._context(event, payload, None))
+                if type(call) is not CoroutineType:
+                    async with asyncio.timeout(timeout):
+                        await call
                 else:
-                    await handler.func(event, self._context(event, payload, None))
-                    result = Completion(lease)
+                    # A handler that returns without waiting needs no timer:
+                    # asyncio can only interrupt it where it waits.
+                    stepped = Stepped(call)
+                    if not stepped.first_step():
+                        async with asyncio.timeout(timeout - (time.perf_counter() - started)):
+                            await stepped
+                result = Completion(lease)
         except asyncio.CancelledError:
             raise
         except LeaseLost:

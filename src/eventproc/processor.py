@@ -17,10 +17,8 @@ import socket
 import time
 import uuid
 from collections import deque
-from collections.abc import Coroutine, Generator
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
-from typing import Any
 
 from eventproc.completer import Completer
 from eventproc.dispatch import Committed, Dispatcher, WriteBack
@@ -30,6 +28,7 @@ from eventproc.metrics import Metrics
 from eventproc.processor_config import ProcessorConfig
 from eventproc.registry import Registry
 from eventproc.stats import Stats
+from eventproc.stepping import Stepped
 from eventproc.store.protocol import ClaimPolicy, Completion, Lease, Store
 
 logger = logging.getLogger("eventproc.processor")
@@ -353,7 +352,7 @@ class Processor:
             while self._queued:
                 run = self._runners[me] = self._queued.popleft()
                 # Each run in a context of its own, as a task of its own would have.
-                handling = _Stepped(self._handle(run), contextvars.copy_context())
+                handling = Stepped(self._handle(run), contextvars.copy_context())
                 try:
                     if handling.first_step():
                         continue  # finished without waiting
@@ -595,50 +594,6 @@ class Processor:
                 "Gave up writing %d results back; their leases expire and they run again",
                 self.completer.pending,
             )
-
-
-class _Stepped:
-    """A coroutine stepped by hand inside the current task, in a context of its own.
-
-    ``first_step`` runs it up to its first wait; awaiting the object then goes
-    on where it stopped, as ``await`` would have. The current task stays the
-    one that steps it, so ``asyncio.timeout`` and cancellation inside reach
-    it as usual.
-    """
-
-    __slots__ = ("_context", "_coro", "_waiting_on")
-
-    def __init__(self, coro: Coroutine[Any, Any, None], context: contextvars.Context) -> None:
-        self._coro = coro
-        self._context = context
-        self._waiting_on: Any = None
-
-    def first_step(self) -> bool:
-        """True if the coroutine finished without waiting."""
-        try:
-            self._waiting_on = self._context.run(self._coro.send, None)
-        except StopIteration:
-            return True
-        return False
-
-    def __await__(self) -> Generator[Any, Any, None]:
-        waiting_on = self._waiting_on
-        while True:
-            try:
-                sent = yield waiting_on
-            except GeneratorExit:
-                self._coro.close()
-                raise
-            except BaseException as exc:
-                try:
-                    waiting_on = self._context.run(self._coro.throw, exc)
-                except StopIteration:
-                    return
-            else:
-                try:
-                    waiting_on = self._context.run(self._coro.send, sent)
-                except StopIteration:
-                    return
 
 
 def _runs(claimed: list[Event]) -> list[list[Event]]:

@@ -6,6 +6,7 @@ from eventproc.errors import StoreUnavailable
 from eventproc.event import NewEvent
 from eventproc.store import ClaimPolicy, Completion, Lease, SqlStore
 from eventproc.store.postgres import HOT_CONNECTIONS
+from support.waiting import eventually
 
 POLICY = ClaimPolicy(lease_seconds=30, ordered=False, limit=5)
 
@@ -20,9 +21,17 @@ async def test_a_killed_claim_connection_is_replaced(pg_store: SqlStore, pg_url:
             "SELECT count(pg_terminate_backend(pid)) FROM pg_stat_activity "
             "WHERE datname = current_database() AND pid <> pg_backend_pid()"
         )
+        assert killed >= 1
+
+        async def others_gone() -> bool:
+            return not await admin.fetchval(
+                "SELECT count(*) FROM pg_stat_activity "
+                "WHERE datname = current_database() AND pid <> pg_backend_pid()"
+            )
+
+        await eventually(others_gone)
     finally:
         await admin.close()
-    assert killed >= 1
     try:
         second = await pg_store.event_claim_many("w:2", POLICY)
     except StoreUnavailable:  # the dead connection was the one tried: dropped, not kept

@@ -160,6 +160,44 @@ async def test_handler_timeout_counts_as_failure(store: SqlStore) -> None:
     assert "timed out after 0.05s" in letter.error_message
 
 
+async def test_a_handler_returning_any_awaitable_runs_under_its_timeout(store: SqlStore) -> None:
+    registry = Registry()
+
+    def never(event: Event, ctx: HandlerContext) -> "asyncio.Future[None]":
+        return asyncio.get_running_loop().create_future()  # not a coroutine; never resolves
+
+    def at_once(event: Event, ctx: HandlerContext) -> "asyncio.Future[None]":
+        done: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        done.set_result(None)
+        return done
+
+    registry.handler("t.never", timeout_seconds=0.05)(never)
+    registry.handler("t.now")(at_once)
+    await store.event_insert_many([NewEvent("t.never", {}), NewEvent("t.now", {})])
+    processor = Processor(store, registry, config(retry=RetryPolicy(1, 10, 20)))
+    await asyncio.wait_for(processor.run(until_idle=True), 10)
+    [letter] = await store.dead_letter_list()
+    assert letter.event_type == "t.never" and "timed out after 0.05s" in letter.error_message
+    assert processor.stats.success_count == 1
+
+
+async def test_a_handler_that_starts_quickly_then_waits_still_times_out(store: SqlStore) -> None:
+    registry = Registry()
+
+    @registry.handler("t.late", timeout_seconds=0.1)
+    async def late(event: Event, ctx: HandlerContext) -> None:
+        time.sleep(0.06)  # noqa: ASYNC251 - work that does not wait counts against the timeout
+        await asyncio.sleep(10)
+
+    await store.event_insert_many([NewEvent("t.late", {})])
+    processor = Processor(store, registry, config(retry=RetryPolicy(1, 10, 20)))
+    began = time.monotonic()
+    await asyncio.wait_for(processor.run(until_idle=True), 10)
+    [letter] = await store.dead_letter_list()
+    assert "timed out after 0.1s" in letter.error_message
+    assert time.monotonic() - began < 5
+
+
 async def test_transactional_handler_commits_effects_with_outcome(store: SqlStore) -> None:
     registry = Registry()
 
@@ -681,7 +719,7 @@ async def test_a_handler_timing_out_leaves_the_others_alone(store: SqlStore) -> 
         store, registry, config(ordered=False, retry=RetryPolicy(1, base_ms=10, max_ms=10))
     )
     await asyncio.wait_for(processor.run(until_idle=True), 20)
-    outcomes = {}
+    outcomes: dict[bool, set[str | None]] = {}
     for event in new:
         row = await store.event_get(event.id)
         assert row is not None

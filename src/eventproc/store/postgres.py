@@ -281,7 +281,11 @@ class PostgresStore(SqlStore):
         one whose statement failed for any reason but a database error is
         closed instead, so a broken socket is never used twice.
         """
-        connection = self._hot_idle.pop() if self._hot_idle else None
+        connection = None
+        while self._hot_idle and connection is None:
+            connection = self._hot_idle.pop()
+            if connection.is_closed():  # the server went away meanwhile
+                connection = None
         try:
             if connection is None:
                 connection = await asyncpg.connect(**self._hot_connect_args)
