@@ -74,6 +74,7 @@ class Settings(BaseSettings):
     # Processing.
     concurrency: int = Field(50, ge=1, le=10_000)
     claims_at_once: int = Field(2, ge=1, le=16)
+    async_commit: bool = True
     lease_seconds: float = Field(30.0, ge=1, le=86_400)
     handler_timeout_seconds: float = Field(60.0, gt=0, le=86_400)
     retry_base_ms: int = Field(1000, ge=0, le=86_400_000)

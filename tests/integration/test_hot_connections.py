@@ -1,11 +1,13 @@
 """PostgreSQL claims and completions run on raw connections kept apart from the pool."""
 
 import asyncpg
+import pytest
+from sqlalchemy import text
 
 from eventproc.errors import StoreUnavailable
 from eventproc.event import NewEvent
 from eventproc.store import ClaimPolicy, Completion, Lease, SqlStore
-from eventproc.store.postgres import HOT_CONNECTIONS
+from eventproc.store.postgres import HOT_CONNECTIONS, PostgresStore
 from support.waiting import eventually
 
 POLICY = ClaimPolicy(lease_seconds=30, ordered=False, limit=5)
@@ -56,3 +58,17 @@ async def test_claims_reuse_a_few_connections(pg_store: SqlStore, pg_url: str) -
         await admin.close()
     # The pool's own connections (publishing) plus at most HOT_CONNECTIONS.
     assert sessions <= HOT_CONNECTIONS + 2
+
+
+@pytest.mark.parametrize("async_commit", [True, False])
+async def test_only_the_hot_path_commits_asynchronously(pg_url: str, async_commit: bool) -> None:
+    store = PostgresStore(pg_url, worker_name="test", async_commit=async_commit)
+    try:
+        async with store._driver() as hot:
+            hot_setting = await hot.fetchval("SHOW synchronous_commit")
+        async with store.begin() as conn:
+            pooled = (await conn.execute(text("SHOW synchronous_commit"))).scalar_one()
+    finally:
+        await store.close()
+    assert hot_setting == ("off" if async_commit else "on")
+    assert pooled == "on"  # transactional handlers, retries, dead letters

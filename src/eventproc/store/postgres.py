@@ -205,7 +205,14 @@ def asyncpg_url(url: str) -> URL:
 
 @final
 class PostgresStore(SqlStore):
-    def __init__(self, url: str, *, worker_name: str = "eventproc", pool_size: int = 10):
+    def __init__(
+        self,
+        url: str,
+        *,
+        worker_name: str = "eventproc",
+        pool_size: int = 10,
+        async_commit: bool = True,
+    ):
         self.url = asyncpg_url(url)
         # asyncpg.connect() reads libpq's sslmode itself; the listener uses the
         # URL as the user gave it (the engine's has sslmode turned into ssl).
@@ -227,7 +234,16 @@ class PostgresStore(SqlStore):
         _, connect_args = engine.dialect.create_connect_args(self.url)
         self._hot_connect_args: dict[str, Any] = {
             **connect_args,
-            "server_settings": {"plan_cache_mode": "force_custom_plan"},
+            "server_settings": {
+                "plan_cache_mode": "force_custom_plan",
+                # Claims and plain successes do not wait for the WAL flush: a
+                # database crash may forget the last fraction of a second of
+                # them, and those events run again, as after a worker crash
+                # (delivery is at least once). Transactional handlers, retries
+                # and dead letters commit through the pool and wait, which
+                # also makes every earlier asynchronous commit durable.
+                "synchronous_commit": "off" if async_commit else "on",
+            },
             "timeout": 10,
         }
         self._hot_idle: list[asyncpg.Connection] = []
