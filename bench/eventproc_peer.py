@@ -2,9 +2,10 @@
 (``shared/bench-peers/peers.py --plugin bench/eventproc_peer.py``).
 
 Loaded by peers.py inside ``bench/.venv-peers`` (see setup_peers_venv.sh:
-eventproc's source is on that venv's path). Two peers:
+eventproc's source is on that venv's path). Three peers:
 
 - ``eventproc``: default settings, ORDERING=none, events without aggregate;
+- ``eventproc_sync``: as ``eventproc``, with ASYNC_COMMIT=false;
 - ``eventproc_agg``: default settings (ORDERING=aggregate), drain events
   spread round-robin over 1,000 aggregate ids (latency events have none).
 
@@ -149,7 +150,11 @@ class EventprocPeer(peers.Peer):
         async def retry_probe(event: Event, ctx: HandlerContext) -> None:
             rec.handle(event.payload, event.attempts)
 
-        settings = load_settings(database_url=self._url(port), ordering=variant["ordering"])
+        settings = load_settings(
+            database_url=self._url(port),
+            ordering=variant["ordering"],
+            async_commit=variant.get("async_commit", True),
+        )
         # What `eventproc worker` does before it builds the Runtime.
         logs.configure(
             settings.log_level.value, settings.log_format.value, production=settings.is_production
@@ -182,5 +187,20 @@ class EventprocAggregatePeer(EventprocPeer):
             {
                 "label": f"defaults,ORDERING=aggregate,{self.aggregates} aggregates",
                 "ordering": "aggregate",
+            }
+        ]
+
+
+class EventprocSyncCommitPeer(EventprocPeer):
+    """ORDERING=none with ASYNC_COMMIT=false: every commit waits for its WAL flush."""
+
+    name = "eventproc_sync"
+
+    def variants(self, concurrencies: list[int]) -> list[dict[str, Any]]:
+        return [
+            {
+                "label": "defaults,ORDERING=none,ASYNC_COMMIT=false",
+                "ordering": "none",
+                "async_commit": False,
             }
         ]

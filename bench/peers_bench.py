@@ -41,7 +41,7 @@ VENV_PY = BENCH / ".venv-peers" / "bin" / "python"
 PLUGIN = BENCH / "eventproc_peer.py"
 WORK = RESULTS / "peers-work"
 
-EVENTPROC = ("eventproc", "eventproc_agg")
+EVENTPROC = ("eventproc", "eventproc_sync", "eventproc_agg")
 OTHERS = ("pgqueuer", "procrastinate", "raw")
 # Settings of eventproc the caller's shell must not leak into the harness.
 SCRUB = (
@@ -230,7 +230,9 @@ def main(argv: list[str]) -> int:
         return inner(argv[1:])
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawTextHelpFormatter)
     ap.add_argument("--runs", type=int, default=3)
-    ap.add_argument("--peers", default="eventproc,eventproc_agg,pgqueuer,procrastinate,raw")
+    ap.add_argument(
+        "--peers", default="eventproc,eventproc_sync,eventproc_agg,pgqueuer,procrastinate,raw"
+    )
     ap.add_argument("-n", default="20000", help="drain sizes for peers.py (default: 20000)")
     ap.add_argument("-c", default="50", help="peer concurrencies for peers.py (default: 50)")
     ap.add_argument("--skip", default="retry,profile", help="peers.py measurements to skip")
