@@ -150,10 +150,9 @@ class EventprocPeer(peers.Peer):
         async def retry_probe(event: Event, ctx: HandlerContext) -> None:
             rec.handle(event.payload, event.attempts)
 
+        extra = {"async_commit": variant["async_commit"]} if "async_commit" in variant else {}
         settings = load_settings(
-            database_url=self._url(port),
-            ordering=variant["ordering"],
-            async_commit=variant.get("async_commit", True),
+            database_url=self._url(port), ordering=variant["ordering"], **extra
         )
         # What `eventproc worker` does before it builds the Runtime.
         logs.configure(

@@ -110,7 +110,12 @@ class Completer:
                 await self._ready.wait()
             self._ready.clear()
             if self._closing and not self.pending and not self._committed:
-                return
+                if not self._writing:
+                    return
+                # A claim still carries results: if it fails they come back here.
+                await self._write_done.wait()
+                self._ready.set()
+                continue
             wait = self._left_for_a_claim()
             if wait > 0:
                 # Woken early when a claim took them (or gave them back), or
@@ -235,12 +240,7 @@ class Completer:
             # nothing).
             self.metrics.store_errors.labels("complete").inc()
             logger.error("Could not write results back, will retry: %s", exc)
-            if not self._completions:
-                self._oldest = time.monotonic()
-            self._completions[:0] = completions
-            self._failures[:0] = failures
-            self._burials[:0] = burials
-            self._committed += committed
+            self._keep(completions, failures, burials, committed)
             return False
         except StoreError as exc:
             # Not a connectivity problem: the same rows would fail the same
@@ -249,6 +249,11 @@ class Completer:
             lost = len(completions) + len(failures) + len(burials)
             logger.error("Dropping %d results after a database error: %s", lost, exc)
             self._dropped_through = upto
+        except Exception:  # a bug must not end the completer: keep them, retry with backoff
+            self.metrics.store_errors.labels("complete").inc()
+            logger.exception("Unexpected error writing results back, will retry")
+            self._keep(completions, failures, burials, committed)
+            return False
         else:
             self._record(completions, failures, burials, committed)
         await self._written_up_to(upto)
@@ -256,6 +261,21 @@ class Completer:
         # database's own next_attempt_at.
         self.on_flushed([failure.delay_seconds for failure in failures])
         return True
+
+    def _keep(
+        self,
+        completions: list[Completion],
+        failures: list[Failure],
+        burials: list[Burial],
+        committed: int,
+    ) -> None:
+        """Put a batch that was not written back in front of what came since."""
+        if not self._completions:
+            self._oldest = time.monotonic()
+        self._completions[:0] = completions
+        self._failures[:0] = failures
+        self._burials[:0] = burials
+        self._committed += committed
 
     def _release(self) -> None:
         self._writing = False

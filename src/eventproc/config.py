@@ -74,7 +74,8 @@ class Settings(BaseSettings):
     # Processing.
     concurrency: int = Field(50, ge=1, le=10_000)
     claims_at_once: int = Field(2, ge=1, le=16)
-    async_commit: bool = True
+    # None: on with ORDERING=none, off with ORDERING=aggregate (see effective_async_commit).
+    async_commit: bool | None = None
     lease_seconds: float = Field(30.0, ge=1, le=86_400)
     handler_timeout_seconds: float = Field(60.0, gt=0, le=86_400)
     retry_base_ms: int = Field(1000, ge=0, le=86_400_000)
@@ -116,6 +117,19 @@ class Settings(BaseSettings):
     @property
     def is_production(self) -> bool:
         return self.environment.lower() in {"production", "prod"}
+
+    @property
+    def effective_async_commit(self) -> bool:
+        """ASYNC_COMMIT, or by default: only where no order between events is promised.
+
+        With ORDERING=aggregate, an event's completion and its successor's
+        claim could both be forgotten by a database crash after the
+        successor's handler ran; the event would then run again after its
+        successor. Waiting for the flush rules that out.
+        """
+        if self.async_commit is not None:
+            return self.async_commit
+        return self.ordering is Ordering.NONE
 
     @property
     def effective_database_url(self) -> str:

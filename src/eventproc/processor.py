@@ -94,9 +94,12 @@ class Processor:
         # when one waits (I/O), another runner takes the queue meanwhile. So a
         # batch of quick handlers costs no task per event, and CONCURRENCY
         # still bounds what runs at once (runs queued or running <= slots).
-        self._queued: deque[list[Event]] = deque()
+        self._queued: deque[tuple[list[Event], float]] = deque()  # (run, claimed at)
         self._runners: dict[asyncio.Task[None], list[Event]] = {}  # -> the run it handles
         self._pickers = 0  # runners not waiting inside a handler
+        # Runners start from this context, not from whoever made them (an
+        # HTTP request's context must not leak into unrelated runs).
+        self._runner_context = contextvars.copy_context()
         self._busy = 0  # events claimed and not yet handled
         # Read at scrape time: setting a gauge per event takes a lock each time.
         self.metrics.in_flight.set_function(lambda: self._busy)
@@ -326,6 +329,7 @@ class Processor:
         """Whether a claim goes out soon that can carry results back (see Completer)."""
         return (
             self._more_available
+            and self._free_slots() > 0
             and self._producing
             and self.database_ok
             and self.config.polling_enabled
@@ -333,7 +337,7 @@ class Processor:
         )
 
     def _start(self, run: list[Event]) -> None:
-        self._queued.append(run)
+        self._queued.append((run, time.monotonic()))
         self._busy += len(run)
         if not self._pickers:
             self._add_runner()
@@ -342,7 +346,8 @@ class Processor:
         if len(self._runners) >= self.config.concurrency:
             return  # the queue waits for a runner to finish its handler
         self._pickers += 1
-        self._runners[asyncio.create_task(self._run_queue())] = []
+        task = asyncio.create_task(self._run_queue(), context=self._runner_context)
+        self._runners[task] = []
 
     async def _run_queue(self) -> None:
         """Handle queued runs until none is left; see ``_queued``."""
@@ -350,9 +355,10 @@ class Processor:
         assert me is not None
         try:
             while self._queued:
-                run = self._runners[me] = self._queued.popleft()
+                run, claimed_at = self._queued.popleft()
+                self._runners[me] = run
                 # Each run in a context of its own, as a task of its own would have.
-                handling = Stepped(self._handle(run), contextvars.copy_context())
+                handling = Stepped(self._handle(run, claimed_at), contextvars.copy_context())
                 try:
                     if handling.first_step():
                         continue  # finished without waiting
@@ -363,15 +369,27 @@ class Processor:
                         await handling
                     finally:
                         self._pickers += 1
+                except asyncio.CancelledError:
+                    if me.cancelling():
+                        raise
+                    # A handler awaited something cancelled by someone else:
+                    # that run ends (its leases expire), the runner goes on.
+                    logger.warning("A handler was cancelled from outside; its events run again")
                 except Exception:  # a bug here must not strand the queue
                     logger.exception("Handling a run crashed")
         finally:
             self._pickers -= 1
             del self._runners[me]
+            if self._queued and not self._pickers and not me.cancelling():
+                self._add_runner()
 
-    async def _handle(self, run: list[Event]) -> None:
-        """Handle a run of events in order; the first that does not succeed ends it."""
-        verified = time.monotonic()
+    async def _handle(self, run: list[Event], verified: float) -> None:
+        """Handle a run of events in order; the first that does not succeed ends it.
+
+        ``verified``: when the run's leases were last known to be ours (its
+        claim); a run that waited in the queue past a third of the lease is
+        checked before its first event.
+        """
         buffered = False  # the previous event's result is not written yet
         try:
             while run:
@@ -501,12 +519,12 @@ class Processor:
 
     async def _is_idle(self) -> bool:
         # Drain mode also waits for retries this processor scheduled itself.
-        if self._claims or self._runners or self.completer.pending or self._due:
+        if self._claims or self._runners or self._queued or self.completer.pending or self._due:
             return False
         await self.completer.wait_idle()
         if await self._claim_once():
             return False
-        if self._runners or self.completer.pending or self._due:
+        if self._runners or self._queued or self.completer.pending or self._due:
             return False
         self.signals.idle.set()
         return True
@@ -556,13 +574,13 @@ class Processor:
 
     def _runs_held(self) -> list[list[Event]]:
         """The runs claimed and not finished: being handled, or queued."""
-        return [run for run in self._runners.values() if run] + list(self._queued)
+        return [run for run in self._runners.values() if run] + [run for run, _ in self._queued]
 
     async def _drain(self, completer: "asyncio.Task[None]") -> None:
         """Finish in-flight handlers within the grace, give back the rest, flush."""
         # A claim still out brings events this drain must know about.
         await asyncio.gather(*self._claims, return_exceptions=True)
-        if self._runners:
+        if self._runners or self._queued:
             logger.info(
                 "Waiting up to %.0fs for %d running handlers",
                 self.config.shutdown_grace_seconds,
@@ -574,11 +592,15 @@ class Processor:
             while self._runners and (left := deadline - loop.time()) > 0:
                 await asyncio.wait(list(self._runners), timeout=left)
             unfinished = [event for run in self._runs_held() for event in run]
+            self._busy -= sum(len(run) for run, _ in self._queued)
             self._queued.clear()
             pending = list(self._runners)
             for task in pending:
                 task.cancel()
             await asyncio.gather(*pending, return_exceptions=True)
+            # A runner cancelled before its first step never ran its cleanup.
+            self._runners.clear()
+            self._pickers = 0
             leases = [Lease.of(event) for event in unfinished]
             if leases:
                 try:

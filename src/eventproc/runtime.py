@@ -41,7 +41,7 @@ class Runtime:
             settings.effective_database_url,
             worker_name=self.worker_id,
             pool_size=min(max(settings.concurrency // 2, 5), 40),
-            async_commit=settings.async_commit,
+            async_commit=settings.effective_async_commit,
         )
         self.stats = Stats()
         self.metrics = Metrics()

@@ -725,3 +725,24 @@ async def test_a_handler_timing_out_leaves_the_others_alone(store: SqlStore) -> 
         assert row is not None
         outcomes[event.payload["slow"]] = outcomes.get(event.payload["slow"], set()) | {row.outcome}
     assert outcomes == {True: {"dead_lettered"}, False: {"succeeded"}}
+
+
+async def test_a_handler_cancelled_from_outside_does_not_strand_the_queue(
+    store: SqlStore,
+) -> None:
+    registry = Registry()
+    handled: list[int] = []
+
+    @registry.handler("t.mixed")
+    async def mixed(event: Event, ctx: HandlerContext) -> None:
+        if event.payload["n"] == 0:
+            doomed: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+            asyncio.get_running_loop().call_later(0.05, doomed.cancel)
+            await doomed  # raises CancelledError, though nobody cancelled the processor
+        handled.append(event.payload["n"])
+
+    await store.event_insert_many([NewEvent("t.mixed", {"n": n}) for n in range(5)])
+    processor = Processor(store, registry, config(batch_size=5, concurrency=1, ordered=False))
+    await asyncio.wait_for(processor.run(until_idle=True), 10)
+    assert sorted(handled) == [1, 2, 3, 4]
+    assert processor.stats.success_count == 4

@@ -8,7 +8,11 @@ def test_seed_defaults() -> None:
     settings = load_settings()
     assert settings.port == 8080 and settings.poll_interval_ms == 10_000
     assert settings.batch_size == 20 and settings.max_retries == 5
-    assert settings.claims_at_once == 2 and settings.async_commit is True
+    assert settings.claims_at_once == 2
+    # Asynchronous commits only where no order between events is promised.
+    assert settings.async_commit is None and settings.effective_async_commit is False
+    assert load_settings(ordering="none").effective_async_commit is True
+    assert load_settings(ordering="aggregate", async_commit=True).effective_async_commit
     assert settings.enable_polling is True and settings.log_level == "info"
     assert settings.effective_database_url.startswith("sqlite:///")
     assert settings.effective_database_url.endswith("/eventproc.db")
@@ -23,7 +27,7 @@ def test_reads_environment_and_node_env_alias(monkeypatch: pytest.MonkeyPatch) -
     monkeypatch.setenv("ASYNC_COMMIT", "false")
     monkeypatch.setenv("DATABASE_URL", "postgresql://u@h:5432/db")
     settings = load_settings()
-    assert settings.async_commit is False
+    assert settings.async_commit is False and settings.effective_async_commit is False
     assert settings.is_production and settings.batch_size == 100
     assert settings.enable_polling is False and settings.ordering is Ordering.NONE
     config = settings.processor_config()

@@ -2,10 +2,11 @@
 
 import asyncio
 import contextlib
+import inspect
 import json
 import logging
 import uuid
-from collections.abc import AsyncIterator, Callable, Sequence
+from collections.abc import AsyncIterator, Callable, Mapping, Sequence
 from datetime import datetime, timedelta
 from typing import Any, final
 
@@ -231,9 +232,8 @@ class PostgresStore(SqlStore):
             connect_args={"server_settings": {"plan_cache_mode": "force_custom_plan"}},
         )
         super().__init__(engine, worker_name=worker_name)
-        _, connect_args = engine.dialect.create_connect_args(self.url)
         self._hot_connect_args: dict[str, Any] = {
-            **connect_args,
+            **_asyncpg_connect_args(engine.dialect.create_connect_args(self.url)[1]),
             "server_settings": {
                 "plan_cache_mode": "force_custom_plan",
                 # Claims and plain successes do not wait for the WAL flush: a
@@ -462,6 +462,22 @@ def _completion_arrays(
         [completion.lease.token for completion in ordered],
         [completion.outcome.value for completion in ordered],
     )
+
+
+_ASYNCPG_CONNECT_PARAMETERS = frozenset(inspect.signature(asyncpg.connect).parameters)
+
+
+def _asyncpg_connect_args(sqlalchemy_args: Mapping[str, Any]) -> dict[str, Any]:
+    """What SQLAlchemy would pass to asyncpg.connect, minus its own options.
+
+    The URL may carry SQLAlchemy-only settings (PgBouncer users set
+    ``prepared_statement_cache_size=0``); that one maps to asyncpg's
+    statement cache, the rest are dropped.
+    """
+    args = {k: v for k, v in sqlalchemy_args.items() if k in _ASYNCPG_CONNECT_PARAMETERS}
+    if "prepared_statement_cache_size" in sqlalchemy_args:
+        args["statement_cache_size"] = int(sqlalchemy_args["prepared_statement_cache_size"])
+    return args
 
 
 def _discard(connection: asyncpg.Connection | None) -> None:
