@@ -6,7 +6,8 @@
     ├── ConfigError                a bad setting; the message names the variable
     ├── RegistryError              a duplicate or malformed handler registration
     ├── StoreError                 anything the database said, with __cause__ kept
-    │   ├── StoreUnavailable       unreachable, connection lost, restarting, deadlock: retry
+    │   ├── StoreUnavailable       unreachable, connection lost, restarting: back off, retry
+    │   │   └── StoreConflict      deadlock or serialization failure: retry at once
     │   ├── LeaseLost              a write-back was fenced out: another worker owns the event
     │   ├── NotFound               no such event or dead letter (HTTP 404)
     │   └── Conflict               the row is in a state that forbids the action (HTTP 409)
@@ -34,6 +35,14 @@ class StoreError(EventprocError):
 
 class StoreUnavailable(StoreError):
     """The database cannot be reached; callers back off and try again."""
+
+
+class StoreConflict(StoreUnavailable):
+    """The statement lost a deadlock or serialization race; the database is fine.
+
+    Trying again at once is right: nothing was written, and nothing is wrong
+    with the connection.
+    """
 
 
 class LeaseLost(StoreError):

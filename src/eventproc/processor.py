@@ -22,7 +22,7 @@ from datetime import UTC, datetime
 
 from eventproc.completer import Completer
 from eventproc.dispatch import Committed, Dispatcher, WriteBack
-from eventproc.errors import StoreError, StoreUnavailable
+from eventproc.errors import StoreConflict, StoreError, StoreUnavailable
 from eventproc.event import Event, Outcome
 from eventproc.metrics import Metrics
 from eventproc.processor_config import ProcessorConfig
@@ -34,6 +34,7 @@ from eventproc.store.protocol import ClaimPolicy, Completion, Lease, Store
 logger = logging.getLogger("eventproc.processor")
 
 MAX_OUTAGE_BACKOFF_SECONDS = 30.0
+MAX_CONFLICT_RETRIES = 3
 POLL_JITTER = 0.1
 COMPLETER_CLOSE_SECONDS = 15.0
 
@@ -186,8 +187,17 @@ class Processor:
 
     async def _produce(self, until_idle: bool) -> None:
         outage = 0.0
+        conflicts = 0  # in a row; a few are retried at once, then backed off from
         while not self._stopping.is_set():
             error, self._claim_error = self._claim_error, None
+            conflicts = conflicts + 1 if isinstance(error, StoreConflict) else 0
+            if isinstance(error, StoreConflict) and conflicts <= MAX_CONFLICT_RETRIES:
+                # A claim carrying results can deadlock with a lease renewal
+                # of the same rows: nothing is wrong with the database.
+                self.metrics.store_errors.labels("claim").inc()
+                logger.info("Claim lost a lock race, claiming again: %s", error)
+                self._claim_requested = True
+                continue
             if isinstance(error, StoreUnavailable):
                 outage = min(max(outage * 2, 0.5), MAX_OUTAGE_BACKOFF_SECONDS)
                 self._note_outage(error, outage)

@@ -746,3 +746,37 @@ async def test_a_handler_cancelled_from_outside_does_not_strand_the_queue(
     await asyncio.wait_for(processor.run(until_idle=True), 10)
     assert sorted(handled) == [1, 2, 3, 4]
     assert processor.stats.success_count == 4
+
+
+async def test_a_claim_that_loses_a_deadlock_is_retried_without_an_outage(
+    store: SqlStore, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    from eventproc.errors import StoreConflict
+
+    registry = Registry()
+
+    @registry.handler("t.ok")
+    async def ok(event: Event, ctx: HandlerContext) -> None:
+        return None
+
+    original = store.event_claim_many
+    conflicts = 0
+
+    async def deadlocking_once(
+        token: str, policy: ClaimPolicy, *, completing: Sequence[Completion] = ()
+    ) -> list[Event]:
+        nonlocal conflicts
+        if conflicts == 0:
+            conflicts += 1
+            raise StoreConflict("injected: deadlock detected (40P01)")
+        return await original(token, policy, completing=completing)
+
+    monkeypatch.setattr(store, "event_claim_many", deadlocking_once)
+    await store.event_insert_many([NewEvent("t.ok", {"n": n}) for n in range(10)])
+    processor = Processor(store, registry, config(ordered=False))
+    with caplog.at_level(logging.INFO, logger="eventproc.processor"):
+        await asyncio.wait_for(processor.run(until_idle=True), 10)
+    assert conflicts == 1 and processor.stats.success_count == 10
+    messages = [record.getMessage() for record in caplog.records]
+    assert not any("unreachable" in message for message in messages)  # not an outage
+    assert any("lost a lock race" in message for message in messages)

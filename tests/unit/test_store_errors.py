@@ -34,3 +34,19 @@ def test_sqlstate_classification(sqlstate: str, retryable: bool) -> None:
 
 def test_os_errors_mean_unavailable() -> None:
     assert isinstance(translate_error(ConnectionRefusedError("refused")), StoreUnavailable)
+
+
+def test_deadlocks_and_serialization_failures_are_conflicts_to_retry_at_once() -> None:
+    import asyncpg
+
+    from eventproc.errors import StoreConflict, StoreUnavailable
+    from eventproc.store.sqlstore import translate_error
+
+    for exc in (
+        asyncpg.exceptions.DeadlockDetectedError("deadlock detected"),
+        asyncpg.exceptions.SerializationError("could not serialize access"),
+    ):
+        assert isinstance(translate_error(exc), StoreConflict)
+    restarting = translate_error(asyncpg.exceptions.AdminShutdownError("terminating"))
+    assert isinstance(restarting, StoreUnavailable)
+    assert not isinstance(restarting, StoreConflict)

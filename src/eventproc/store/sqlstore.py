@@ -35,6 +35,7 @@ from eventproc.errors import (
     Conflict,
     LeaseLost,
     NotFound,
+    StoreConflict,
     StoreError,
     StoreUnavailable,
 )
@@ -104,6 +105,7 @@ def idempotent(
 # connection exceptions (class 08), the server starting, stopping or in
 # recovery (57P01-57P03), too many connections, deadlock, serialization.
 _RETRYABLE_STATES = ("08", "57P01", "57P02", "57P03", "53300", "40001", "40P01")
+_CONFLICT_STATES = ("40001", "40P01")  # of those, the ones that say nothing about the server
 
 
 def translate_error(exc: BaseException) -> StoreError:
@@ -112,6 +114,8 @@ def translate_error(exc: BaseException) -> StoreError:
     if isinstance(exc, sa_exc.DBAPIError) and exc.connection_invalidated:
         return StoreUnavailable(f"database connection lost: {_first_line(exc)}")
     state = _sqlstate(exc)
+    if state in _CONFLICT_STATES:
+        return StoreConflict(f"database conflict ({state}), try again: {_first_line(exc)}")
     if state and state.startswith(_RETRYABLE_STATES):
         return StoreUnavailable(f"database busy or restarting ({state}): {_first_line(exc)}")
     return StoreError(f"database error: {_first_line(exc)}")
