@@ -174,10 +174,7 @@ class Completer:
     def give_back(self, batch: Carried) -> None:
         """The claim that took ``batch`` failed: the batch is written the usual way."""
         self._release()
-        if not self._completions:
-            self._oldest = batch.since
-        self._completions[:0] = batch.completions
-        self._committed += batch.committed
+        self._keep(batch.completions, [], [], batch.committed, since=batch.since)
         self._idle.clear()
         self._ready.set()
 
@@ -268,10 +265,15 @@ class Completer:
         failures: list[Failure],
         burials: list[Burial],
         committed: int,
+        *,
+        since: float | None = None,
     ) -> None:
-        """Put a batch that was not written back in front of what came since."""
+        """Put a batch that was not written back in front of what came since.
+
+        ``since``: when its oldest completion was added, if known (now if not).
+        """
         if not self._completions:
-            self._oldest = time.monotonic()
+            self._oldest = time.monotonic() if since is None else since
         self._completions[:0] = completions
         self._failures[:0] = failures
         self._burials[:0] = burials

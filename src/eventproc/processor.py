@@ -253,14 +253,21 @@ class Processor:
             free += self.config.batch_size
         return free
 
+    def _reserve(self) -> int:
+        """Reserve the slots of one claim; how many (0: none free, nothing reserved)."""
+        limit = min(self.config.batch_size, self._free_slots())
+        if limit <= 0:
+            return 0
+        self._reserved += limit
+        return limit
+
     def _claim_in_background(self) -> None:
         self._claim_requested = False
         # Reserved now, not when the task first runs: the loop decides its
         # next step from the free slots before that.
-        limit = min(self.config.batch_size, self._free_slots())
-        if limit <= 0:
+        limit = self._reserve()
+        if not limit:
             return
-        self._reserved += limit
         task = asyncio.create_task(self._keep_claiming(limit))
         self._claims.add(task)
 
@@ -284,8 +291,7 @@ class Processor:
                 ):
                     return
                 self._claim_requested = False
-                limit = min(self.config.batch_size, self._free_slots())
-                self._reserved += limit
+                limit = self._reserve()  # _may_claim saw a free slot
         except Exception as exc:  # the loop reports it and backs off
             self._claim_error = self._claim_error or exc
         finally:
@@ -297,10 +303,9 @@ class Processor:
     async def _claim_once(self) -> int:
         """One claim, awaited (manual trigger, drain mode)."""
         self._claim_requested = False
-        limit = min(self.config.batch_size, self._free_slots())
-        if limit <= 0:
+        limit = self._reserve()
+        if not limit:
             return 0
-        self._reserved += limit
         try:
             return await self._claim(limit)
         finally:
