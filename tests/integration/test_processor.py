@@ -13,7 +13,7 @@ import pytest
 from pydantic import BaseModel
 
 from eventproc import Event, HandlerContext, NewEvent, PermanentError, Registry, RetryLater
-from eventproc.errors import StoreUnavailable
+from eventproc.errors import StoreError, StoreUnavailable
 from eventproc.processor import Processor
 from eventproc.processor_config import ProcessorConfig
 from eventproc.retry import RetryPolicy
@@ -406,6 +406,7 @@ class ClaimWatch:
     total: int = 0
     carried: int = 0  # completions written back by claims
     failed_carrying: int = 0  # completions a failed claim had taken
+    injected: int = 0  # claims failed with fail_first_with
 
 
 def watch_claims(
@@ -414,8 +415,9 @@ def watch_claims(
     *,
     fail_second_of_a_pair: bool = False,
     fail_first_carrying: bool = False,
+    fail_first_with: StoreError | None = None,
 ) -> ClaimWatch:
-    """Wrap the store's claim and count what goes through it."""
+    """Wrap the store's claim and count what goes through it (and fail one, if asked)."""
     original = store.event_claim_many
     watch = ClaimWatch()
     active = 0
@@ -430,6 +432,10 @@ def watch_claims(
         watch.total += 1
         watch.most = max(watch.most, active)
         try:
+            if fail_first_with is not None and not failed:
+                failed = True
+                watch.injected += 1
+                raise fail_first_with
             if fail_second_of_a_pair and active > 1 and not failed:
                 failed = True
                 raise StoreUnavailable("injected: connection lost during a claim")
@@ -759,24 +765,14 @@ async def test_a_claim_that_loses_a_deadlock_is_retried_without_an_outage(
     async def ok(event: Event, ctx: HandlerContext) -> None:
         return None
 
-    original = store.event_claim_many
-    conflicts = 0
-
-    async def deadlocking_once(
-        token: str, policy: ClaimPolicy, *, completing: Sequence[Completion] = ()
-    ) -> list[Event]:
-        nonlocal conflicts
-        if conflicts == 0:
-            conflicts += 1
-            raise StoreConflict("injected: deadlock detected (40P01)")
-        return await original(token, policy, completing=completing)
-
-    monkeypatch.setattr(store, "event_claim_many", deadlocking_once)
+    claims = watch_claims(
+        store, monkeypatch, fail_first_with=StoreConflict("injected: deadlock detected (40P01)")
+    )
     await store.event_insert_many([NewEvent("t.ok", {"n": n}) for n in range(10)])
     processor = Processor(store, registry, config(ordered=False))
     with caplog.at_level(logging.INFO, logger="eventproc.processor"):
         await asyncio.wait_for(processor.run(until_idle=True), 10)
-    assert conflicts == 1 and processor.stats.success_count == 10
+    assert claims.injected == 1 and processor.stats.success_count == 10
     messages = [record.getMessage() for record in caplog.records]
     assert not any("unreachable" in message for message in messages)  # not an outage
     assert any("lost a lock race" in message for message in messages)

@@ -3,11 +3,9 @@
 import asyncio
 import uuid
 
-from sqlalchemy import update
-
 from eventproc.event import NewEvent, Outcome
 from eventproc.store import ClaimPolicy, Completion, Lease, SqlStore
-from eventproc.store.schema import events
+from support.runs import run_with_head_taken_over
 
 
 def policy(limit: int = 10, *, ordered: bool = False, lease: float = 30) -> ClaimPolicy:
@@ -68,16 +66,8 @@ async def test_a_carried_completion_frees_the_next_event_of_its_aggregate(store:
 
 
 async def test_an_ordered_claim_does_not_complete_past_a_head_taken_over(store: SqlStore) -> None:
-    aggregate = uuid.uuid4()
-    first, second = (NewEvent("t", {"n": n}, aggregate_id=aggregate) for n in (1, 2))
-    await store.event_insert_many([first, second])
-    run = await store.event_claim_many(
-        "A:1", ClaimPolicy(lease_seconds=30, ordered=True, limit=5, follow=True)
-    )
-    assert [e.payload["n"] for e in run] == [1, 2]
-    async with store.begin() as conn:
-        await conn.execute(update(events).where(events.c.id == first.id).values(locked_by="B:1"))
+    run = await run_with_head_taken_over(store)
     late = [Completion(Lease.of(run[1]))]
     assert await store.event_claim_many("A:2", policy(ordered=True), completing=late) == []
-    row = await store.event_get(second.id)
+    row = await store.event_get(run[1].id)
     assert row is not None and not row.processed

@@ -3,11 +3,9 @@
 import asyncio
 import uuid
 
-from sqlalchemy import update
-
 from eventproc.event import NewEvent, Outcome
 from eventproc.store import Burial, ClaimPolicy, Completion, Failure, Lease, SqlStore
-from eventproc.store.schema import events
+from support.runs import run_with_head_taken_over
 
 POLICY = ClaimPolicy(lease_seconds=30, ordered=False, limit=100)
 
@@ -136,21 +134,12 @@ async def test_transaction_refuses_a_lost_lease(store: SqlStore) -> None:
 
 async def test_in_order_completion_waits_for_a_predecessor_taken_over(store: SqlStore) -> None:
     # A run [first, second] handled by worker A; while its results waited,
-    # worker B took first over (its claim committed, the revocation of A's
-    # run not yet). A's late write-back must not mark second done ahead of
-    # first's new handling.
-    aggregate = uuid.uuid4()
-    first, second = (NewEvent("t", {"n": n}, aggregate_id=aggregate) for n in (1, 2))
-    await store.event_insert_many([first, second])
-    run = await store.event_claim_many(
-        "A:1", ClaimPolicy(lease_seconds=30, ordered=True, limit=5, follow=True)
-    )
-    assert [e.payload["n"] for e in run] == [1, 2]
-    async with store.begin() as conn:
-        await conn.execute(update(events).where(events.c.id == first.id).values(locked_by="B:1"))
+    # worker B took first over. A's late write-back must not mark second done
+    # ahead of first's new handling.
+    run = await run_with_head_taken_over(store)
     late = [Completion(Lease.of(event)) for event in run]
     assert await store.event_complete_many(late, in_order=True) == 0
-    second_now = await store.event_get(second.id)
+    second_now = await store.event_get(run[1].id)
     assert second_now is not None and not second_now.processed
     # Without the ordering rule (ORDERING=none) the same write-back lands.
     assert await store.event_complete_many(late) == 1

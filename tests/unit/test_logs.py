@@ -48,17 +48,22 @@ def test_json_time_is_utc_rfc3339_with_microseconds() -> None:
         assert stamp.endswith("+00:00") and len(stamp) == len("2026-11-30T07:09:22.000000+00:00")
 
 
-@pytest.fixture
-def batched() -> Iterator[tuple[logging.Logger, LoopBatchedHandler, io.StringIO]]:
+def logger_writing_with(formatter: logging.Formatter) -> Iterator[Batched]:
+    """A fresh INFO logger whose only handler is a LoopBatchedHandler into a string."""
     stream = io.StringIO()
     handler = LoopBatchedHandler(stream)
-    handler.setFormatter(logging.Formatter("%(levelname)s %(message)s"))
+    handler.setFormatter(formatter)
     logger = logging.getLogger(f"eventproc.test.{uuid.uuid4().hex}")
     logger.propagate = False
     logger.setLevel(logging.INFO)
     logger.addHandler(handler)
     yield logger, handler, stream
     logger.removeHandler(handler)
+
+
+@pytest.fixture
+def batched() -> Iterator[Batched]:
+    yield from logger_writing_with(logging.Formatter("%(levelname)s %(message)s"))
 
 
 async def test_lines_of_one_loop_turn_are_written_together_and_in_order(batched: Batched) -> None:
@@ -122,16 +127,8 @@ EVENT_FIELDS = {
 
 
 @pytest.fixture
-def json_logger() -> Iterator[tuple[logging.Logger, LoopBatchedHandler, io.StringIO]]:
-    stream = io.StringIO()
-    handler = LoopBatchedHandler(stream)
-    handler.setFormatter(JsonFormatter())
-    logger = logging.getLogger(f"eventproc.test.{uuid.uuid4().hex}")
-    logger.propagate = False
-    logger.setLevel(logging.INFO)
-    logger.addHandler(handler)
-    yield logger, handler, stream
-    logger.removeHandler(handler)
+def json_logger() -> Iterator[Batched]:
+    yield from logger_writing_with(JsonFormatter())
 
 
 def test_the_direct_event_line_is_what_the_formatter_makes_of_the_record() -> None:
