@@ -118,7 +118,7 @@ def test_a_loop_closed_before_its_write_does_not_hold_back_later_lines(batched: 
 
 # -- the per-event line, without a LogRecord ------------------------------------
 
-EVENT_FIELDS = {
+EVENT_FIELDS: dict[str, Any] = {
     "event_id": str(uuid.UUID(int=7)),
     "event_type": 'odd "type" \\ é\n',
     "attempt": 3,
@@ -166,7 +166,12 @@ def test_an_event_line_goes_through_filters_and_other_handlers(
     logger, handler, stream = json_logger
     monkeypatch.setattr(logger, "handlers", [handler])
     seen: list[logging.LogRecord] = []
-    handler.addFilter(lambda record: seen.append(record) or True)
+
+    def remember(record: logging.LogRecord) -> bool:
+        seen.append(record)
+        return True
+
+    handler.addFilter(remember)
     line = EventLine(logger, "Event processed", action="succeeded")
     line(**EVENT_FIELDS)
     handler.flush()
