@@ -12,7 +12,6 @@ import signal
 import time
 from collections.abc import Iterator
 from datetime import UTC, datetime
-from typing import Any
 
 import uvicorn
 
@@ -207,50 +206,3 @@ class _QuietServer(uvicorn.Server):
 
     def install_signal_handlers(self) -> None:  # older uvicorn
         return None
-
-
-def health_payload(
-    runtime: Runtime, stats: StoreStats | None, blocked: list[dict[str, object]] | None = None
-) -> dict[str, Any]:
-    """The seed's /health JSON exactly, plus eventproc's extra keys."""
-    settings = runtime.settings
-    processor = runtime.processor
-    now = datetime.now(UTC)
-    reachable = stats is not None
-    oldest_age = None
-    if stats is not None and stats.oldest_pending_at is not None:
-        oldest_age = round(
-            max((stats.database_now - stats.oldest_pending_at).total_seconds(), 0), 3
-        )
-    return {
-        "status": "healthy" if reachable else "degraded",
-        "service": "event-processor",
-        "timestamp": now.isoformat().replace("+00:00", "Z"),
-        "uptime": int(runtime.uptime_seconds),
-        "stats": runtime.stats.as_seed_json(),
-        "config": {
-            "pollIntervalMs": settings.poll_interval_ms,
-            "batchSize": settings.batch_size,
-            "maxRetries": settings.max_retries,
-            "pollingEnabled": settings.enable_polling,
-        },
-        "registry": {
-            "totalHandlers": len(runtime.registry),
-            "eventTypes": runtime.registry.event_types,
-        },
-        "database": {
-            "reachable": reachable,
-            "backend": runtime.backend,
-            "error": None if reachable else processor.last_error,
-        },
-        "backlog": stats.backlog if stats else None,
-        "due": stats.due if stats else None,
-        "oldestPendingAgeSeconds": oldest_age,
-        "deadLetters": stats.dead_letters if stats else None,
-        "inFlight": processor.in_flight,
-        "blockedAggregates": blocked or [],
-        "skippedCount": runtime.stats.skipped_count,
-        "workerId": runtime.worker_id,
-        "version": __version__,
-        "processorRunning": processor.running,
-    }
