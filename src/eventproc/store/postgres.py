@@ -48,7 +48,6 @@ logger = logging.getLogger(__name__)
 
 CHANNEL = "eventproc_events"
 LISTENER_CHECK_SECONDS = 15.0
-MIGRATION_LOCK_KEY = 0x6576656E7470726F  # "eventpro": one migration at a time
 HOT_CONNECTIONS = 4  # claim and completion connections kept open (see PostgresStore._driver)
 
 _INSERT_MANY = text(
@@ -392,19 +391,15 @@ class PostgresStore(SqlStore):
 
     @translated
     async def migrate(self, hooks: Sequence[SchemaHook] = ()) -> None:
-        """Upgrade to Alembic head, then run the packs' schema hooks.
+        """Upgrade to Alembic head, run the packs' schema hooks, build indexes concurrently.
 
-        Concurrent starters (a rolling deploy) wait on an advisory lock.
+        Publishers keep inserting throughout: see store/migrations/online.py for
+        the locks each step takes and what concurrent starters wait on.
         """
-        from eventproc.store.migrations import upgrade
+        from eventproc.store.migrations.online import upgrade_online
 
-        async with self.begin() as conn:
-            await conn.execute(
-                text("SELECT pg_advisory_xact_lock(:key)"), {"key": MIGRATION_LOCK_KEY}
-            )
-            await conn.run_sync(upgrade)
-            for hook in hooks:
-                await hook(conn)
+        holder = f"{self.worker_name}:{uuid.uuid4().hex[:8]}"
+        await upgrade_online(self.engine, hooks, holder=holder)
 
     # -- wake-ups ----------------------------------------------------------------
 

@@ -2,6 +2,11 @@
 
 Every statement is idempotent (IF NOT EXISTS), so a database that already has
 the seed's ``events`` table with rows is upgraded in place and keeps them.
+Each statement is quick on a table of any size: the new columns have constant
+defaults or none (metadata-only since PostgreSQL 11), and the indexes are not
+built here but concurrently after the revisions (``indexes.py``, revision
+"0001"), so the ACCESS EXCLUSIVE lock the ALTERs take is held for
+milliseconds (and waited for only ``lock_timeout``: see ``online.py``).
 
 Revision ID: 0001
 Revises:
@@ -40,19 +45,6 @@ STATEMENTS = [
     "ALTER TABLE events ADD COLUMN IF NOT EXISTS processed_at TIMESTAMPTZ",
     "ALTER TABLE events ADD COLUMN IF NOT EXISTS outcome TEXT",
     """
-    CREATE INDEX IF NOT EXISTS events_pending_idx
-        ON events (priority DESC, created_at, id) WHERE NOT processed
-    """,
-    """
-    CREATE INDEX IF NOT EXISTS events_aggregate_pending_idx
-        ON events (aggregate_id, created_at, id)
-        WHERE NOT processed AND aggregate_id IS NOT NULL
-    """,
-    """
-    CREATE INDEX IF NOT EXISTS events_type_created_idx
-        ON events (event_type, created_at)
-    """,
-    """
     CREATE TABLE IF NOT EXISTS event_dead_letters (
         id UUID PRIMARY KEY,
         event_id UUID NOT NULL,
@@ -68,14 +60,6 @@ STATEMENTS = [
     "ALTER TABLE event_dead_letters ADD COLUMN IF NOT EXISTS error_detail TEXT",
     "ALTER TABLE event_dead_letters ADD COLUMN IF NOT EXISTS handler TEXT",
     "ALTER TABLE event_dead_letters ADD COLUMN IF NOT EXISTS replayed_at TIMESTAMPTZ",
-    """
-    CREATE INDEX IF NOT EXISTS event_dead_letters_event_id_idx
-        ON event_dead_letters (event_id)
-    """,
-    """
-    CREATE INDEX IF NOT EXISTS event_dead_letters_created_at_idx
-        ON event_dead_letters (created_at)
-    """,
 ]
 
 

@@ -21,6 +21,12 @@ down_revision = "0002"
 branch_labels = None
 depends_on = None
 
+# SET (fillfactor) takes SHARE UPDATE EXCLUSIVE, which INSERT, UPDATE and
+# SELECT ... FOR UPDATE do not conflict with: waiting for it (behind an
+# autovacuum of a freshly loaded table, say) blocks no publisher and no
+# claim, so this revision may wait longer than the default (online.py).
+LOCK_TIMEOUT_MS = 5000
+
 
 def upgrade() -> None:
     op.execute("ALTER TABLE events SET (fillfactor = 50)")
