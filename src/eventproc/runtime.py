@@ -9,15 +9,16 @@ import asyncio
 import contextlib
 import logging
 import signal
+import socket
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from datetime import UTC, datetime
 
 import uvicorn
 
 from eventproc import __version__
 from eventproc.config import AggregateFailure, Ordering, Settings
-from eventproc.errors import StoreError, StoreUnavailable
+from eventproc.errors import EventprocError, StoreError, StoreUnavailable
 from eventproc.metrics import Metrics
 from eventproc.processor import Processor, default_worker_id
 from eventproc.registry import Registry, load_registry
@@ -27,6 +28,11 @@ from eventproc.store import SqlStore, StoreStats, open_store
 logger = logging.getLogger("eventproc.runtime")
 
 STATS_TIMEOUT_SECONDS = 2.0
+STARTING = "starting: creating or upgrading the schema"
+
+
+class ListenError(EventprocError):
+    """The HTTP address cannot be bound: in use, not permitted, or not this machine's."""
 
 
 class Runtime:
@@ -55,6 +61,13 @@ class Runtime:
         self.started_monotonic = time.monotonic()
         self.started_at = datetime.now(UTC)
         self._server: uvicorn.Server | None = None
+        # Start-up, as /health reports it until the processor runs.
+        self.prepared = False  # the schema is up to date (prepare() succeeded)
+        self.startup_error: str | None = None  # why the last prepare() try failed
+        self.http_port: int | None = None  # the port bound (PORT=0 picks a free one)
+        self.http_url: str | None = None  # set once HTTP accepts connections
+        self.listening = asyncio.Event()  # ditto
+        self._starting: asyncio.Task[None] | None = None
 
     @property
     def backend(self) -> str:
@@ -65,20 +78,35 @@ class Runtime:
         return time.monotonic() - self.started_monotonic
 
     async def prepare(self, *, attempts: int | None = None) -> None:
-        """Create or upgrade the schema, waiting for the database if it is not up yet."""
+        """Create or upgrade the schema, waiting for the database if it is not up yet.
+
+        Each failed try is logged with its error and kept in ``startup_error``
+        for /health; ``attempts`` bounds the tries (None: until it works).
+        """
         delay = 0.5
         tries = 0
         while True:
             tries += 1
             try:
                 await self.store.migrate(self.registry.schema_hooks)
-                return
             except StoreUnavailable as exc:
+                self.startup_error = str(exc)
                 if attempts is not None and tries >= attempts:
                     raise
-                logger.error("Database unreachable at start, retrying in %.1fs: %s", delay, exc)
+                logger.error(
+                    "Database unreachable at start (%s); retrying in %.1fs",
+                    exc,
+                    delay,
+                    extra={"action": "db_down"},
+                )
                 await asyncio.sleep(delay)
                 delay = min(delay * 2, 15.0)
+            except StoreError as exc:
+                self.startup_error = str(exc)
+                raise
+            else:
+                self.prepared, self.startup_error = True, None
+                return
 
     async def blocked_aggregates(self, limit: int = 10) -> list[dict[str, object]]:
         """Aggregates held back by a failing event (empty when ORDERING=none)."""
@@ -107,6 +135,9 @@ class Runtime:
 
     async def store_stats(self) -> StoreStats | None:
         """Backlog figures for /health and /metrics; None when the database is away."""
+        if not self.prepared:  # start-up: not ready, whatever the database says
+            self.processor.last_error = self.startup_error or STARTING
+            return None
         try:
             async with asyncio.timeout(STATS_TIMEOUT_SECONDS):
                 stats = await self.store.stats_snapshot()
@@ -123,7 +154,18 @@ class Runtime:
         return stats
 
     async def serve(self, *, http: bool = True) -> None:
-        """Run until SIGTERM/SIGINT (or :meth:`shutdown`)."""
+        """Run until SIGTERM/SIGINT (or :meth:`shutdown`).
+
+        HTTP comes up first, so that a platform's start-up probe gets an
+        answer and /health can say why nothing is processed yet (a database
+        that does not answer); then the schema is prepared, retried until the
+        database answers, and only then does the processor start.
+        """
+        try:
+            sock = self._bind() if http else None
+        except ListenError:
+            await self.store.close()
+            raise
         logger.info(
             "eventproc %s starting: %s database at %s, worker %s, %d handlers",
             __version__,
@@ -133,46 +175,67 @@ class Runtime:
             len(self.registry),
             extra={"action": "starting", "worker": self.worker_id},
         )
-        await self.prepare()
         with self._signals():
-            tasks = [asyncio.create_task(self.processor.run(), name="eventproc-processor")]
-            if http:
-                tasks.append(asyncio.create_task(self._serve_http(), name="eventproc-http"))
+            self._starting = asyncio.create_task(
+                self._process(http=sock is not None), name="eventproc-processor"
+            )
+            tasks = [self._starting]
+            if sock is not None:
+                tasks.append(asyncio.create_task(self._serve_http(sock), name="eventproc-http"))
             try:
                 done, _ = await asyncio.wait(tasks, return_when=asyncio.FIRST_COMPLETED)
                 for task in done:
-                    task.result()  # a crash in either half surfaces here
+                    if not task.cancelled():
+                        task.result()  # a crash in either half surfaces here
             finally:
                 self.shutdown()
                 await asyncio.gather(*tasks, return_exceptions=True)
                 await self.store.close()
         logger.info("eventproc stopped", extra={"action": "stopped"})
 
+    async def _process(self, *, http: bool) -> None:
+        if http:
+            await self.listening.wait()  # answer probes before the first migration try
+        await self.prepare()
+        await self.processor.run()
+
     def shutdown(self) -> None:
         self.processor.stop()
+        if self._starting is not None and not self.prepared:
+            self._starting.cancel()  # still waiting for the database: nothing to finish
         if self._server is not None:
             self._server.should_exit = True
 
-    async def _serve_http(self) -> None:
+    def _bind(self) -> socket.socket:
+        """Bind before anything runs: a taken port is then one clear error line."""
+        host, port = self.settings.host, self.settings.port
+        sock = socket.socket(socket.AF_INET6 if ":" in host else socket.AF_INET)
+        try:
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+            sock.bind((host, port))
+        except OSError as exc:
+            sock.close()
+            reason = exc.strerror or str(exc) or type(exc).__name__
+            raise ListenError(
+                f"cannot listen on {host}:{port}: {reason[:1].lower()}{reason[1:]}"
+            ) from None
+        self.http_port = int(sock.getsockname()[1])
+        return sock
+
+    async def _serve_http(self, sock: socket.socket) -> None:
         from eventproc.http import create_app
 
-        config = uvicorn.Config(
-            create_app(self),
-            host=self.settings.host,
-            port=self.settings.port,
-            log_config=None,
-            access_log=False,
-            lifespan="off",
-        )
-        self._server = _QuietServer(config)
-        logger.info(
-            "HTTP on http://%s:%d (health: /health)", self.settings.host, self.settings.port
-        )
-        await self._server.serve()
-        if not self._server.started:
-            raise RuntimeError(f"could not listen on {self.settings.host}:{self.settings.port}")
+        config = uvicorn.Config(create_app(self), log_config=None, access_log=False, lifespan="off")
+        self._server = _QuietServer(config, on_started=self._on_listening)
+        await self._server.serve(sockets=[sock])
         # The HTTP server stopping (not by a signal) stops the processor too.
-        self.processor.stop()
+        self.shutdown()
+
+    def _on_listening(self) -> None:
+        host = self.settings.host
+        self.http_url = f"http://{f'[{host}]' if ':' in host else host}:{self.http_port}"
+        logger.info("HTTP on %s (health: /health)", self.http_url, extra={"action": "listening"})
+        self.listening.set()
 
     @contextlib.contextmanager
     def _signals(self) -> Iterator[None]:
@@ -198,7 +261,17 @@ class Runtime:
 
 
 class _QuietServer(uvicorn.Server):
-    """uvicorn without its own signal handling: the runtime owns the signals."""
+    """uvicorn without its own signal handling (the runtime owns the signals),
+    telling the runtime when it accepts connections."""
+
+    def __init__(self, config: uvicorn.Config, *, on_started: Callable[[], None]) -> None:
+        super().__init__(config)
+        self._on_started = on_started
+
+    async def startup(self, sockets: list[socket.socket] | None = None) -> None:
+        await super().startup(sockets=sockets)
+        if self.started:
+            self._on_started()
 
     @contextlib.contextmanager
     def capture_signals(self) -> Iterator[None]:

@@ -2,11 +2,10 @@
 
 import asyncio
 import contextlib
-import inspect
 import json
 import logging
 import uuid
-from collections.abc import AsyncIterator, Callable, Mapping, Sequence
+from collections.abc import AsyncIterator, Callable, Sequence
 from datetime import datetime, timedelta
 from typing import Any, final
 
@@ -28,11 +27,11 @@ from sqlalchemy import (
     tuple_,
 )
 from sqlalchemy.dialects import postgresql
-from sqlalchemy.engine import URL, make_url
 from sqlalchemy.ext.asyncio import AsyncConnection, create_async_engine
 
-from eventproc.errors import StoreUnavailable
+from eventproc.errors import ConfigError, StoreUnavailable
 from eventproc.event import Event, NewEvent
+from eventproc.store.pg_url import ConnectionKind, PgUrl, UrlError
 from eventproc.store.protocol import Capabilities, ClaimPolicy, Completion, Lease, SchemaHook
 from eventproc.store.schema import EVENT_COLUMNS, events
 from eventproc.store.sqlstore import (
@@ -189,20 +188,6 @@ _CLAIM_SQL = {
 _COMPLETE_SQL = _complete_sql("$1", "$2", "$3", "$4", "$5")
 
 
-def asyncpg_url(url: str) -> URL:
-    """Accept the plain ``postgresql://`` URL users have; drive it with asyncpg.
-
-    libpq's ``sslmode`` becomes asyncpg's ``ssl`` so that copied Supabase or
-    Cloud SQL connection strings work unchanged.
-    """
-    parsed = make_url(url.replace("postgres://", "postgresql://", 1))
-    parsed = parsed.set(drivername="postgresql+asyncpg")
-    query = dict(parsed.query)
-    if "sslmode" in query:
-        query["ssl"] = query.pop("sslmode")
-    return parsed.set(query=query)
-
-
 @final
 class PostgresStore(SqlStore):
     def __init__(
@@ -213,28 +198,27 @@ class PostgresStore(SqlStore):
         pool_size: int = 10,
         async_commit: bool = True,
     ):
-        self.url = asyncpg_url(url)
-        # asyncpg.connect() reads libpq's sslmode itself; the listener uses the
-        # URL as the user gave it (the engine's has sslmode turned into ssl).
-        self._listen_dsn = make_url(url.replace("postgres://", "postgresql://", 1)).set(
-            drivername="postgresql"
-        )
+        try:
+            self.target = PgUrl.parse(url)
+        except UrlError as exc:
+            raise ConfigError(f"DATABASE_URL: {exc}") from None
+        # The claim's best plan depends on its LIMIT and on how much of the
+        # table is pending; a cached generic plan (chosen from stale
+        # statistics, e.g. with autovacuum off) was measured to cut a drain
+        # from ~16,000 to ~1,600 events/s. Planning each time costs ~0.1 ms.
+        planning = {"plan_cache_mode": "force_custom_plan"}
         engine = create_async_engine(
-            self.url,
+            "postgresql+asyncpg://",  # everything else comes from the parsed URL
             pool_size=pool_size,
             max_overflow=pool_size * 2,
             pool_recycle=1800,
-            # The claim's best plan depends on its LIMIT and on how much of the
-            # table is pending; a cached generic plan (chosen from stale
-            # statistics, e.g. with autovacuum off) was measured to cut a drain
-            # from ~16,000 to ~1,600 events/s. Planning each time costs ~0.1 ms.
-            connect_args={"server_settings": {"plan_cache_mode": "force_custom_plan"}},
+            connect_args=self.target.engine_args(planning),
         )
         super().__init__(engine, worker_name=worker_name)
-        self._hot_connect_args: dict[str, Any] = {
-            **_asyncpg_connect_args(engine.dialect.create_connect_args(self.url)[1]),
-            "server_settings": {
-                "plan_cache_mode": "force_custom_plan",
+        self._hot_connect_args = self.target.driver_args(
+            ConnectionKind.HOT,
+            {
+                **planning,
                 # Claims and plain successes do not wait for the WAL flush: a
                 # database crash may forget the last fraction of a second of
                 # them, and those events run again, as after a worker crash
@@ -243,12 +227,12 @@ class PostgresStore(SqlStore):
                 # also makes every earlier asynchronous commit durable.
                 "synchronous_commit": "off" if async_commit else "on",
             },
-            "timeout": 10,
-        }
+        )
+        self._listen_connect_args = self.target.driver_args(ConnectionKind.LISTEN)
         self._hot_idle: list[asyncpg.Connection] = []
         self._closed = False
         self.capabilities = Capabilities(listen=True, skip_locked=True, cross_process_wakeups=True)
-        self.url_for_display = self.url.render_as_string(hide_password=True)
+        self.url_for_display = self.target.display
 
     # -- dialect hooks -------------------------------------------------------
 
@@ -411,12 +395,11 @@ class PostgresStore(SqlStore):
         reconnect wakes the processor because notifications may have been
         missed meanwhile.
         """
-        dsn = self._listen_dsn.render_as_string(hide_password=False)
         delay = 0.5
         while True:
             connection = None
             try:
-                connection = await asyncpg.connect(dsn, timeout=10)
+                connection = await asyncpg.connect(**self._listen_connect_args)
                 closed = asyncio.Event()
                 connection.add_termination_listener(lambda _conn, ev=closed: ev.set())
                 await connection.add_listener(CHANNEL, lambda *_: on_wake())
@@ -457,22 +440,6 @@ def _completion_arrays(
         [completion.lease.token for completion in ordered],
         [completion.outcome.value for completion in ordered],
     )
-
-
-_ASYNCPG_CONNECT_PARAMETERS = frozenset(inspect.signature(asyncpg.connect).parameters)
-
-
-def _asyncpg_connect_args(sqlalchemy_args: Mapping[str, Any]) -> dict[str, Any]:
-    """What SQLAlchemy would pass to asyncpg.connect, minus its own options.
-
-    The URL may carry SQLAlchemy-only settings (PgBouncer users set
-    ``prepared_statement_cache_size=0``); that one maps to asyncpg's
-    statement cache, the rest are dropped.
-    """
-    args = {k: v for k, v in sqlalchemy_args.items() if k in _ASYNCPG_CONNECT_PARAMETERS}
-    if "prepared_statement_cache_size" in sqlalchemy_args:
-        args["statement_cache_size"] = int(sqlalchemy_args["prepared_statement_cache_size"])
-    return args
 
 
 def _discard(connection: asyncpg.Connection | None) -> None:
