@@ -92,6 +92,8 @@ class Settings(BaseSettings):
     api_token: str | None = None
     allow_unauthenticated: bool = False
     log_format: LogFormat = LogFormat.AUTO
+    # Largest request body the HTTP API reads: a bigger one is refused (413) as it arrives.
+    max_body_bytes: int = Field(65_536, ge=1024, le=67_108_864)
 
     @field_validator("handlers")
     @classmethod
