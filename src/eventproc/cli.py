@@ -4,6 +4,7 @@ flags override them by passing values into the same Settings constructor."""
 import asyncio
 import json
 import sys
+import uuid
 from typing import Annotated, Any
 
 import typer
@@ -126,28 +127,32 @@ def publish(
     event_type: Annotated[str, typer.Argument(help="e.g. user.verified")],
     payload: Annotated[str, typer.Option(help="The payload, a JSON object.")] = "{}",
     aggregate_id: Annotated[str | None, typer.Option(help="UUID of the aggregate.")] = None,
-    aggregate_type: Annotated[str | None, typer.Option()] = None,
-    priority: Annotated[int, typer.Option(help="Higher runs first.")] = 0,
+    aggregate_type: Annotated[str | None, typer.Option(help="At most 50 characters.")] = None,
+    priority: Annotated[int, typer.Option(help="Higher runs first (-32768..32767).")] = 0,
     database_url: DatabaseOption = None,
 ) -> None:
-    """Publish one event (prints its id)."""
-    import uuid
+    """Publish one event (prints its id).
 
+    A type that the registry named by HANDLERS has no handler for is
+    published anyway, with a warning: a processor will mark it skipped.
+    """
     settings = _settings(database_url=database_url)
     try:
-        body = json.loads(payload)
-        aggregate = uuid.UUID(aggregate_id) if aggregate_id else None
         event = NewEvent(
             event_type,
-            body,
-            aggregate_id=aggregate,
-            aggregate_type=aggregate_type,
-            priority=priority,
+            _json_object("--payload", payload),
+            aggregate_id=_uuid_or_none("--aggregate-id", aggregate_id),
+            aggregate_type=_bounded("--aggregate-type", aggregate_type, 50),
+            priority=_smallint("--priority", priority),
             created_by="eventproc-cli",
         )
-    except (ValueError, TypeError) as exc:
+    except _BadInput as exc:
         _error(exc)
         raise typer.Exit(2) from None
+    except ValueError as exc:  # what NewEvent itself refuses (the type's length)
+        _error(f"TYPE: {exc}")
+        raise typer.Exit(2) from None
+    warning = _unhandled_warning(event_type, settings.handlers)
 
     async def go() -> None:
         from eventproc.store import open_store
@@ -161,10 +166,80 @@ def publish(
         print(event.id)
 
     _run(go())
+    if warning:
+        typer.echo(f"warning: {warning}", err=True)
+
+
+class _BadInput(Exception):
+    """A command-line value that cannot be used; the message names its flag."""
+
+
+def _json_object(flag: str, text: str) -> dict[str, Any]:
+    try:
+        value = json.loads(text)
+    except json.JSONDecodeError as exc:
+        raise _BadInput(
+            f"{flag}: not valid JSON (line {exc.lineno} column {exc.colno}: {exc.msg})"
+        ) from None
+    except RecursionError:
+        raise _BadInput(f"{flag}: not valid JSON (nested too deeply)") from None
+    if not isinstance(value, dict):
+        raise _BadInput(f"{flag}: must be a JSON object, not {_json_kind(value)}")
+    return value
+
+
+def _json_kind(value: object) -> str:
+    if isinstance(value, list):
+        return "an array"
+    if isinstance(value, str):
+        return "a string"
+    if isinstance(value, bool):
+        return "a boolean"
+    if value is None:
+        return "null"
+    return "a number"
+
+
+def _uuid_or_none(flag: str, text: str | None) -> uuid.UUID | None:
+    if text is None or text == "":
+        return None
+    try:
+        return uuid.UUID(text)
+    except ValueError:
+        raise _BadInput(f"{flag}: not a UUID: {text!r}") from None
+
+
+def _bounded(flag: str, text: str | None, most: int) -> str | None:
+    if text is not None and len(text) > most:
+        raise _BadInput(f"{flag}: at most {most} characters, got {len(text)}")
+    return text
+
+
+def _smallint(flag: str, value: int) -> int:
+    if not -32768 <= value <= 32767:
+        raise _BadInput(f"{flag}: must be between -32768 and 32767, got {value}")
+    return value
+
+
+def _unhandled_warning(event_type: str, spec: str) -> str | None:
+    """Why nothing will handle ``event_type``, or None when the registry has a handler."""
+    from eventproc.registry import load_registry
+
+    try:
+        registry = load_registry(spec)
+    except EventprocError as exc:
+        return f"could not check {event_type!r} against HANDLERS={spec}: {exc}"
+    if event_type in registry:
+        return None
+    return (
+        f"no handler for {event_type!r} in HANDLERS={spec} ({len(registry)} types "
+        "registered); published anyway: a processor will mark it skipped "
+        "(replay it once a handler exists)"
+    )
 
 
 @app.command()
-def demo(
+def demo(  # metavar="" on the flags: help shows "--once", not "--once <bool>"
     events: Annotated[
         int | None,
         typer.Option(help="Events to publish (default: 500 with --once, else endless)."),
@@ -174,41 +249,101 @@ def demo(
         typer.Option(help="Events per second (default: 50 live; all at once with --once)."),
     ] = None,
     once: Annotated[
-        bool, typer.Option("--once", help="Publish, drain, print a summary table, exit.")
+        bool,
+        typer.Option("--once", help="Publish, drain, print a summary table, exit.", metavar=""),
     ] = False,
-    database_url: DatabaseOption = None,
-    port: Annotated[int | None, typer.Option(help="HTTP port (default: $PORT, 8080).")] = None,
+    database_url: Annotated[
+        str | None,
+        typer.Option(
+            "--database-url",
+            help="Run on this database instead of ./eventproc-demo.db "
+            "(DATABASE_URL is not read by the demo).",
+            show_default=False,
+        ),
+    ] = None,
+    force: Annotated[
+        bool,
+        typer.Option(
+            "--force",
+            help="Write into a --database-url that holds events the demo did not publish.",
+            metavar="",
+        ),
+    ] = False,
+    port: Annotated[
+        int | None,
+        typer.Option(help="HTTP port (default: $PORT, else 8080; a free one if taken)."),
+    ] = None,
 ) -> None:
     """Try it: sample Yachtparty data and traffic on a fresh embedded database.
 
-    Uses ./eventproc-demo.db (recreated) unless DATABASE_URL is set, loads
-    users, experts, conversations, workflows and intro opportunities, then
-    publishes all 11 event types with a share of bad ones (unknown type,
-    invalid payload, missing user) so that retries and dead letters show.
-    Retries are quick in the demo (MAX_RETRIES=3, 100 ms backoff base).
+    Uses ./eventproc-demo.db (recreated at every run) unless --database-url
+    is given; it never reads DATABASE_URL, and it refuses a --database-url
+    holding events it did not publish unless --force. Loads users, experts,
+    conversations, workflows and intro opportunities, then publishes all 11
+    event types with a share of bad ones (unknown type, invalid payload,
+    missing user) so that retries and dead letters show. Retries are quick
+    in the demo (MAX_RETRIES=3, 100 ms backoff base). Serves HTTP on PORT
+    (8080 by default, or a free port if that one is taken; the URL is printed).
     """
     import os
 
-    from eventproc.demo import DEMO_LOG_LEVEL, DEMO_OVERRIDES, demo_database_url, run_demo
+    from eventproc.demo import (
+        DEMO_LOG_LEVEL,
+        DEMO_OVERRIDES,
+        demo_database_url,
+        pick_port,
+        reset_demo_database,
+    )
 
     quiet = {} if os.environ.get("LOG_LEVEL") else {"log_level": DEMO_LOG_LEVEL}
-    settings = _settings(database_url=database_url, port=port, handlers="yachtparty:registry")
-    settings = _settings(
-        database_url=demo_database_url(settings),
-        port=port,
-        handlers="yachtparty:registry",
-        **DEMO_OVERRIDES,
-        **quiet,
-    )
-    code = 1
+    url = database_url or demo_database_url()
+    overrides = {**DEMO_OVERRIDES, **quiet}
+    settings = _settings(database_url=url, port=port, handlers="yachtparty:registry", **overrides)
+    output = Console(width=None if sys.stdout.isatty() else 120)
     try:
-        output = Console(width=None if sys.stdout.isatty() else 120)
-        code = asyncio.run(run_demo(settings, events=events, rate=rate, once=once, console=output))
-    except EventprocError as exc:
+        if not once:
+            settings.check_bind()
+            settings = _demo_port(settings, pick_port(settings.host, settings.port), output)
+        if database_url is None:
+            reset_demo_database()
+        code = asyncio.run(
+            _demo(settings, events, rate, once, database_url is not None, force, output)
+        )
+    except ConfigError as exc:
         _error(exc)
+        code = 2
+    except EventprocError as exc:
+        from eventproc.demo import DemoRefused
+
+        _error(exc)
+        code = 2 if isinstance(exc, DemoRefused) else 1
     except KeyboardInterrupt:
         code = 130
     raise typer.Exit(code)
+
+
+def _demo_port(settings: Settings, port: int, output: Console) -> Settings:
+    if port != settings.port:
+        output.print(f"Port {settings.port} is taken: using {port} instead.", markup=False)
+    return settings.model_copy(update={"port": port})
+
+
+async def _demo(
+    settings: Settings,
+    events: int | None,
+    rate: float | None,
+    once: bool,
+    check: bool,
+    force: bool,
+    output: Console,
+) -> int:
+    from eventproc.demo import run_demo
+    from eventproc.runtime import Runtime
+
+    runtime = Runtime(settings)
+    return await run_demo(
+        runtime, events=events, rate=rate, once=once, check=check, force=force, console=output
+    )
 
 
 def main() -> None:

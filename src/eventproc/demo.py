@@ -3,29 +3,43 @@
 Loads the pack's sample world, publishes a stream of all 11 event types
 (with a share of bad ones, so retries, dead letters and skips show up) and
 reports what became of every event, from the database itself.
+
+The demo writes sample users and processes every pending event it finds, so
+it runs on a file of its own unless it is given ``--database-url``, and it
+refuses a given database that holds events it did not publish (``--force``
+overrides). It never reads DATABASE_URL.
 """
 
 import asyncio
 import contextlib
+import dataclasses
+import logging
+import socket
+import sys
 import time
 import uuid
 from collections import Counter
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
+from datetime import datetime
 from pathlib import Path
 
 from rich.console import Console
 from rich.live import Live
 from rich.table import Table
 
-from eventproc.config import Settings
+from eventproc.errors import EventprocError
 from eventproc.event import NewEvent
 from eventproc.runtime import Runtime
-from eventproc.store import EventFilter
+from eventproc.store import EventFilter, StoreStats, open_store
+from eventproc.store.census import PENDING, Publisher, outcomes, publishers
 
 DEMO_DATABASE = "eventproc-demo.db"
+# Every event the demo publishes carries this; the ownership check reads it back.
+DEMO_CREATED_BY = "eventproc-demo"
 DRAIN_TIMEOUT_SECONDS = 180.0
 PUBLISH_TICK_SECONDS = 0.1
+STATUS_EVERY_SECONDS = 5.0  # a plain status line this often when stdout is not a terminal
 QUERY_CHUNK = 500
 # Quick retries so that failures reach the dead-letter table within seconds.
 DEMO_OVERRIDES = {
@@ -38,14 +52,96 @@ DEMO_OVERRIDES = {
 DEMO_LOG_LEVEL = "warning"
 
 
-def demo_database_url(settings: Settings) -> str:
-    """DATABASE_URL when set; else a fresh SQLite file in the working directory."""
-    if settings.database_url:
-        return settings.database_url
+class DemoRefused(EventprocError):
+    """The database named for the demo holds other publishers' events (exit 2)."""
+
+
+def demo_database_url() -> str:
+    """The demo's own SQLite file in the working directory."""
+    return f"sqlite:///{Path(DEMO_DATABASE).resolve()}"
+
+
+def reset_demo_database() -> None:
+    """Delete the demo's own file (and its WAL), so that every run starts empty."""
     path = Path(DEMO_DATABASE).resolve()
     for suffix in ("", "-wal", "-shm"):
         Path(f"{path}{suffix}").unlink(missing_ok=True)
-    return f"sqlite:///{path}"
+
+
+def pick_port(host: str, wanted: int) -> int:
+    """``wanted`` when it is free on ``host``, else one the system picks.
+
+    Probed the way uvicorn binds (SO_REUSEADDR), then closed: another
+    process could take it in between, in which case start-up fails with the
+    port named.
+    """
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    for port in (wanted, 0):
+        with socket.socket(family, socket.SOCK_STREAM) as probe:
+            probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+            try:
+                probe.bind((host, port))
+            except OSError as exc:
+                if port == 0:
+                    raise DemoRefused(f"cannot listen on {host}: {exc.strerror or exc}") from None
+                continue
+            return int(probe.getsockname()[1])
+    raise AssertionError("unreachable")
+
+
+def follow_up_creator() -> str:
+    """``created_by`` of the events the pack's handlers publish while handling the demo's."""
+    from yachtparty.effects import CREATED_BY
+
+    return CREATED_BY
+
+
+def foreign_publishers(found: Sequence[Publisher], follow_ups: str) -> list[Publisher]:
+    """The publishers in ``found`` other than the demo.
+
+    Follow-up events the handlers published count as the demo's when the
+    demo's own events are older than all of them (a previous demo run on the
+    same database).
+    """
+    ours = [item for item in found if item.created_by == DEMO_CREATED_BY]
+    first_ours = ours[0].first_created_at if ours else None
+    foreign = []
+    for item in found:
+        if item.created_by == DEMO_CREATED_BY:
+            continue
+        if (
+            item.created_by == follow_ups
+            and first_ours is not None
+            and item.first_created_at is not None
+            and item.first_created_at >= first_ours
+        ):
+            continue
+        foreign.append(item)
+    return foreign
+
+
+async def check_database_is_ours(runtime: Runtime, *, force: bool, console: Console) -> None:
+    """Refuse (DemoRefused) a database holding events the demo did not publish.
+
+    Runs before anything is written, migrations included: a seed database
+    is looked at, not adopted.
+    """
+    foreign = foreign_publishers(await publishers(runtime.store), follow_up_creator())
+    if not foreign:
+        return
+    count = sum(item.count for item in foreign)
+    names = ", ".join(f"{item.created_by!r}: {item.count}" for item in foreign[:5])
+    more = ", ..." if len(foreign) > 5 else ""
+    problem = (
+        f"{runtime.store.url_for_display} holds {count} event{'s' if count != 1 else ''} "
+        f"the demo did not publish (created_by {names}{more})"
+    )
+    if not force:
+        raise DemoRefused(
+            f"{problem}; the demo would add sample users and process its pending events. "
+            "Run it on its own file (no --database-url), or pass --force"
+        )
+    console.print(f"warning: {problem}; --force given: writing into it", markup=False)
 
 
 @dataclass
@@ -58,33 +154,50 @@ class Tally:
 
     @property
     def pending(self) -> int:
-        return sum(counts.get("pending", 0) for counts in self.outcomes.values())
+        return sum(counts.get(PENDING, 0) for counts in self.outcomes.values())
 
 
 async def run_demo(
-    settings: Settings, *, events: int | None, rate: float | None, once: bool, console: Console
+    runtime: Runtime,
+    *,
+    events: int | None,
+    rate: float | None,
+    once: bool,
+    check: bool,
+    force: bool,
+    console: Console,
 ) -> int:
+    """Load the sample world, then ``--once`` (drain and report) or live until Ctrl+C.
+
+    ``check``: the database was named on the command line, so look before
+    writing (the demo's own file is recreated instead).
+    """
     from yachtparty.sample import load_sample_data
 
-    runtime = Runtime(settings)
-    await runtime.prepare()
-    async with runtime.store.engine.begin() as connection:
-        world = await load_sample_data(connection, users=40)
+    try:
+        if check:
+            await check_database_is_ours(runtime, force=force, console=console)
+        await runtime.prepare()
+        async with runtime.store.engine.begin() as connection:
+            world = await load_sample_data(connection, users=40)
+        since = await runtime.store.ping()
+    except BaseException:
+        await runtime.store.close()
+        raise
     console.print(
         f"Demo database: {runtime.store.url_for_display} ({runtime.backend}), "
-        f"{len(world.users)} users loaded, {len(runtime.registry)} handlers."
+        f"{len(world.users)} users loaded, {len(runtime.registry)} handlers.",
+        markup=False,
     )
     if once:
         return await _run_once(runtime, world, events or 500, rate, console)
-    return await _run_live(runtime, world, events, rate or 50.0, console)
+    return await _run_live(runtime, world, events, rate or 50.0, console, since)
 
 
 async def _run_once(
     runtime: Runtime, world: object, count: int, rate: float | None, console: Console
 ) -> int:
-    from yachtparty.sample import traffic
-
-    published = traffic(world, count)  # type: ignore[arg-type]
+    published = _traffic(world, count, seed=11)
     processing = asyncio.create_task(runtime.processor.run())
     try:
         await _publish(runtime, published, rate)
@@ -113,57 +226,168 @@ async def _run_once(
 
 
 async def _run_live(
-    runtime: Runtime, world: object, limit: int | None, rate: float, console: Console
+    runtime: Runtime,
+    world: object,
+    limit: int | None,
+    rate: float,
+    console: Console,
+    since: datetime,
 ) -> int:
+    """Serve HTTP and process while publishing; on Ctrl+C print the database's totals."""
     settings = runtime.settings
+    base = f"http://{_url_host(settings.host)}:{settings.port}"
     console.print(
-        f"Health: http://{settings.host}:{settings.port}/health   "
-        f"Metrics: http://{settings.host}:{settings.port}/metrics   "
-        "Ctrl+C stops the demo."
+        f"Health: {base}/health   Metrics: {base}/metrics   Ctrl+C stops the demo.",
+        markup=False,
+        highlight=False,
     )
     serving = asyncio.create_task(runtime.serve(http=True))
     sent = Counter[str]()
     publisher = asyncio.create_task(_stream(runtime, world, limit, rate, sent))
-    with Live(_live_table(runtime, 0, None), console=console, refresh_per_second=2) as live:
-        while not serving.done():
-            await asyncio.wait({serving}, timeout=1.0)
-            stats = await runtime.store_stats() if not serving.done() else None
-            live.update(_live_table(runtime, sent["events"], stats))
-    publisher.cancel()
-    with contextlib.suppress(asyncio.CancelledError):
-        await publisher
+    try:
+        if console.is_terminal:
+            await _watch_live(runtime, serving, publisher, sent, console)
+        else:
+            await _watch_plain(runtime, serving, publisher, sent, console)
+    finally:
+        runtime.shutdown()
+        await asyncio.wait({serving})
+        crashed = _stop_publisher(publisher, serving)
+        await _await_quietly(publisher)
     serving.result()
+    if crashed is not None:
+        raise crashed
+    console.print(await _final_table(settings.effective_database_url, since))
     return 0
+
+
+def _stop_publisher(
+    publisher: asyncio.Task[None], serving: asyncio.Task[None]
+) -> BaseException | None:
+    """Cancel the publisher; its own error, if it stopped the demo (not the shutdown)."""
+    if not publisher.done():
+        publisher.cancel()
+        return None
+    if publisher.cancelled() or serving.exception() is not None:
+        return None
+    return publisher.exception()
+
+
+async def _await_quietly(task: asyncio.Task[None]) -> None:
+    with contextlib.suppress(asyncio.CancelledError, EventprocError):
+        await task
+
+
+async def _watch_live(
+    runtime: Runtime,
+    serving: asyncio.Task[None],
+    publisher: asyncio.Task[None],
+    sent: Counter[str],
+    console: Console,
+) -> None:
+    """A table redrawn in place, with log lines printed above it instead of through it."""
+    stats = await runtime.store_stats()
+    table = _live_table(runtime, sent["events"], stats)
+    # Entered in order: by the time sys.stderr is read it is Live's proxy, which
+    # prints each log line above the table.
+    live = Live(table, console=console, refresh_per_second=4, redirect_stderr=True)
+    with live, _logs_written_to(sys.stderr):
+        while await _still_running(serving, publisher, runtime):
+            stats = await runtime.store_stats() or stats
+            live.update(_live_table(runtime, sent["events"], stats))
+
+
+async def _watch_plain(
+    runtime: Runtime,
+    serving: asyncio.Task[None],
+    publisher: asyncio.Task[None],
+    sent: Counter[str],
+    console: Console,
+) -> None:
+    """One plain status line every few seconds (a log file or a pipe: nothing redrawn)."""
+    stats: StoreStats | None = None
+    last = time.monotonic()
+    while await _still_running(serving, publisher, runtime):
+        if time.monotonic() - last < STATUS_EVERY_SECONDS:
+            continue
+        last = time.monotonic()
+        stats = await runtime.store_stats() or stats
+        console.print(_status_line(runtime, sent["events"], stats), markup=False, highlight=False)
+
+
+async def _still_running(
+    serving: asyncio.Task[None], publisher: asyncio.Task[None], runtime: Runtime
+) -> bool:
+    """Wait up to a second; False once the runtime stopped or the publisher failed."""
+    await asyncio.wait({serving}, timeout=1.0)
+    if publisher.done() and not publisher.cancelled() and publisher.exception() is not None:
+        runtime.shutdown()
+        return False
+    return not serving.done()
+
+
+@contextlib.contextmanager
+def _logs_written_to(stream: object) -> Iterator[None]:
+    """Point eventproc's log handler at ``stream`` for a while (then back)."""
+    handlers = [
+        handler
+        for handler in logging.getLogger().handlers
+        if getattr(handler, "_eventproc", False) and isinstance(handler, logging.StreamHandler)
+    ]
+    previous = [handler.setStream(stream) for handler in handlers]
+    try:
+        yield
+    finally:
+        for handler, old in zip(handlers, previous, strict=True):
+            handler.flush()
+            if old is not None:
+                handler.setStream(old)
+
+
+def _url_host(host: str) -> str:
+    return f"[{host}]" if ":" in host else host
+
+
+def _traffic(world: object, count: int, *, seed: int) -> list[NewEvent]:
+    """Sample traffic, every event marked as the demo's (``created_by``)."""
+    from yachtparty.sample import traffic
+
+    return [
+        dataclasses.replace(event, created_by=DEMO_CREATED_BY)
+        for event in traffic(world, count, seed=seed)  # type: ignore[arg-type]
+    ]
 
 
 async def _stream(
     runtime: Runtime, world: object, limit: int | None, rate: float, sent: Counter[str]
 ) -> None:
     """Publish sample traffic at ``rate`` per second, ``limit`` events or forever."""
-    from yachtparty.sample import traffic
-
     seed = 11
     while limit is None or sent["events"] < limit:
         size = 500 if limit is None else min(500, limit - sent["events"])
-        chunk = traffic(world, size, seed=seed)  # type: ignore[arg-type]
+        chunk = _traffic(world, size, seed=seed)
         seed += 1
-        await _publish(runtime, chunk, rate)
-        sent["events"] += len(chunk)
+        await _publish(runtime, chunk, rate, sent)
 
 
-async def _publish(runtime: Runtime, events: Sequence[NewEvent], rate: float | None) -> None:
-    """All at once, or ``rate`` events per second in small ticks."""
-    if not rate:
-        for start in range(0, len(events), QUERY_CHUNK):
-            await runtime.store.event_insert_many(events[start : start + QUERY_CHUNK])
-        return
-    per_tick = max(int(rate * PUBLISH_TICK_SECONDS), 1)
+async def _publish(
+    runtime: Runtime,
+    events: Sequence[NewEvent],
+    rate: float | None,
+    sent: Counter[str] | None = None,
+) -> None:
+    """All at once, or ``rate`` events per second in small ticks; counted in ``sent``."""
+    step = QUERY_CHUNK if not rate else max(int(rate * PUBLISH_TICK_SECONDS), 1)
     started = time.monotonic()
-    for index, start in enumerate(range(0, len(events), per_tick)):
-        await runtime.store.event_insert_many(events[start : start + per_tick])
-        delay = started + (index + 1) * per_tick / rate - time.monotonic()
-        if delay > 0:
-            await asyncio.sleep(delay)
+    for index, start in enumerate(range(0, len(events), step)):
+        batch = events[start : start + step]
+        await runtime.store.event_insert_many(batch)
+        if sent is not None:
+            sent["events"] += len(batch)
+        if rate:
+            delay = started + (index + 1) * step / rate - time.monotonic()
+            if delay > 0:
+                await asyncio.sleep(delay)
 
 
 async def _drain(runtime: Runtime, published: Sequence[NewEvent]) -> Tally:
@@ -191,9 +415,9 @@ async def _tally(runtime: Runtime, published: Sequence[NewEvent]) -> Tally:
             kind = str((event.metadata or {}).get("sample", OK))
             tally.published[kind] += 1
             row = rows.get(event.id)
-            outcome = row.outcome if row is not None and row.processed else "pending"
-            tally.outcomes.setdefault(kind, Counter())[outcome or "pending"] += 1
-            if outcome != "pending" and outcome != expected_outcome(event).value:
+            outcome = (row.outcome or "processed") if row is not None and row.processed else None
+            tally.outcomes.setdefault(kind, Counter())[outcome or PENDING] += 1
+            if outcome is not None and outcome != expected_outcome(event).value:
                 tally.mismatched.append(event.id)
     return tally
 
@@ -213,38 +437,57 @@ def _summary_table(tally: Tally) -> Table:
         table.add_row(
             kind,
             str(tally.published[kind]),
-            str(counts.get("succeeded", 0)),
-            str(counts.get("skipped", 0)),
-            str(counts.get("dead_lettered", 0)),
-            str(counts.get("pending", 0)),
+            *_outcome_cells(counts),
             EXPECTED_OUTCOMES[kind].value,
         )
-    table.add_row(
-        "total",
-        str(totals["published"]),
-        str(totals["succeeded"]),
-        str(totals["skipped"]),
-        str(totals["dead_lettered"]),
-        str(totals["pending"]),
-        "",
-        style="bold",
-    )
+    table.add_row("total", str(totals["published"]), *_outcome_cells(totals), "", style="bold")
     return table
 
 
-def _live_table(runtime: Runtime, published: int, stats: object) -> Table:
-    table = Table(title="eventproc demo (Ctrl+C to stop)")
-    for column in ("published", "handled", "succeeded", "failed (retried)", "dead-lettered"):
+def _outcome_cells(counts: Counter[str]) -> list[str]:
+    return [str(counts[name]) for name in ("succeeded", "skipped", "dead_lettered", PENDING)]
+
+
+async def _final_table(url: str, since: datetime) -> Table:
+    """This run's events as the database has them (the runtime's own store is closed)."""
+    store = open_store(url)
+    try:
+        ours = await outcomes(store, created_by=DEMO_CREATED_BY, since=since)
+        follow_ups = await outcomes(store, created_by=follow_up_creator(), since=since)
+        dead_letters = (await store.stats_snapshot()).dead_letters
+    finally:
+        await store.close()
+    table = Table(title="eventproc demo: this run's events (read from the database)")
+    table.add_column("published by")
+    for column in ("events", "succeeded", "skipped", "dead-lettered", "pending", "retried"):
         table.add_column(column, justify="right")
-    table.add_column("backlog", justify="right")
-    s = runtime.stats
-    backlog = getattr(stats, "backlog", None)
-    table.add_row(
-        str(published),
-        str(s.total_processed),
-        str(s.success_count),
-        str(s.error_count),
-        str(s.dead_letter_count),
-        "?" if backlog is None else str(backlog),
-    )
+    for label, counts in (("the demo", ours), ("the handlers (follow-ups)", follow_ups)):
+        table.add_row(label, str(counts.total), *_outcome_cells(counts.counts), str(counts.retried))
+    table.caption = f"open dead letters in the database: {dead_letters}"
     return table
+
+
+def _live_figures(runtime: Runtime, published: int, stats: StoreStats | None) -> dict[str, str]:
+    s = runtime.stats
+    return {
+        "published": str(published),
+        "handled": str(s.total_processed),
+        "succeeded": str(s.success_count),
+        "failed (retried)": str(s.error_count),
+        "dead-lettered": str(s.dead_letter_count),
+        "backlog": "unreachable" if stats is None else str(stats.backlog),
+    }
+
+
+def _live_table(runtime: Runtime, published: int, stats: StoreStats | None) -> Table:
+    figures = _live_figures(runtime, published, stats)
+    table = Table(title="eventproc demo (Ctrl+C to stop)")
+    for column in figures:
+        table.add_column(column, justify="right")
+    table.add_row(*figures.values())
+    return table
+
+
+def _status_line(runtime: Runtime, published: int, stats: StoreStats | None) -> str:
+    figures = _live_figures(runtime, published, stats)
+    return "demo: " + ", ".join(f"{name} {value}" for name, value in figures.items())
