@@ -291,7 +291,7 @@ def demo(  # metavar="" on the flags: help shows "--once", not "--once <bool>"
         DEMO_LOG_LEVEL,
         DEMO_OVERRIDES,
         demo_database_url,
-        pick_port,
+        port_to_ask,
         reset_demo_database,
     )
 
@@ -303,7 +303,7 @@ def demo(  # metavar="" on the flags: help shows "--once", not "--once <bool>"
     try:
         if not once:
             settings.check_bind()
-            settings = _demo_port(settings, pick_port(settings.host, settings.port), output)
+            settings = _demo_port(settings, port_to_ask(settings.host, settings.port), output)
         if database_url is None:
             reset_demo_database()
         code = asyncio.run(
@@ -324,7 +324,7 @@ def demo(  # metavar="" on the flags: help shows "--once", not "--once <bool>"
 
 def _demo_port(settings: Settings, port: int, output: Console) -> Settings:
     if port != settings.port:
-        output.print(f"Port {settings.port} is taken: using {port} instead.", markup=False)
+        output.print(f"Port {settings.port} is taken: listening on a free one.", markup=False)
     return settings.model_copy(update={"port": port})
 
 

@@ -13,6 +13,7 @@ overrides). It never reads DATABASE_URL.
 import asyncio
 import contextlib
 import dataclasses
+import errno
 import logging
 import socket
 import sys
@@ -68,25 +69,22 @@ def reset_demo_database() -> None:
         Path(f"{path}{suffix}").unlink(missing_ok=True)
 
 
-def pick_port(host: str, wanted: int) -> int:
-    """``wanted`` when it is free on ``host``, else one the system picks.
+def port_to_ask(host: str, wanted: int) -> int:
+    """``wanted`` unless another process listens on it; then 0 (the runtime binds a free one).
 
-    Probed the way uvicorn binds (SO_REUSEADDR), then closed: another
-    process could take it in between, in which case start-up fails with the
-    port named.
+    Probed the way the runtime binds (SO_REUSEADDR). Any other bind problem
+    (an address not on this machine) is left for the runtime to report.
     """
+    if wanted == 0:
+        return 0
     family = socket.AF_INET6 if ":" in host else socket.AF_INET
-    for port in (wanted, 0):
-        with socket.socket(family, socket.SOCK_STREAM) as probe:
-            probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-            try:
-                probe.bind((host, port))
-            except OSError as exc:
-                if port == 0:
-                    raise DemoRefused(f"cannot listen on {host}: {exc.strerror or exc}") from None
-                continue
-            return int(probe.getsockname()[1])
-    raise AssertionError("unreachable")
+    with socket.socket(family, socket.SOCK_STREAM) as probe:
+        probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        try:
+            probe.bind((host, wanted))
+        except OSError as exc:
+            return 0 if exc.errno == errno.EADDRINUSE else wanted
+    return wanted
 
 
 def follow_up_creator() -> str:
@@ -234,14 +232,19 @@ async def _run_live(
     since: datetime,
 ) -> int:
     """Serve HTTP and process while publishing; on Ctrl+C print the database's totals."""
-    settings = runtime.settings
-    base = f"http://{_url_host(settings.host)}:{settings.port}"
+    serving = asyncio.create_task(runtime.serve(http=True))
+    listening = asyncio.create_task(runtime.listening.wait())
+    await asyncio.wait({serving, listening}, return_when=asyncio.FIRST_COMPLETED)
+    if not runtime.listening.is_set():  # could not listen: the runtime says why
+        listening.cancel()
+        serving.result()
+        return 1
     console.print(
-        f"Health: {base}/health   Metrics: {base}/metrics   Ctrl+C stops the demo.",
+        f"Health: {runtime.http_url}/health   Metrics: {runtime.http_url}/metrics   "
+        "Ctrl+C stops the demo.",
         markup=False,
         highlight=False,
     )
-    serving = asyncio.create_task(runtime.serve(http=True))
     sent = Counter[str]()
     publisher = asyncio.create_task(_stream(runtime, world, limit, rate, sent))
     try:
@@ -257,7 +260,7 @@ async def _run_live(
     serving.result()
     if crashed is not None:
         raise crashed
-    console.print(await _final_table(settings.effective_database_url, since))
+    console.print(await _final_table(runtime.settings.effective_database_url, since))
     return 0
 
 
@@ -342,10 +345,6 @@ def _logs_written_to(stream: object) -> Iterator[None]:
             handler.flush()
             if old is not None:
                 handler.setStream(old)
-
-
-def _url_host(host: str) -> str:
-    return f"[{host}]" if ":" in host else host
 
 
 def _traffic(world: object, count: int, *, seed: int) -> list[NewEvent]:
