@@ -7,6 +7,7 @@ from eventproc.config import Settings
 from eventproc.http import create_app
 from eventproc.runtime import Runtime
 from support.registries import make_registry
+from support.served import serving
 
 
 @pytest.fixture
@@ -19,7 +20,13 @@ async def runtime(store_url: str) -> AsyncIterator[Runtime]:
 
 
 @pytest.fixture
-async def client(runtime: Runtime) -> AsyncIterator[httpx.AsyncClient]:
-    transport = httpx.ASGITransport(app=create_app(runtime))
-    async with httpx.AsyncClient(transport=transport, base_url="http://test") as client:
+async def base_url(runtime: Runtime) -> AsyncIterator[str]:
+    """The runtime's HTTP app served by uvicorn on a free loopback port."""
+    async with serving(create_app(runtime)) as url:
+        yield url
+
+
+@pytest.fixture
+async def client(base_url: str) -> AsyncIterator[httpx.AsyncClient]:
+    async with httpx.AsyncClient(base_url=base_url, timeout=10) as client:
         yield client

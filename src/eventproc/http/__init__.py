@@ -1,42 +1,57 @@
-"""The HTTP surface: health, manual triggers, metrics. Built per runtime."""
+"""The HTTP surface: health, manual triggers, metrics, docs. Built per runtime.
 
-from typing import TYPE_CHECKING
+Shared pieces for new routers (the admin API among them): the error model and
+``error_responses`` (:mod:`eventproc.http.errors`), the bearer-token dependency
+(:mod:`eventproc.http.auth`), JSON bodies read within limits
+(:mod:`eventproc.http.bodies`). Every answer that is not a success is JSON
+``{"error": ...}``; request bodies are capped at ``MAX_BODY_BYTES``.
+"""
 
-from fastapi import FastAPI, Request
-from fastapi.exceptions import RequestValidationError
-from fastapi.responses import JSONResponse
-from starlette.exceptions import HTTPException as StarletteHTTPException
+import copy
+from typing import TYPE_CHECKING, Any
+
+from fastapi import FastAPI
 
 from eventproc import __version__
-from eventproc.http import health, metrics_route, triggers
+from eventproc.http import docs, health, metrics_route, triggers
+from eventproc.http.auth import without_auth
+from eventproc.http.errors import COMMON_RESPONSES, install_error_handlers
+from eventproc.http.middleware import BodyLimit, CatchAll
 
 if TYPE_CHECKING:
     from eventproc.runtime import Runtime
 
 
+class EventprocAPI(FastAPI):
+    """FastAPI whose OpenAPI document follows the runtime's API_TOKEN (see eventproc.http.auth)."""
+
+    _tokenless_openapi: dict[str, Any] | None = None
+
+    def openapi(self) -> dict[str, Any]:
+        document = super().openapi()
+        if self.state.runtime.settings.api_token:
+            return document
+        if self._tokenless_openapi is None:
+            self._tokenless_openapi = without_auth(copy.deepcopy(document))
+        return self._tokenless_openapi
+
+
 def create_app(runtime: "Runtime") -> FastAPI:
-    app = FastAPI(
+    app = EventprocAPI(
         title="eventproc",
         version=__version__,
         description="Event processor: health, manual triggers and metrics.",
-        docs_url="/docs",
+        docs_url=None,
         redoc_url=None,
+        responses=COMMON_RESPONSES,
     )
     app.state.runtime = runtime
     app.include_router(health.router)
     app.include_router(triggers.router)
     app.include_router(metrics_route.router)
-
-    @app.exception_handler(StarletteHTTPException)
-    async def http_error(request: Request, exc: StarletteHTTPException) -> JSONResponse:
-        message = "Not found" if exc.status_code == 404 else str(exc.detail)
-        body = {"error": message}
-        if exc.status_code == 404:
-            body["path"] = request.url.path
-        return JSONResponse(body, status_code=exc.status_code, headers=exc.headers)
-
-    @app.exception_handler(RequestValidationError)
-    async def invalid_request(request: Request, exc: RequestValidationError) -> JSONResponse:
-        return JSONResponse({"error": "Invalid request", "detail": exc.errors()}, status_code=422)
-
+    docs.install_docs(app)
+    install_error_handlers(app)
+    # Added last = outermost: CatchAll also covers BodyLimit.
+    app.add_middleware(BodyLimit, max_bytes=runtime.settings.max_body_bytes)
+    app.add_middleware(CatchAll)
     return app

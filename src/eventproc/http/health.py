@@ -1,13 +1,19 @@
-"""GET /health (the seed's JSON plus extras) and GET /health/ready."""
+"""GET /health (the seed's JSON plus extras), GET /health/ready, and HEAD for both.
+
+The response models document the keys; they are open, so a key added to
+:func:`health_payload` is served at once, and documenting it is one field
+line in :class:`Health`.
+"""
 
 from datetime import UTC, datetime
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Literal
 
-from fastapi import APIRouter, Request
+from fastapi import APIRouter, Request, Response
 from fastapi.responses import JSONResponse
 
 from eventproc import __version__
 from eventproc.http.deps import get_runtime
+from eventproc.http.schemas import OpenModel
 from eventproc.store import StoreStats
 
 if TYPE_CHECKING:
@@ -16,7 +22,76 @@ if TYPE_CHECKING:
 router = APIRouter(tags=["health"])
 
 
-@router.get("/health")
+class SeedStats(OpenModel):
+    totalProcessed: int
+    successCount: int
+    errorCount: int
+    deadLetterCount: int
+    lastProcessedAt: str | None
+
+
+class SeedConfig(OpenModel):
+    pollIntervalMs: int
+    batchSize: int
+    maxRetries: int
+    pollingEnabled: bool
+
+
+class RegistryInfo(OpenModel):
+    totalHandlers: int
+    eventTypes: list[str]
+
+
+class DatabaseInfo(OpenModel):
+    reachable: bool
+    backend: str
+    error: str | None
+
+
+class BlockedAggregate(OpenModel):
+    aggregateId: str
+    aggregateType: str | None
+    blockedBy: str
+    eventType: str
+    reason: str
+    waiting: int
+    retryAt: str | None
+
+
+class Health(OpenModel):
+    """The seed's keys first (``status`` to ``registry``), then eventproc's."""
+
+    status: Literal["healthy", "degraded"]
+    service: str
+    timestamp: str
+    uptime: int
+    stats: SeedStats
+    config: SeedConfig
+    registry: RegistryInfo
+    database: DatabaseInfo
+    backlog: int | None
+    due: int | None
+    oldestPendingAgeSeconds: float | None
+    deadLetters: int | None
+    inFlight: int
+    blockedAggregates: list[BlockedAggregate]
+    skippedCount: int
+    workerId: str
+    version: str
+    processorRunning: bool
+
+
+class Ready(OpenModel):
+    ready: Literal[True]
+    backlog: int
+
+
+class NotReady(OpenModel):
+    ready: Literal[False]
+    error: str
+
+
+@router.get("/health", response_model=Health)
 async def health(request: Request) -> dict[str, Any]:
     """Always 200 while the process serves; ``status`` says whether the database answers."""
     runtime = get_runtime(request)
@@ -25,8 +100,18 @@ async def health(request: Request) -> dict[str, Any]:
     return health_payload(runtime, stats, blocked)
 
 
-@router.get("/health/ready", responses={503: {"description": "database unreachable"}})
-async def ready(request: Request) -> JSONResponse:
+@router.head("/health", response_class=Response, responses={200: {"description": "Serving"}})
+async def health_head() -> Response:
+    """For uptime checkers: 200 with no body while the process serves (no database query)."""
+    return Response(status_code=200)
+
+
+@router.get(
+    "/health/ready",
+    response_model=Ready,
+    responses={503: {"model": NotReady, "description": "Database unreachable"}},
+)
+async def ready(request: Request) -> Any:
     """503 when the database cannot be reached, for load balancers and Kubernetes."""
     runtime = get_runtime(request)
     stats = await runtime.store_stats()
@@ -35,7 +120,21 @@ async def ready(request: Request) -> JSONResponse:
             {"ready": False, "error": runtime.processor.last_error or "database unreachable"},
             status_code=503,
         )
-    return JSONResponse({"ready": True, "backlog": stats.backlog})
+    return {"ready": True, "backlog": stats.backlog}
+
+
+@router.head(
+    "/health/ready",
+    response_class=Response,
+    responses={
+        200: {"description": "Ready"},
+        503: {"description": "Database unreachable"},
+    },
+)
+async def ready_head(request: Request) -> Response:
+    """GET /health/ready's status with no body."""
+    stats = await get_runtime(request).store_stats()
+    return Response(status_code=200 if stats is not None else 503)
 
 
 def health_payload(

@@ -1,17 +1,33 @@
 """POST /process-event and POST /process-batch: the seed's manual triggers."""
 
-import json
 import uuid
-from typing import Any
+from typing import Any, Literal
 
 from fastapi import APIRouter, Depends, Request
-from fastapi.responses import JSONResponse
 
 from eventproc.errors import Conflict, NotFound, StoreUnavailable
-from eventproc.http.deps import get_runtime, require_token
+from eventproc.http.auth import AUTH_RESPONSES, require_token
+from eventproc.http.bodies import read_json
+from eventproc.http.deps import get_runtime
+from eventproc.http.errors import ApiError, error_responses
+from eventproc.http.schemas import OpenModel
 
-router = APIRouter(tags=["triggers"], dependencies=[Depends(require_token)])
+router = APIRouter(
+    tags=["triggers"],
+    dependencies=[Depends(require_token)],
+    responses={
+        **AUTH_RESPONSES,
+        **error_responses(
+            {
+                413: "Body larger than MAX_BODY_BYTES",
+                503: "Database unreachable",
+            }
+        ),
+    },
+)
 
+# The body is read by hand (not a pydantic parameter) to keep the seed's answers:
+# 400 when event_id is missing or empty, 422 when it is there but not a UUID.
 _PROCESS_EVENT_BODY: dict[str, Any] = {
     "requestBody": {
         "required": True,
@@ -28,62 +44,68 @@ _PROCESS_EVENT_BODY: dict[str, Any] = {
 }
 
 
-def _error(status: int, message: str) -> JSONResponse:
-    return JSONResponse({"error": message}, status_code=status)
+class EventAccepted(OpenModel):
+    success: Literal[True]
+    message: str
+    event_id: uuid.UUID
+
+
+class BatchAccepted(OpenModel):
+    success: Literal[True]
+    message: str
+    claimed: int
 
 
 @router.post(
     "/process-event",
     status_code=202,
+    response_model=EventAccepted,
     openapi_extra=_PROCESS_EVENT_BODY,
-    responses={
-        400: {"description": "no event_id, bad JSON, or already processed"},
-        404: {"description": "no such event"},
-        409: {"description": "leased by a worker, or waiting behind its aggregate"},
-        422: {"description": "event_id is not a UUID"},
-        503: {"description": "database unreachable"},
-    },
+    responses=error_responses(
+        {
+            400: "No event_id, malformed JSON, or the event is already processed",
+            404: "No such event",
+            409: "Leased by a worker, or waiting behind an earlier event of its aggregate",
+            422: "event_id is not a UUID",
+        }
+    ),
 )
-async def process_event(request: Request) -> JSONResponse:
+async def process_event(request: Request) -> EventAccepted:
     """Claim one event now and handle it in the background."""
-    try:
-        body = json.loads(await request.body() or b"{}")
-    except (ValueError, UnicodeDecodeError):
-        return _error(400, "Malformed JSON body")
-    raw = body.get("event_id") if isinstance(body, dict) else None
-    if raw is None or raw == "":
-        return _error(400, "event_id is required")
-    try:
-        event_id = uuid.UUID(str(raw)) if isinstance(raw, str) else None
-    except ValueError:
-        event_id = None
-    if event_id is None:
-        return _error(422, "event_id must be a UUID")
+    event_id = _event_id(await read_json(request, empty={}))
     runtime = get_runtime(request)
     try:
         await runtime.processor.process_event(event_id)
     except NotFound:
-        return _error(404, "Event not found")
+        raise ApiError(404, "Event not found") from None
     except Conflict as exc:
         status = 400 if str(exc) == "Event already processed" else 409
-        return _error(status, str(exc))
+        raise ApiError(status, str(exc)) from None
     except StoreUnavailable as exc:
-        return _error(503, f"Database unavailable: {exc}")
-    return JSONResponse(
-        {"success": True, "message": "Event processing started", "event_id": str(event_id)},
-        status_code=202,
-    )
+        raise ApiError(503, f"Database unavailable: {exc}") from None
+    return EventAccepted(success=True, message="Event processing started", event_id=event_id)
 
 
-@router.post("/process-batch", status_code=202)
-async def process_batch(request: Request) -> JSONResponse:
+def _event_id(body: Any) -> uuid.UUID:
+    raw = body.get("event_id") if isinstance(body, dict) else None
+    if raw is None or raw == "":
+        raise ApiError(400, "event_id is required")
+    try:
+        return uuid.UUID(raw) if isinstance(raw, str) else _not_a_uuid()
+    except ValueError:
+        return _not_a_uuid()
+
+
+def _not_a_uuid() -> uuid.UUID:
+    raise ApiError(422, "event_id must be a UUID")
+
+
+@router.post("/process-batch", status_code=202, response_model=BatchAccepted)
+async def process_batch(request: Request) -> BatchAccepted:
     """Claim one batch (up to BATCH_SIZE due events) now."""
     runtime = get_runtime(request)
     try:
         claimed = await runtime.processor.process_batch()
     except StoreUnavailable as exc:
-        return _error(503, f"Database unavailable: {exc}")
-    return JSONResponse(
-        {"success": True, "message": "Batch processing started", "claimed": claimed},
-        status_code=202,
-    )
+        raise ApiError(503, f"Database unavailable: {exc}") from None
+    return BatchAccepted(success=True, message="Batch processing started", claimed=claimed)
