@@ -13,31 +13,7 @@ from eventproc.processor import Processor
 from eventproc.store import open_store
 from eventproc.store.protocol import ClaimPolicy
 from eventproc.store.schema import metadata
-
-SEED_SCHEMA = """
-CREATE TABLE events (
-  id UUID PRIMARY KEY,
-  event_type VARCHAR(100) NOT NULL,
-  aggregate_id UUID,
-  aggregate_type VARCHAR(50),
-  payload JSONB NOT NULL,
-  metadata JSONB,
-  processed BOOLEAN DEFAULT FALSE,
-  version INTEGER DEFAULT 1,
-  created_at TIMESTAMPTZ DEFAULT now(),
-  created_by VARCHAR(100)
-);
-CREATE TABLE event_dead_letters (
-  id UUID PRIMARY KEY,
-  event_id UUID NOT NULL,
-  event_type VARCHAR(100) NOT NULL,
-  payload JSONB NOT NULL,
-  error_message TEXT NOT NULL,
-  retry_count INTEGER NOT NULL,
-  original_created_at TIMESTAMPTZ NOT NULL,
-  created_at TIMESTAMPTZ DEFAULT now()
-);
-"""
+from support.seed import SEED_SCHEMA
 
 
 async def test_migrated_schema_matches_schema_module(fresh_pg_url: str) -> None:

@@ -78,11 +78,13 @@ async def upgrade_online(
     started = time.monotonic()
     revisions: list[str] = []
     while True:
+        step_started = time.monotonic()
         revision = await in_retried_transaction(
             engine, lambda conn: _next_revision_step(conn, policy), policy, "revision"
         )
         if revision is None:
             break
+        logger.debug("Applied migration %s in %.3f s", revision, time.monotonic() - step_started)
         revisions.append(revision)
     if hooks:
         await in_retried_transaction(
