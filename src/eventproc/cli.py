@@ -24,6 +24,30 @@ app = typer.Typer(
 )
 console = Console(stderr=True)
 
+
+def _print_version(given: bool) -> None:
+    if given:
+        from eventproc import __version__
+
+        typer.echo(f"eventproc {__version__}")
+        raise typer.Exit(0)
+
+
+@app.callback()
+def _main(
+    version: Annotated[
+        bool,
+        typer.Option(
+            "--version",
+            help="Print the version and exit.",
+            callback=_print_version,
+            is_eager=True,
+        ),
+    ] = False,
+) -> None:
+    """Claim events from the events table, route them to handlers, retry, dead-letter."""
+
+
 DatabaseOption = Annotated[
     str | None,
     typer.Option(

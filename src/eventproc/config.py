@@ -7,17 +7,26 @@ them directly.
 
 import enum
 import ipaddress
+import re
 from pathlib import Path
-from typing import Any
+from typing import Any, Self
 
-from pydantic import AliasChoices, Field, ValidationError, field_validator
+from pydantic import AliasChoices, Field, ValidationError, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from eventproc.errors import ConfigError
 from eventproc.processor_config import ProcessorConfig
 from eventproc.retry import RetryPolicy
+from eventproc.store.pg_url import PgUrl, UrlError
 
 DEFAULT_SQLITE_PATH = "eventproc.db"
+# Settings whose value is never repeated in an error (it may hold a password).
+SECRET = frozenset({"database_url", "api_token"})
+_HOST_LABEL = re.compile(r"(?!-)[A-Za-z0-9_-]{1,63}(?<!-)")
+
+
+class Refused(ValueError):
+    """A value refused with a message that is already the whole line (no 'NAME=value:' prefix)."""
 
 
 class Ordering(enum.StrEnum):
@@ -57,7 +66,7 @@ class Settings(BaseSettings):
     )
 
     # Seed names, seed defaults.
-    port: int = Field(8080, ge=1, le=65535)
+    port: int = Field(8080, ge=0, le=65535)  # 0: any free port (logged once listening)
     poll_interval_ms: int = Field(10_000, ge=10, le=3_600_000)
     batch_size: int = Field(20, ge=1, le=10_000)
     max_retries: int = Field(5, ge=1, le=1000)
@@ -95,6 +104,30 @@ class Settings(BaseSettings):
     # Largest request body the HTTP API reads: a bigger one is refused (413) as it arrives.
     max_body_bytes: int = Field(65_536, ge=1024, le=67_108_864)
 
+    @field_validator("log_level", "log_format", "ordering", "aggregate_failure", mode="before")
+    @classmethod
+    def _any_case(cls, value: Any) -> Any:
+        """Node users write LOG_LEVEL=INFO as often as info: every enum setting takes any case."""
+        return value.strip().lower() if isinstance(value, str) else value
+
+    @field_validator("host")
+    @classmethod
+    def _check_host(cls, value: str) -> str:
+        if not _is_address_or_host_name(value):
+            raise Refused(f"HOST={value!r} is not an IP address or host name")
+        return value
+
+    @model_validator(mode="after")
+    def _check_retry_bounds(self) -> Self:
+        if self.retry_max_ms < self.retry_base_ms:
+            default = "" if "retry_max_ms" in self.model_fields_set else " (the default)"
+            raise Refused(
+                f"RETRY_MAX_MS={self.retry_max_ms}{default} is below "
+                f"RETRY_BASE_MS={self.retry_base_ms}: the longest backoff cannot be shorter "
+                "than the first; raise RETRY_MAX_MS or lower RETRY_BASE_MS"
+            )
+        return self
+
     @field_validator("handlers")
     @classmethod
     def _check_handlers(cls, value: str) -> str:
@@ -114,6 +147,11 @@ class Settings(BaseSettings):
         scheme = value.split(":", 1)[0].split("+", 1)[0]
         if scheme not in schemes:
             raise ValueError("must start with postgresql:// (or postgres://) or sqlite:///")
+        if scheme != "sqlite":
+            try:
+                PgUrl.parse(value)  # every parameter checked now, not at the first connect
+            except UrlError as exc:
+                raise Refused(f"DATABASE_URL: {exc}") from None
         return value
 
     @property
@@ -156,7 +194,7 @@ class Settings(BaseSettings):
             retry=RetryPolicy(
                 max_retries=self.max_retries,
                 base_ms=self.retry_base_ms,
-                max_ms=max(self.retry_max_ms, self.retry_base_ms),
+                max_ms=self.retry_max_ms,
             ),
         )
 
@@ -168,6 +206,16 @@ class Settings(BaseSettings):
             f"HOST={self.host} is not a loopback address and API_TOKEN is not set: "
             "set API_TOKEN (recommended) or ALLOW_UNAUTHENTICATED=true"
         )
+
+
+def _is_address_or_host_name(host: str) -> bool:
+    """An IPv4/IPv6 address, or a DNS name (labels of letters, digits, '-' and '_')."""
+    try:
+        ipaddress.ip_address(host)
+    except ValueError:
+        name = host[:-1] if host.endswith(".") else host
+        return 0 < len(name) <= 253 and all(_HOST_LABEL.fullmatch(p) for p in name.split("."))
+    return True
 
 
 def _is_loopback(host: str) -> bool:
@@ -197,9 +245,15 @@ def load_settings(**overrides: Any) -> Settings:
 
 
 def _describe(exc: ValidationError) -> str:
+    """One line for every problem, naming the variable; secrets are not repeated."""
     problems = []
     for error in exc.errors():
-        name = str(error["loc"][0]).upper() if error["loc"] else "settings"
-        given = error.get("input")
-        problems.append(f"{name}={given!r}: {error['msg']}")
+        cause = error.get("ctx", {}).get("error")
+        if isinstance(cause, Refused):
+            problems.append(str(cause))
+            continue
+        field = str(error["loc"][0]) if error["loc"] else "settings"
+        given = "<hidden>" if field in SECRET else repr(error.get("input"))
+        message = error["msg"].removeprefix("Value error, ")
+        problems.append(f"{field.upper()}={given}: {message}")
     return "Invalid configuration: " + "; ".join(problems)

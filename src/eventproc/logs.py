@@ -261,6 +261,10 @@ def configure(level: str = "info", fmt: str = "auto", *, production: bool = Fals
     logging.logMultiprocessing = False
     # uvicorn's access log would repeat every health probe; keep its errors.
     logging.getLogger("uvicorn.access").setLevel(logging.WARNING)
+    # Alembic announces each of its plugins and steps at INFO on every start
+    # (about nine lines); they are worth reading only when debugging.
+    debugging = root.level <= logging.DEBUG
+    logging.getLogger("alembic").setLevel(logging.NOTSET if debugging else logging.WARNING)
 
 
 def _level(name: str) -> int:

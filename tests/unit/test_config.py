@@ -78,3 +78,96 @@ def test_non_loopback_bind_needs_a_token() -> None:
     load_settings(host="0.0.0.0", api_token="t").check_bind()
     load_settings(host="0.0.0.0", allow_unauthenticated=True).check_bind()
     load_settings(host="::1").check_bind()
+
+
+# -- issue 11: values as the replaced service's users write them ------------------
+
+
+@pytest.mark.parametrize(
+    ("name", "value", "expected"),
+    [
+        ("LOG_LEVEL", "INFO", "info"),
+        ("LOG_LEVEL", "Warning", "warning"),
+        ("LOG_FORMAT", "JSON", "json"),
+        ("ORDERING", "NONE", "none"),
+        ("ORDERING", " Aggregate ", "aggregate"),
+        ("AGGREGATE_FAILURE", "PARK", "park"),
+        ("AGGREGATE_FAILURE", "Block", "block"),
+    ],
+)
+def test_enum_settings_take_any_case(
+    monkeypatch: pytest.MonkeyPatch, name: str, value: str, expected: str
+) -> None:
+    monkeypatch.setenv(name, value)
+    assert getattr(load_settings(), name.lower()) == expected
+
+
+def test_retry_max_below_base_is_refused_naming_both(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("RETRY_BASE_MS", "5000")
+    monkeypatch.setenv("RETRY_MAX_MS", "1000")
+    with pytest.raises(ConfigError) as caught:
+        load_settings()
+    message = str(caught.value)
+    assert "RETRY_MAX_MS=1000" in message and "RETRY_BASE_MS=5000" in message
+    assert "\n" not in message
+    # The default maximum counts too, and says it is the default.
+    monkeypatch.delenv("RETRY_MAX_MS")
+    with pytest.raises(ConfigError, match=r"RETRY_MAX_MS=300000 \(the default\)"):
+        load_settings(retry_base_ms=400_000)
+    assert (
+        load_settings(retry_base_ms=1000, retry_max_ms=1000).processor_config().retry.max_ms == 1000
+    )
+
+
+@pytest.mark.parametrize(
+    "host", ["127.0.0.1", "::1", "0.0.0.0", "::", "localhost", "api.internal.", "db_1"]
+)
+def test_host_accepts_addresses_and_names(host: str) -> None:
+    assert load_settings(host=host, allow_unauthenticated=True).host == host
+
+
+@pytest.mark.parametrize("host", ["not a host", "", "-bad.example", "a..b", "x" * 64, "http://h"])
+def test_host_that_is_not_an_address_says_so(host: str) -> None:
+    with pytest.raises(ConfigError) as caught:
+        load_settings(host=host)
+    assert f"HOST={host!r} is not an IP address or host name" in str(caught.value)
+    assert "loopback" not in str(caught.value)
+
+
+def test_port_zero_means_any_free_port() -> None:
+    assert load_settings(port=0).port == 0
+
+
+@pytest.mark.parametrize(
+    ("query", "named"),
+    [
+        ("foo=1", "unsupported parameter 'foo'"),
+        ("statement_cache_size=abc", "statement_cache_size='abc'"),
+        ("pgbouncer=perhaps", "pgbouncer='perhaps'"),
+    ],
+)
+def test_database_url_parameters_are_checked_at_start_up(
+    monkeypatch: pytest.MonkeyPatch, query: str, named: str
+) -> None:
+    monkeypatch.setenv("DATABASE_URL", f"postgresql://u:s3cret@db:5432/app?{query}")
+    with pytest.raises(ConfigError) as caught:
+        load_settings()
+    message = str(caught.value)
+    assert f"DATABASE_URL: {named}" in message
+    assert "s3cret" not in message and "\n" not in message
+
+
+def test_libpq_url_parameters_are_accepted() -> None:
+    url = (
+        "postgresql://u:p@db:5432/app?connect_timeout=10&application_name=x"
+        "&options=-c%20statement_timeout%3D5s&keepalives=1&sslmode=require"
+        "&target_session_attrs=read-write&pgbouncer=true&statement_cache_size=0"
+        "&prepared_statement_cache_size=0"
+    )
+    assert load_settings(database_url=url).database_url == url
+
+
+def test_secrets_are_not_repeated_in_errors() -> None:
+    with pytest.raises(ConfigError) as caught:
+        load_settings(database_url="mysql://u:s3cret@db/app")
+    assert "s3cret" not in str(caught.value) and "DATABASE_URL" in str(caught.value)
