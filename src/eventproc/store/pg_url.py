@@ -80,6 +80,7 @@ class PgUrl:
     ssl_system_roots: bool = False  # sslrootcert=system
     server_settings: tuple[tuple[str, str], ...] = ()  # from options=-c name=value
     application_name: str | None = None
+    fallback_application_name: str | None = None
     connect_timeout: float | None = DEFAULT_CONNECT_TIMEOUT  # None: wait indefinitely
     keepalives: Keepalives = Keepalives()
     target_session_attrs: str | None = None
@@ -110,10 +111,16 @@ class PgUrl:
         """Server settings for one connection: eventproc's ``own``, then the URL's.
 
         The URL's ``options`` come last: what a user sets explicitly wins.
+        ``application_name`` (or ``options=-c application_name=...``) names
+        the connections in pg_stat_activity; "eventproc" when neither is set.
         """
         merged = dict(own or {})
         merged.update(self.server_settings)
-        merged["application_name"] = self.application_name or DEFAULT_APPLICATION_NAME
+        if self.application_name is not None:
+            merged["application_name"] = self.application_name
+        merged.setdefault(
+            "application_name", self.fallback_application_name or DEFAULT_APPLICATION_NAME
+        )
         return merged
 
     def driver_args(
@@ -391,7 +398,7 @@ _PARAMETERS: dict[str, _Handler] = {
     "service": _set("service"),
     "connect_timeout": _set_timeout,
     "application_name": _set("application_name"),
-    "fallback_application_name": lambda v, n, value: v.setdefault("application_name", value),
+    "fallback_application_name": _set("fallback_application_name"),
     "options": _set_options,
     "keepalives": _set_keepalive("enabled"),
     "keepalives_idle": _set_keepalive("idle"),
