@@ -288,13 +288,18 @@ async def _watch_live(
     sent: Counter[str],
     console: Console,
 ) -> None:
-    """A table redrawn in place, with log lines printed above it instead of through it."""
+    """A table redrawn in place, with log lines printed above it instead of through it.
+
+    Only when the logs go to a terminal too: logs sent elsewhere (``2>file``)
+    stay there.
+    """
     stats = await runtime.store_stats()
     table = _live_table(runtime, sent["events"], stats)
+    redirect = sys.stderr.isatty()
+    live = Live(table, console=console, refresh_per_second=4, redirect_stderr=redirect)
     # Entered in order: by the time sys.stderr is read it is Live's proxy, which
     # prints each log line above the table.
-    live = Live(table, console=console, refresh_per_second=4, redirect_stderr=True)
-    with live, _logs_written_to(sys.stderr):
+    with live, _logs_written_to(sys.stderr) if redirect else contextlib.nullcontext():
         while await _still_running(serving, publisher, runtime):
             stats = await runtime.store_stats() or stats
             live.update(_live_table(runtime, sent["events"], stats))
