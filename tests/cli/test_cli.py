@@ -8,6 +8,7 @@ import re
 import signal
 import socket
 import sys
+import uuid
 from collections.abc import AsyncIterator
 from pathlib import Path
 
@@ -314,3 +315,63 @@ async def test_host_and_retry_bounds_are_refused_in_one_line(tmp_path: Path) -> 
     code, _, err = await eventproc("run", DATABASE_URL=database, RETRY_MAX_MS="100")
     assert code == 2 and len(err.strip().splitlines()) == 1
     assert "RETRY_MAX_MS=100" in err and "RETRY_BASE_MS=1000" in err
+
+
+# -- eventproc publish: errors name their flag; an unhandled type is published with a warning --
+
+
+async def test_publish_bad_aggregate_id_names_the_flag(tmp_path: Path) -> None:
+    database = tmp_path / "never.db"
+    code, out, err = await eventproc(
+        "publish", "test.ok", "--aggregate-id", "xyz", DATABASE_URL=f"sqlite:///{database}"
+    )
+    assert (code, out, err) == (2, "", "error: --aggregate-id: not a UUID: 'xyz'\n")
+    assert not database.exists()  # refused before anything was opened
+
+
+async def test_publish_bad_payload_names_the_flag_and_the_place(tmp_path: Path) -> None:
+    url = f"sqlite:///{tmp_path / 'never.db'}"
+    code, _, err = await eventproc("publish", "test.ok", "--payload", '{"a" 1}', DATABASE_URL=url)
+    assert code == 2
+    assert err == "error: --payload: not valid JSON (line 1 column 6: Expecting ':' delimiter)\n"
+    for given, kind in (("[1, 2]", "an array"), ('"text"', "a string"), ("3", "a number")):
+        code, _, err = await eventproc("publish", "test.ok", "--payload", given, DATABASE_URL=url)
+        assert (code, err) == (2, f"error: --payload: must be a JSON object, not {kind}\n")
+    code, _, err = await eventproc(
+        "publish", "test.ok", "--payload", "[" * 100_000, DATABASE_URL=url
+    )
+    assert code == 2 and err.startswith("error: --payload: not valid JSON") and err.count("\n") == 1
+    assert not (tmp_path / "never.db").exists()
+
+
+async def test_publish_out_of_range_values_name_their_flag(tmp_path: Path) -> None:
+    url = f"sqlite:///{tmp_path / 'never.db'}"
+    code, _, err = await eventproc("publish", "test.ok", "--priority", "40000", DATABASE_URL=url)
+    assert (code, err) == (2, "error: --priority: must be between -32768 and 32767, got 40000\n")
+    code, _, err = await eventproc(
+        "publish", "test.ok", "--aggregate-type", "x" * 51, DATABASE_URL=url
+    )
+    assert (code, err) == (2, "error: --aggregate-type: at most 50 characters, got 51\n")
+
+
+async def test_publish_unhandled_type_warns_naming_the_registry_and_publishes(
+    tmp_path: Path,
+) -> None:
+    url = f"sqlite:///{tmp_path / 'events.db'}"
+    code, out, err = await eventproc(
+        "publish", "billing.invoiced", "--payload", '{"n": 1}', DATABASE_URL=url
+    )
+    assert code == 0, err
+    event_id = uuid.UUID(out.strip())
+    assert err.count("\n") == 1 and err.startswith("warning: ")
+    assert "'billing.invoiced'" in err and "HANDLERS=support.handlers:registry" in err
+    store = open_store(url)
+    try:
+        stored = await store.event_get(event_id)
+    finally:
+        await store.close()
+    assert stored is not None and stored.event_type == "billing.invoiced"
+    assert stored.payload == {"n": 1} and not stored.processed
+
+    code, out, err = await eventproc("publish", "test.ok", DATABASE_URL=url)
+    assert code == 0 and err == "" and uuid.UUID(out.strip())
