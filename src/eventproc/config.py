@@ -90,7 +90,10 @@ class Settings(BaseSettings):
     retry_base_ms: int = Field(1000, ge=0, le=86_400_000)
     retry_max_ms: int = Field(300_000, ge=0, le=86_400_000)
     ordering: Ordering = Ordering.AGGREGATE
-    aggregate_failure: AggregateFailure = AggregateFailure.BLOCK
+    # park: the replaced service's behaviour (a dead letter never holds back
+    # later events); block is the opt-in for aggregates that must stop.
+    aggregate_failure: AggregateFailure = AggregateFailure.PARK
+    blocked_aggregate_max_age_seconds: float = Field(300.0, ge=0, le=31_536_000)
     listen: bool = True
     shutdown_grace_seconds: float = Field(25.0, ge=0, le=3600)
     worker_id: str | None = Field(None, max_length=80)

@@ -15,11 +15,12 @@ from types import CoroutineType
 from pydantic import ValidationError
 from sqlalchemy.ext.asyncio import AsyncConnection
 
-from eventproc.errors import LeaseLost, PermanentError, RetryLater
+from eventproc.errors import LeaseLost, PermanentError, RetryLater, StoreUnavailable
 from eventproc.event import Event, NewEvent, Outcome
+from eventproc.fingerprint import fingerprint
 from eventproc.handler import HandlerContext
 from eventproc.logs import EventLine
-from eventproc.metrics import Metrics
+from eventproc.metrics import OTHER_TYPE, Metrics
 from eventproc.registry import Handler, Registry
 from eventproc.retry import RetryPolicy
 from eventproc.stepping import Stepped
@@ -27,6 +28,10 @@ from eventproc.store.protocol import Burial, Completion, Failure, Lease, Store
 
 logger = logging.getLogger("eventproc.dispatch")
 log_processed = EventLine(logger, "Event processed", action="succeeded")
+
+# An event that met eventproc's own database trouble runs again after this
+# long, without spending an attempt of its handler's budget.
+STORE_TROUBLE_DELAY_SECONDS = 1.0
 
 
 @dataclass(frozen=True, slots=True)
@@ -49,8 +54,12 @@ class Dispatcher:
         timeout_seconds: float,
         worker_id: str,
         metrics: Metrics,
+        blocks_aggregates: bool = False,
     ) -> None:
         self.registry = registry
+        # ORDERING=aggregate with AGGREGATE_FAILURE=block: a dead letter holds
+        # back its aggregate's later events, which deserves a warning.
+        self.blocks_aggregates = blocks_aggregates
         self.store = store
         self.retry = retry
         self.timeout_seconds = timeout_seconds
@@ -76,7 +85,7 @@ class Dispatcher:
                 event.event_type,
                 extra=_fields(event, action="skipped"),
             )
-            self.metrics.count(event.event_type, "skipped")
+            self.metrics.count(OTHER_TYPE, "skipped")
             return Completion(lease, Outcome.SKIPPED)
         try:
             payload = (
@@ -98,36 +107,65 @@ class Dispatcher:
     ) -> WriteBack | None:
         started = time.perf_counter()
         timeout = handler.timeout_seconds or self.timeout_seconds
+        result: WriteBack | None
         try:
-            if handler.transactional:
-                async with asyncio.timeout(timeout):
-                    async with self.store.event_transaction(Completion(lease)) as conn:
-                        await handler.func(event, self._context(event, payload, conn))
-                result: WriteBack = Committed(lease)
-            else:
-                call = handler.func(event, self._context(event, payload, None))
-                if type(call) is not CoroutineType:
-                    async with asyncio.timeout(timeout):
-                        await call
-                else:
-                    # A handler that returns without waiting needs no timer:
-                    # asyncio can only interrupt it where it waits.
-                    stepped = Stepped(call)
-                    if not stepped.first_step():
-                        async with asyncio.timeout(timeout - (time.perf_counter() - started)):
-                            await stepped
-                result = Completion(lease)
+            result = await self._invoke(event, lease, handler, payload, started, timeout)
         except asyncio.CancelledError:
             raise
-        except LeaseLost:
+        except Exception as exc:  # a handler may raise anything
+            result = self._after_error(event, lease, handler, exc, timeout)
+            outcome = _outcome_of(result)
+        else:
+            outcome = "succeeded"
+        duration = time.perf_counter() - started
+        self.metrics.observe_handler(event.event_type, outcome, duration)
+        if outcome == "succeeded":
+            self.metrics.count(event.event_type, outcome)
+            log_processed(
+                str(event.id), event.event_type, event.attempts, round(duration * 1000, 2)
+            )
+        return result
+
+    async def _invoke(
+        self,
+        event: Event,
+        lease: Lease,
+        handler: Handler,
+        payload: object,
+        started: float,
+        limit_seconds: float,
+    ) -> WriteBack:
+        if handler.transactional:
+            async with asyncio.timeout(limit_seconds):
+                async with self.store.event_transaction(Completion(lease)) as conn:
+                    await handler.func(event, self._context(event, payload, conn))
+            return Committed(lease)
+        call = handler.func(event, self._context(event, payload, None))
+        if type(call) is not CoroutineType:
+            async with asyncio.timeout(limit_seconds):
+                await call
+        else:
+            # A handler that returns without waiting needs no timer:
+            # asyncio can only interrupt it where it waits.
+            stepped = Stepped(call)
+            if not stepped.first_step():
+                async with asyncio.timeout(limit_seconds - (time.perf_counter() - started)):
+                    await stepped
+        return Completion(lease)
+
+    def _after_error(
+        self, event: Event, lease: Lease, handler: Handler, exc: Exception, timeout: float
+    ) -> WriteBack | None:
+        """What a handler's exception means for its event."""
+        if isinstance(exc, LeaseLost):
             logger.warning(
                 "Lease lost; another worker owns the event now, result dropped",
                 extra=_fields(event, action="lease_lost"),
             )
             return None
-        except PermanentError as exc:
+        if isinstance(exc, PermanentError):
             return self._bury(event, lease, str(exc) or type(exc).__name__, handler, exc)
-        except RetryLater as exc:
+        if isinstance(exc, RetryLater):
             logger.info(
                 "Event rescheduled in %.1fs: %s",
                 exc.delay_seconds,
@@ -136,16 +174,24 @@ class Dispatcher:
             )
             self.metrics.count(event.event_type, "rescheduled")
             return Failure(lease, exc.delay_seconds, exc.reason, event.attempts, counted=False)
-        except TimeoutError as exc:
+        if isinstance(exc, StoreUnavailable):
+            # eventproc's own database (its connection, the event's
+            # transaction, ctx.publish) failed: not the handler's fault.
+            logger.warning(
+                "Database unavailable while handling; running it again in %.0fs, "
+                "attempt not counted: %s",
+                STORE_TROUBLE_DELAY_SECONDS,
+                exc,
+                extra=_fields(event, action="store_unavailable"),
+            )
+            self.metrics.count(event.event_type, "store_unavailable")
+            return Failure(
+                lease, STORE_TROUBLE_DELAY_SECONDS, str(exc), event.attempts, counted=False
+            )
+        if isinstance(exc, TimeoutError):
             return self._fail(event, lease, handler, f"handler timed out after {timeout:g}s", exc)
-        except Exception as exc:  # a handler may raise anything: that is a failure
-            message = str(exc) or type(exc).__name__
-            return self._fail(event, lease, handler, f"{type(exc).__name__}: {message}", exc)
-        duration = time.perf_counter() - started
-        self.metrics.observe_handler(event.event_type, duration)
-        self.metrics.count(event.event_type, "succeeded")
-        log_processed(str(event.id), event.event_type, event.attempts, round(duration * 1000, 2))
-        return result
+        message = str(exc) or type(exc).__name__
+        return self._fail(event, lease, handler, f"{type(exc).__name__}: {message}", exc)
 
     def _context(
         self, event: Event, payload: object, connection: AsyncConnection | None
@@ -173,13 +219,9 @@ class Dispatcher:
         exc: BaseException,
     ) -> WriteBack:
         if self.retry.exhausted(event.attempts):
-            return self._bury(
-                event,
-                lease,
-                f"{message} (failed {event.attempts} times, MAX_RETRIES={self.retry.max_retries})",
-                handler,
-                exc,
-            )
+            # The count lives in the dead letter's retry_count, not in the
+            # message, so that equal failures read (and group) alike.
+            return self._bury(event, lease, message, handler, exc)
         delay = self.retry.delay_ms(event.attempts) / 1000
         logger.warning(
             "Handler failed, retrying in %.3fs: %s",
@@ -199,11 +241,19 @@ class Dispatcher:
         exc: BaseException | None = None,
     ) -> Burial:
         logger.error(
-            "Event dead-lettered: %s",
+            "Event dead-lettered after %d attempt(s): %s",
+            event.attempts,
             message,
             extra=_fields(event, action="dead_lettered"),
         )
         self.metrics.count(event.event_type, "dead_lettered")
+        if self.blocks_aggregates and event.aggregate_id is not None:
+            logger.warning(
+                "Aggregate %s is blocked: its later events wait until this dead-lettered "
+                "event is replayed or its dead letter discarded (AGGREGATE_FAILURE=block)",
+                event.aggregate_id,
+                extra=_fields(event, action="aggregate_blocked"),
+            )
         detail = "".join(traceback.format_exception(exc)) if exc is not None else None
         return Burial(
             lease,
@@ -212,7 +262,19 @@ class Dispatcher:
             retry_count=event.attempts,
             error_detail=detail,
             handler=handler.name if handler else None,
+            error_fingerprint=fingerprint(message),
         )
+
+
+def _outcome_of(result: WriteBack | None) -> str:
+    """The metric label of a handler call that raised."""
+    if result is None:
+        return "lease_lost"
+    if isinstance(result, Burial):
+        return "dead_lettered"
+    if isinstance(result, Failure):
+        return "retried" if result.counted else "rescheduled"
+    return "succeeded"
 
 
 def _fields(event: Event, **extra: object) -> dict[str, object]:

@@ -106,3 +106,4 @@ class DeadLetter:
     error_detail: str | None = None
     handler: str | None = None
     replayed_at: datetime | None = None
+    error_fingerprint: str | None = None

@@ -8,6 +8,10 @@ from prometheus_client.core import CounterMetricFamily, HistogramMetricFamily, M
 from prometheus_client.registry import Collector
 
 DURATION_BUCKETS = (0.001, 0.005, 0.01, 0.05, 0.1, 0.5, 1, 5, 30, 120)
+# The label value for event types no handler is registered for: the series
+# stay bounded by the registry, whatever publishers send (OpenTelemetry's
+# conventions use the same value for unknown HTTP methods).
+OTHER_TYPE = "_OTHER"
 
 
 class EventCounts(Collector):
@@ -21,17 +25,18 @@ class EventCounts(Collector):
     def __init__(self, buckets: tuple[float, ...] = DURATION_BUCKETS) -> None:
         self.buckets = buckets
         self.outcomes: dict[tuple[str, str], int] = {}
-        # event type -> [count per bucket (and one past the last), sum of seconds]
-        self.durations: dict[str, tuple[list[int], list[float]]] = {}
+        # (event type, outcome) -> [count per bucket (and one past the last), sum of seconds]
+        self.durations: dict[tuple[str, str], tuple[list[int], list[float]]] = {}
 
     def count(self, event_type: str, outcome: str) -> None:
         key = (event_type, outcome)
         self.outcomes[key] = self.outcomes.get(key, 0) + 1
 
-    def observe(self, event_type: str, seconds: float) -> None:
-        entry = self.durations.get(event_type)
+    def observe(self, event_type: str, outcome: str, seconds: float) -> None:
+        key = (event_type, outcome)
+        entry = self.durations.get(key)
         if entry is None:
-            entry = self.durations[event_type] = ([0] * (len(self.buckets) + 1), [0.0])
+            entry = self.durations[key] = ([0] * (len(self.buckets) + 1), [0.0])
         entry[0][bisect.bisect_left(self.buckets, seconds)] += 1
         entry[1][0] += seconds
 
@@ -46,15 +51,15 @@ class EventCounts(Collector):
         yield events
         durations = HistogramMetricFamily(
             "eventproc_handler_duration_seconds",
-            "Handler run time.",
-            labels=["event_type"],
+            "Handler run time of every attempt, by the attempt's outcome.",
+            labels=["event_type", "outcome"],
         )
-        for event_type, (counts, total) in list(self.durations.items()):
+        for (event_type, outcome), (counts, total) in list(self.durations.items()):
             cumulative, running = [], 0
             for bound, count in zip((*self.buckets, float("inf")), counts, strict=True):
                 running += count
                 cumulative.append((_bound(bound), running))
-            durations.add_metric([event_type], cumulative, sum_value=total[0])
+            durations.add_metric([event_type, outcome], cumulative, sum_value=total[0])
         yield durations
 
 
@@ -95,7 +100,18 @@ class Metrics:
         )
         self.dead_letters = Gauge(
             "eventproc_dead_letters",
-            "Rows in event_dead_letters (at the last scrape).",
+            "Open dead letters: not replayed (at the last scrape).",
+            registry=self.registry,
+        )
+        self.blocked_aggregates = Gauge(
+            "eventproc_blocked_aggregates",
+            "Aggregates whose later events wait behind a retrying or dead-lettered event "
+            "(ORDERING=aggregate; at the last scrape).",
+            registry=self.registry,
+        )
+        self.blocked_seconds = Gauge(
+            "eventproc_blocked_oldest_seconds",
+            "How long the longest-waiting event behind a blocked aggregate has waited.",
             registry=self.registry,
         )
 
@@ -103,6 +119,6 @@ class Metrics:
         """One handled attempt of ``event_type`` ended in ``outcome``."""
         self.event_counts.count(event_type, outcome)
 
-    def observe_handler(self, event_type: str, seconds: float) -> None:
-        """How long one successful handler call of ``event_type`` took."""
-        self.event_counts.observe(event_type, seconds)
+    def observe_handler(self, event_type: str, outcome: str, seconds: float) -> None:
+        """How long one handler call of ``event_type`` took, whatever it ended in."""
+        self.event_counts.observe(event_type, outcome, seconds)

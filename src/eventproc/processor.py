@@ -77,6 +77,7 @@ class Processor:
             timeout_seconds=self.config.handler_timeout_seconds,
             worker_id=self.worker_id,
             metrics=self.metrics,
+            blocks_aggregates=self.config.ordered and not self.config.park_failed_aggregates,
         )
         self.completer = Completer(
             store,

@@ -19,7 +19,9 @@ class ProcessorConfig:
     polling_enabled: bool = True
     listen: bool = True
     ordered: bool = True
-    park_failed_aggregates: bool = False
+    # AGGREGATE_FAILURE=park (the default): a dead letter does not hold back
+    # the later events of its aggregate.
+    park_failed_aggregates: bool = True
     shutdown_grace_seconds: float = 25.0
     retry: RetryPolicy = field(default_factory=RetryPolicy)
 

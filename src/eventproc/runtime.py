@@ -7,6 +7,7 @@ period, give back what could not finish, and return normally (exit 0).
 
 import asyncio
 import contextlib
+import dataclasses
 import logging
 import signal
 import socket
@@ -23,7 +24,7 @@ from eventproc.metrics import Metrics
 from eventproc.processor import Processor, default_worker_id
 from eventproc.registry import Registry, load_registry
 from eventproc.stats import Stats
-from eventproc.store import SqlStore, StoreStats, open_store
+from eventproc.store import BlockedSummary, SqlStore, StoreStats, open_store
 
 logger = logging.getLogger("eventproc.runtime")
 
@@ -68,6 +69,7 @@ class Runtime:
         self.http_url: str | None = None  # set once HTTP accepts connections
         self.listening = asyncio.Event()  # ditto
         self._starting: asyncio.Task[None] | None = None
+        self.blocked: BlockedSummary | None = None  # as of the last store_stats()
 
     @property
     def backend(self) -> str:
@@ -109,16 +111,8 @@ class Runtime:
                 return
 
     async def blocked_aggregates(self, limit: int = 10) -> list[dict[str, object]]:
-        """Aggregates held back by a failing event (empty when ORDERING=none)."""
-        if self.settings.ordering is not Ordering.AGGREGATE:
-            return []
-        try:
-            async with asyncio.timeout(STATS_TIMEOUT_SECONDS):
-                blocked = await self.store.aggregates_blocked(
-                    limit,
-                    include_dead_letters=self.settings.aggregate_failure is AggregateFailure.BLOCK,
-                )
-        except (StoreError, TimeoutError):
+        """The aggregates held back at the last :meth:`store_stats` (oldest block first)."""
+        if self.blocked is None:
             return []
         return [
             {
@@ -129,21 +123,62 @@ class Runtime:
                 "reason": item.reason,
                 "waiting": item.waiting,
                 "retryAt": item.retry_at.isoformat() if item.retry_at else None,
+                "waitingSince": item.waiting_since.isoformat() if item.waiting_since else None,
             }
-            for item in blocked
+            for item in self.blocked.items[:limit]
         ]
 
+    def health_status(self, stats: StoreStats | None) -> tuple[str, list[str]]:
+        """``healthy`` or ``degraded``, and why (for /health's ``status`` and ``statusReasons``)."""
+        reasons = []
+        if stats is None:
+            reasons.append(self.processor.last_error or "database unreachable")
+        if self.blocked_too_long() and self.blocked is not None:
+            reasons.append(
+                f"{self.blocked.count}{'+' if self.blocked.capped else ''} aggregate(s) blocked; "
+                f"an event has waited {self.blocked.oldest_wait_seconds():.0f}s "
+                f"(BLOCKED_AGGREGATE_MAX_AGE_SECONDS="
+                f"{self.settings.blocked_aggregate_max_age_seconds:g})"
+            )
+        return ("degraded" if reasons else "healthy"), reasons
+
+    def blocked_too_long(self) -> bool:
+        """An event has waited behind a blocked aggregate past BLOCKED_AGGREGATE_MAX_AGE_SECONDS."""
+        if self.blocked is None:
+            return False
+        limit = self.settings.blocked_aggregate_max_age_seconds
+        return self.blocked.oldest_wait_seconds() > limit
+
     async def store_stats(self) -> StoreStats | None:
-        """Backlog figures for /health and /metrics; None when the database is away."""
+        """Backlog figures for /health and /metrics; None when the database is away.
+
+        With ORDERING=aggregate the blocked aggregates are read too, and the
+        events held back by them are not counted as due.
+        """
         if not self.prepared:  # start-up: not ready, whatever the database says
             self.processor.last_error = self.startup_error or STARTING
             return None
         try:
             async with asyncio.timeout(STATS_TIMEOUT_SECONDS):
                 stats = await self.store.stats_snapshot()
+                blocked = await self._blocked_summary()
         except (StoreError, TimeoutError) as exc:
             self.processor.last_error = str(exc) or "timed out"
             return None
+        self.blocked = blocked
+        if blocked is not None:
+            stats = dataclasses.replace(stats, due=max(stats.due - blocked.waiting_due, 0))
+        self._set_gauges(stats, blocked)
+        return stats
+
+    async def _blocked_summary(self) -> BlockedSummary | None:
+        if self.settings.ordering is not Ordering.AGGREGATE:
+            return None
+        return await self.store.blocked_summary(
+            include_dead_letters=self.settings.aggregate_failure is AggregateFailure.BLOCK
+        )
+
+    def _set_gauges(self, stats: StoreStats, blocked: BlockedSummary | None) -> None:
         self.metrics.backlog.set(stats.backlog)
         self.metrics.dead_letters.set(stats.dead_letters)
         if stats.oldest_pending_at is not None:
@@ -151,7 +186,8 @@ class Runtime:
             self.metrics.oldest_pending_seconds.set(max(age, 0))
         else:
             self.metrics.oldest_pending_seconds.set(0)
-        return stats
+        self.metrics.blocked_aggregates.set(blocked.count if blocked else 0)
+        self.metrics.blocked_seconds.set(blocked.oldest_wait_seconds() if blocked else 0)
 
     async def serve(self, *, http: bool = True) -> None:
         """Run until SIGTERM/SIGINT (or :meth:`shutdown`).

@@ -14,13 +14,15 @@ def test_counts_and_durations_match_the_client_library() -> None:
     histogram = Histogram(
         "eventproc_handler_duration_seconds",
         "x",
-        ["event_type"],
+        ["event_type", "outcome"],
         buckets=DURATION_BUCKETS,
         registry=reference,
     )
     for seconds in OBSERVED:
-        ours.observe_handler("t.a", seconds)
-        histogram.labels("t.a").observe(seconds)
+        ours.observe_handler("t.a", "succeeded", seconds)
+        histogram.labels("t.a", "succeeded").observe(seconds)
+    ours.observe_handler("t.a", "retried", 0.02)
+    histogram.labels("t.a", "retried").observe(0.02)
     for event_type, outcome, times in (("t.a", "succeeded", 3), ("t.b", "retried", 2)):
         for _ in range(times):
             ours.count(event_type, outcome)
@@ -39,5 +41,9 @@ def test_counts_and_durations_match_the_client_library() -> None:
 
     assert samples(ours.registry) == samples(reference)
     text = generate_latest(ours.registry).decode()
-    assert 'eventproc_handler_duration_seconds_bucket{event_type="t.a",le="0.001"} 2.0' in text
+    bucket = 'event_type="t.a",le="0.001",outcome="succeeded"'
+    assert f"eventproc_handler_duration_seconds_bucket{{{bucket}}} 2.0" in text
+    assert (
+        'eventproc_handler_duration_seconds_count{event_type="t.a",outcome="retried"} 1.0' in text
+    )
     assert 'eventproc_events_total{event_type="t.b",outcome="retried"} 2.0' in text

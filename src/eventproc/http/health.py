@@ -13,7 +13,7 @@ from fastapi.responses import JSONResponse
 
 from eventproc import __version__
 from eventproc.http.deps import get_runtime
-from eventproc.http.schemas import OpenModel
+from eventproc.http.schemas import ErrorBody, OpenModel
 from eventproc.store import StoreStats
 
 if TYPE_CHECKING:
@@ -86,9 +86,10 @@ class Ready(OpenModel):
     backlog: int
 
 
-class NotReady(OpenModel):
+class NotReady(ErrorBody):
+    """An error body (``error`` says why) that also says ``ready: false``."""
+
     ready: Literal[False]
-    error: str
 
 
 @router.get("/health", response_model=Health)
@@ -145,13 +146,14 @@ def health_payload(
     processor = runtime.processor
     now = datetime.now(UTC)
     reachable = stats is not None
+    status, reasons = runtime.health_status(stats)
     oldest_age = None
     if stats is not None and stats.oldest_pending_at is not None:
         oldest_age = round(
             max((stats.database_now - stats.oldest_pending_at).total_seconds(), 0), 3
         )
     return {
-        "status": "healthy" if reachable else "degraded",
+        "status": status,
         "service": "event-processor",
         "timestamp": now.isoformat().replace("+00:00", "Z"),
         "uptime": int(runtime.uptime_seconds),
@@ -177,6 +179,8 @@ def health_payload(
         "deadLetters": stats.dead_letters if stats else None,
         "inFlight": processor.in_flight,
         "blockedAggregates": blocked or [],
+        "blockedAggregateCount": runtime.blocked.count if runtime.blocked else 0,
+        "statusReasons": reasons,
         "skippedCount": runtime.stats.skipped_count,
         "workerId": runtime.worker_id,
         "version": __version__,

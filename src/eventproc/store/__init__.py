@@ -1,6 +1,8 @@
 """Storage: ``open_store(url)`` picks the backend from the URL scheme."""
 
 from eventproc.store.protocol import (
+    BlockedAggregate,
+    BlockedSummary,
     Burial,
     Capabilities,
     ClaimPolicy,
@@ -41,6 +43,8 @@ def open_store(
 
 
 __all__ = [
+    "BlockedAggregate",
+    "BlockedSummary",
     "Burial",
     "Capabilities",
     "ClaimPolicy",

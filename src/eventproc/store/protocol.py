@@ -64,6 +64,7 @@ class Burial:
     retry_count: int
     error_detail: str | None = None
     handler: str | None = None
+    error_fingerprint: str | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -112,6 +113,32 @@ class BlockedAggregate:
     reason: str  # "retrying" or "dead_lettered"
     waiting: int
     retry_at: datetime | None
+    waiting_since: datetime | None = None  # created_at of the oldest event held back
+    waiting_due: int = 0  # of ``waiting``, those that would be due but for the block
+
+
+@dataclass(frozen=True, slots=True)
+class BlockedSummary:
+    """Every blocked aggregate a summary found, oldest block first."""
+
+    items: tuple[BlockedAggregate, ...]
+    capped: bool  # the scan stopped at its bound: there may be more
+    database_now: datetime
+
+    @property
+    def count(self) -> int:
+        return len(self.items)
+
+    @property
+    def waiting_due(self) -> int:
+        return sum(item.waiting_due for item in self.items)
+
+    def oldest_wait_seconds(self) -> float:
+        """How long the longest-held event has waited (0 when nothing is blocked)."""
+        since = [item.waiting_since for item in self.items if item.waiting_since is not None]
+        if not since:
+            return 0.0
+        return max((self.database_now - min(since)).total_seconds(), 0.0)
 
 
 @dataclass(slots=True)
@@ -161,6 +188,7 @@ class Store(Protocol):
     async def aggregates_blocked(
         self, limit: int = 20, *, include_dead_letters: bool = True
     ) -> list[BlockedAggregate]: ...
+    async def blocked_summary(self, *, include_dead_letters: bool = True) -> BlockedSummary: ...
     async def stats_snapshot(self) -> StoreStats: ...
     async def listen(self, on_wake: Callable[[], None]) -> None: ...
     def add_local_waker(self, waker: Callable[[], None]) -> None: ...

@@ -88,8 +88,17 @@ dead_letters = Table(
     Column("error_detail", Text),
     Column("handler", Text),
     Column("replayed_at", UTCDateTime()),
+    # The message with ids, numbers and quoted values normalised (eventproc.fingerprint).
+    Column("error_fingerprint", Text),
 )
 Index("event_dead_letters_event_id_idx", dead_letters.c.event_id)
+# Open dead letters (not replayed): what the gauges count.
+Index(
+    "event_dead_letters_open_idx",
+    dead_letters.c.event_id,
+    postgresql_where=text("replayed_at IS NULL"),
+    sqlite_where=text("replayed_at IS NULL"),
+)
 Index("event_dead_letters_created_at_idx", dead_letters.c.created_at)
 
 EVENT_COLUMNS = tuple(column.name for column in events.columns)

@@ -7,15 +7,17 @@ once; other processes' commits are noticed through ``PRAGMA data_version``.
 """
 
 import asyncio
+import sqlite3
 import uuid
 from collections.abc import AsyncIterator, Callable, Sequence
 from contextlib import AbstractAsyncContextManager, asynccontextmanager
 from datetime import datetime
+from importlib import resources
 from pathlib import Path
 from typing import Any, final
 
 import aiosqlite
-from sqlalchemy import ColumnElement, Insert, and_, event, func, literal, or_, text
+from sqlalchemy import ColumnElement, Insert, and_, event, func, inspect, literal, or_, text
 from sqlalchemy.dialects import sqlite
 from sqlalchemy.engine import URL, make_url
 from sqlalchemy.ext.asyncio import AsyncConnection, create_async_engine
@@ -37,19 +39,7 @@ PRAGMAS = (
 DATA_VERSION_POLL_SECONDS = 0.05
 TIME_FORMAT = "%Y-%m-%d %H:%M:%f"
 
-# The seed's replay (`UPDATE events SET processed = false ...`) must give the
-# event a fresh budget on SQLite too.
-REPLAY_TRIGGER = """
-CREATE TRIGGER IF NOT EXISTS eventproc_replay_v1
-AFTER UPDATE OF processed ON events
-FOR EACH ROW WHEN OLD.processed = 1 AND NEW.processed = 0
-BEGIN
-    UPDATE events
-    SET attempts = 0, next_attempt_at = NULL, locked_by = NULL,
-        locked_until = NULL, processed_at = NULL, outcome = NULL
-    WHERE id = NEW.id;
-END
-"""
+TRIGGERS_FILE = "sqlite_triggers_v2.sql"
 
 
 def aiosqlite_url(url: str) -> URL:
@@ -154,9 +144,17 @@ class SqliteStore(SqlStore):
 
     @translated
     async def migrate(self, hooks: Sequence[SchemaHook] = ()) -> None:
+        """Create what is missing: tables, columns added since, indexes, triggers.
+
+        A file written by an earlier release gets the new (nullable) columns
+        with ``ALTER TABLE ... ADD COLUMN`` before the indexes that use them.
+        """
         async with self.begin() as conn:
+            await conn.run_sync(_add_missing_columns)
             await conn.run_sync(metadata.create_all)
-            await conn.exec_driver_sql(REPLAY_TRIGGER)
+            for statement in _sqlite_statements(TRIGGERS_FILE):
+                await conn.exec_driver_sql(statement)
+            await conn.exec_driver_sql("UPDATE events SET processed = 0 WHERE processed IS NULL")
             for hook in hooks:
                 await hook(conn)
 
@@ -186,6 +184,44 @@ class SqliteStore(SqlStore):
                 raise
             except Exception:  # keep watching; the poll interval still covers us
                 await asyncio.sleep(1.0)
+
+
+def _add_missing_columns(connection: Any) -> None:
+    inspector = inspect(connection)
+    present = set(inspector.get_table_names())
+    for table in metadata.sorted_tables:
+        if table.name not in present:
+            continue  # create_all makes it whole
+        have = {column["name"] for column in inspector.get_columns(table.name)}
+        for column in table.columns:
+            if column.name in have:
+                continue
+            if not column.nullable and column.server_default is None:
+                raise RuntimeError(f"cannot add NOT NULL column {table.name}.{column.name}")
+            kind = column.type.compile(dialect=connection.dialect)
+            connection.exec_driver_sql(
+                f'ALTER TABLE "{table.name}" ADD COLUMN "{column.name}" {kind}'
+            )
+
+
+def _sqlite_statements(name: str) -> list[str]:
+    """The statements of ``store/sql/<name>``: split where SQLite says one is complete.
+
+    A trigger's body holds semicolons of its own, so a plain split would cut it.
+    """
+    source = resources.files("eventproc.store").joinpath("sql", name).read_text("utf-8")
+    statements: list[str] = []
+    current = ""
+    for piece in source.split(";"):
+        current += piece + ";"
+        if sqlite3.complete_statement(current):
+            body = "\n".join(
+                line for line in current.splitlines() if not line.lstrip().startswith("--")
+            ).strip()
+            if body != ";":
+                statements.append(body)
+            current = ""
+    return statements
 
 
 async def _data_version(connection: aiosqlite.Connection) -> int:

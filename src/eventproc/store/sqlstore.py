@@ -42,6 +42,7 @@ from eventproc.errors import (
 from eventproc.event import DeadLetter, Event, NewEvent, Outcome
 from eventproc.store.protocol import (
     BlockedAggregate,
+    BlockedSummary,
     Burial,
     Capabilities,
     ClaimPolicy,
@@ -59,6 +60,7 @@ T = TypeVar("T")
 
 CHUNK = 500  # rows per fenced statement: well under every bind-parameter limit
 CLAIM_WINDOW = 100  # available events an ordered claim looks at (see event_claim_many)
+BLOCKED_SCAN = 1000  # most blocked aggregates one summary reads (the count is capped there)
 
 _UNAVAILABLE = (sa_exc.OperationalError, sa_exc.InterfaceError, OSError, TimeoutError)
 
@@ -217,6 +219,28 @@ def by_outcome(completions: Sequence[Completion]) -> dict[Outcome, list[Lease]]:
 def sorted_for_handling(claimed: list[Event]) -> list[Event]:
     """Claim order: priority first, then oldest (runs are grouped later)."""
     return sorted(claimed, key=lambda e: (-e.priority, e.created_at or datetime.min, e.id))
+
+
+def blocked_summary_of(rows: Sequence[Row[Any]], scanned: int, now: datetime) -> BlockedSummary:
+    items = [
+        BlockedAggregate(
+            aggregate_id=row.aggregate_id,
+            aggregate_type=row.aggregate_type,
+            event_id=row.id,
+            event_type=row.event_type,
+            reason="retrying" if not row.processed else "dead_lettered",
+            waiting=row.waiting,
+            retry_at=row.next_attempt_at if not row.processed else None,
+            waiting_since=_aware(row.waiting_since),
+            waiting_due=row.waiting_due,
+        )
+        for row in rows
+    ]
+    return BlockedSummary(
+        items=tuple(items),
+        capped=scanned >= BLOCKED_SCAN,
+        database_now=now,
+    )
 
 
 def row_to_dead_letter(row: Row[Any]) -> DeadLetter:
@@ -615,12 +639,22 @@ class SqlStore:
 
     @translated
     async def event_claim_one(self, event_id: uuid.UUID, token: str, policy: ClaimPolicy) -> Event:
+        """Claim this event now (a manual trigger), even if its retry is not due yet.
+
+        What cannot be bypassed: a lease another worker holds, and (ordered)
+        an earlier event of its aggregate that is still pending. The Conflict
+        raised says which, naming the event in the way.
+        """
+        now = self.now()
+        claimable = and_(
+            events.c.processed == False,  # noqa: E712
+            or_(events.c.locked_until.is_(None), events.c.locked_until < now),
+        )
+        if policy.ordered:
+            claimable = and_(claimable, self.aggregate_gate(policy.block_on_dead_letters))
         statement = (
             update(events)
-            .where(
-                events.c.id == event_id,
-                self.claimable(policy.ordered, policy.block_on_dead_letters),
-            )
+            .where(events.c.id == event_id, claimable)
             .values(
                 locked_by=token,
                 locked_until=self.later(policy.lease_seconds),
@@ -633,18 +667,43 @@ class SqlStore:
             row = (await conn.execute(statement)).first()
             if row is not None:
                 return row_to_event(row)
-            current = (await conn.execute(select(events).where(events.c.id == event_id))).first()
-            if current is None:
-                raise NotFound("Event not found")
-            event = row_to_event(current)
-            now = (await conn.execute(select(self.now()))).scalar_one()
+            raise await self._why_not_claimed(conn, event_id, policy)
+
+    async def _why_not_claimed(
+        self, conn: AsyncConnection, event_id: uuid.UUID, policy: ClaimPolicy
+    ) -> StoreError:
+        current = (await conn.execute(select(events).where(events.c.id == event_id))).first()
+        if current is None:
+            return NotFound("Event not found")
+        event = row_to_event(current)
+        now = _aware((await conn.execute(select(self.now()))).scalar_one())
         if event.processed:
-            raise Conflict("Event already processed")
-        if event.locked_until is not None and event.locked_until >= _aware(now):
-            raise Conflict(f"Event is being processed by {event.locked_by}")
-        raise Conflict(
-            "Event is waiting behind an earlier event of its aggregate "
-            "(running, waiting for a retry, or dead-lettered)"
+            return Conflict("Event already processed")
+        if event.locked_until is not None and event.locked_until >= now:
+            return Conflict(f"Event is being processed by {event.locked_by}")
+        if event.aggregate_id is None:
+            return Conflict("Event could not be claimed just now; try again")
+        earlier = events.alias("earlier")
+        holding = earlier.c.processed == False  # noqa: E712
+        if policy.block_on_dead_letters:
+            holding = or_(holding, earlier.c.outcome == Outcome.DEAD_LETTERED.value)
+        found = (
+            await conn.execute(
+                select(earlier)
+                .where(
+                    earlier.c.aggregate_id == event.aggregate_id,
+                    holding,
+                    tuple_(earlier.c.created_at, earlier.c.id) < (event.created_at, event.id),
+                )
+                .order_by(earlier.c.created_at, earlier.c.id)
+                .limit(1)
+            )
+        ).first()
+        if found is None:
+            return Conflict("Event could not be claimed just now; try again")
+        return Conflict(
+            f"Event is waiting behind an earlier event of its aggregate {event.aggregate_id}: "
+            f"{found.id} ({found.event_type}) is {_state_of(row_to_event(found), now)}"
         )
 
     # -- write-backs (all fenced on the claim's token) --------------------------
@@ -765,6 +824,7 @@ class SqlStore:
                         created_at=self.now(),
                         error_detail=burial.error_detail,
                         handler=burial.handler,
+                        error_fingerprint=burial.error_fingerprint,
                     )
                 )
                 done += 1
@@ -808,7 +868,13 @@ class SqlStore:
 
     @translated
     async def event_replay(self, event_ids: Sequence[uuid.UUID]) -> int:
-        """Make processed events pending again, with a fresh retry budget."""
+        """Make processed events pending again, with a fresh retry budget.
+
+        The database's replay trigger does the rest, for this call and for
+        the seed's raw ``UPDATE events SET processed = false`` alike: it
+        resets the budget, closes the event's open dead letters and moves the
+        last failure into ``metadata.previous_failures``.
+        """
         done = 0
         async with self.begin() as conn:
             for chunk in _chunks(list(event_ids)):
@@ -823,14 +889,6 @@ class SqlStore:
                     )
                 )
                 done += result.rowcount
-                await conn.execute(
-                    update(dead_letters)
-                    .where(
-                        dead_letters.c.event_id.in_(chunk),
-                        dead_letters.c.replayed_at.is_(None),
-                    )
-                    .values(replayed_at=self.now())
-                )
         if done:
             self._wake_local()
         return done
@@ -877,53 +935,71 @@ class SqlStore:
         self, limit: int = 20, *, include_dead_letters: bool = True
     ) -> list[BlockedAggregate]:
         """Aggregates whose later events wait behind a retrying (or dead-lettered) one."""
+        summary = await self.blocked_summary(include_dead_letters=include_dead_letters)
+        return list(summary.items[:limit])
+
+    @idempotent
+    async def blocked_summary(self, *, include_dead_letters: bool = True) -> BlockedSummary:
+        """Every blocked aggregate (up to BLOCKED_SCAN), oldest block first, with totals.
+
+        The head of a block is the earliest retrying (or, with
+        ``include_dead_letters``, dead-lettered) event of an aggregate that
+        has later pending events; those wait behind it.
+        """
         now = self.now()
-        later = events.alias("later")
         retrying = and_(events.c.processed == False, events.c.next_attempt_at > now)  # noqa: E712
         blocking = (
             or_(retrying, events.c.outcome == Outcome.DEAD_LETTERED.value)
             if include_dead_letters
             else retrying
         )
-        waiting = (
-            select(func.count())
-            .where(
-                later.c.aggregate_id == events.c.aggregate_id,
-                later.c.processed == False,  # noqa: E712
-                tuple_(later.c.created_at, later.c.id) > tuple_(events.c.created_at, events.c.id),
-            )
-            .scalar_subquery()
-        )
-        statement = (
+        ranked = (
             select(
-                events.c.aggregate_id,
-                events.c.aggregate_type,
-                events.c.id,
-                events.c.event_type,
-                events.c.processed,
-                events.c.next_attempt_at,
-                waiting.label("waiting"),
+                *events.c,
+                func.row_number()
+                .over(partition_by=events.c.aggregate_id, order_by=self.creation_order(events))
+                .label("rank"),
             )
             .where(events.c.aggregate_id.is_not(None), blocking)
-            .order_by(events.c.created_at, events.c.id)
-            .limit(limit * 4)
+            .subquery("heads")
+        )
+        statement = (
+            select(ranked, *self._waiting_behind(ranked))
+            .where(ranked.c.rank == 1)
+            .order_by(*self.creation_order(ranked))
+            .limit(BLOCKED_SCAN)
         )
         async with self.reader.connect() as conn:
             rows = (await conn.execute(statement)).all()
-        found: dict[uuid.UUID, BlockedAggregate] = {}
-        for row in rows:
-            if row.waiting == 0 or row.aggregate_id in found:
-                continue
-            found[row.aggregate_id] = BlockedAggregate(
-                aggregate_id=row.aggregate_id,
-                aggregate_type=row.aggregate_type,
-                event_id=row.id,
-                event_type=row.event_type,
-                reason="retrying" if not row.processed else "dead_lettered",
-                waiting=row.waiting,
-                retry_at=row.next_attempt_at if not row.processed else None,
-            )
-        return list(found.values())[:limit]
+            db_now = _aware((await conn.execute(select(now))).scalar_one())
+        return blocked_summary_of([row for row in rows if row.waiting > 0], len(rows), db_now)
+
+    @staticmethod
+    def creation_order(table: Any) -> tuple[Any, Any]:
+        return (table.c.created_at, table.c.id)
+
+    def _waiting_behind(self, head: Any) -> list[Any]:
+        """Scalar subqueries over the pending events after ``head`` in its aggregate."""
+        later = events.alias("later")
+        now = self.now()
+        after = and_(
+            later.c.aggregate_id == head.c.aggregate_id,
+            later.c.processed == False,  # noqa: E712
+            tuple_(later.c.created_at, later.c.id) > tuple_(head.c.created_at, head.c.id),
+        )
+        due = and_(
+            after,
+            or_(later.c.next_attempt_at.is_(None), later.c.next_attempt_at <= now),
+            or_(later.c.locked_until.is_(None), later.c.locked_until < now),
+        )
+        return [
+            select(func.count()).where(after).scalar_subquery().label("waiting"),
+            select(func.count()).where(due).scalar_subquery().label("waiting_due"),
+            select(func.min(later.c.created_at))
+            .where(after)
+            .scalar_subquery()
+            .label("waiting_since"),
+        ]
 
     @idempotent
     async def stats_snapshot(self) -> StoreStats:
@@ -941,7 +1017,13 @@ class SqlStore:
         ).where(pending)
         async with self.reader.connect() as conn:
             backlog, due, in_flight, oldest = (await conn.execute(statement)).one()
-            dead = (await conn.execute(select(func.count()).select_from(dead_letters))).scalar_one()
+            dead = (
+                await conn.execute(
+                    select(func.count())
+                    .select_from(dead_letters)
+                    .where(dead_letters.c.replayed_at.is_(None))
+                )
+            ).scalar_one()
             db_now = (await conn.execute(select(now))).scalar_one()
         return StoreStats(
             backlog=backlog,
@@ -951,6 +1033,17 @@ class SqlStore:
             dead_letters=dead,
             database_now=_aware(db_now),
         )
+
+
+def _state_of(event: Event, now: datetime) -> str:
+    """What an event holding back its aggregate is doing, in words."""
+    if event.processed:
+        return "dead-lettered (replay it or discard its dead letter)"
+    if event.locked_until is not None and event.locked_until >= now:
+        return f"running on {event.locked_by}"
+    if event.next_attempt_at is not None and event.next_attempt_at > now:
+        return f"waiting for a retry at {_iso(event.next_attempt_at)}"
+    return "pending (it runs first)"
 
 
 def _aware(value: Any) -> datetime:

@@ -1,0 +1,32 @@
+"""Replays close their dead letters; dead letters get a fingerprint; NULL processed is pending.
+
+- ``event_dead_letters.error_fingerprint``: the message with ids, numbers and
+  quoted values normalised, so that equal failures group together.
+- A partial index on the open (not replayed) dead letters, which the
+  gauges and the aggregate gate's diagnostics count.
+- Replay trigger v2 (see ``sql/postgres_triggers_v2.sql``) and the NULL
+  normaliser; rows already inserted with ``processed = NULL`` become pending.
+
+Revision ID: 0004
+Revises: 0003
+"""
+
+from alembic import op
+
+from eventproc.store.migrations import sql_file_statements
+
+revision = "0004"
+down_revision = "0003"
+branch_labels = None
+depends_on = None
+
+
+def upgrade() -> None:
+    op.execute("ALTER TABLE event_dead_letters ADD COLUMN IF NOT EXISTS error_fingerprint TEXT")
+    op.execute(
+        "CREATE INDEX IF NOT EXISTS event_dead_letters_open_idx "
+        "ON event_dead_letters (event_id) WHERE replayed_at IS NULL"
+    )
+    for statement in sql_file_statements("postgres_triggers_v2.sql"):
+        op.execute(statement)
+    op.execute("UPDATE events SET processed = false WHERE processed IS NULL")
