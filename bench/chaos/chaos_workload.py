@@ -63,7 +63,7 @@ def plan(count: int, aggregates: int, seed: int, mix: Mix | None = None) -> list
             payload["fail_first"] = rng.randint(1, mix.max_fail_first)
         dead = bool(payload.get("permanent") or payload.get("always_fail"))
         if dead:
-            # An aggregate of its own: with AGGREGATE_FAILURE=block (the default) a
+            # An aggregate of its own: with AGGREGATE_FAILURE=block (an opt-in) a
             # dead letter holds back the rest of its aggregate for good.
             aggregate, seq = -1, 0
             aggregate_id = uuid.UUID(int=rng.getrandbits(128), version=4)
