@@ -1,12 +1,14 @@
 import uuid
 
 import httpx
+import pytest
 
 from eventproc.config import Settings
 from eventproc.event import NewEvent
 from eventproc.http import create_app
 from eventproc.runtime import Runtime
 from support.registries import make_registry
+from support.served import serving
 
 SEED_KEYS = {"status", "service", "timestamp", "uptime", "stats", "config", "registry"}
 
@@ -82,8 +84,10 @@ async def test_metrics_are_prometheus_text(client: httpx.AsyncClient, runtime: R
 
 
 async def test_health_lists_blocked_aggregates(client: httpx.AsyncClient, runtime: Runtime) -> None:
+    from eventproc.config import AggregateFailure
     from eventproc.store import Burial, ClaimPolicy, Lease
 
+    runtime.settings.aggregate_failure = AggregateFailure.BLOCK  # park (the default) holds nothing
     aggregate = uuid.uuid4()
     events = [NewEvent("t.ok", {}, aggregate_id=aggregate, aggregate_type="user") for _ in range(3)]
     await runtime.store.event_insert_many(events)
@@ -93,3 +97,41 @@ async def test_health_lists_blocked_aggregates(client: httpx.AsyncClient, runtim
     assert blocked["aggregateId"] == str(aggregate) and blocked["aggregateType"] == "user"
     assert blocked["blockedBy"] == str(events[0].id) and blocked["waiting"] == 2
     assert blocked["reason"] == "dead_lettered"
+
+
+async def test_head_health_is_200_without_a_body(client: httpx.AsyncClient) -> None:
+    response = await client.head("/health")
+    assert response.status_code == 200
+    assert response.content == b""
+
+
+async def test_head_ready_follows_get_ready(client: httpx.AsyncClient) -> None:
+    response = await client.head("/health/ready")
+    assert response.status_code == 200 and response.content == b""
+
+
+async def test_head_ready_is_503_when_the_database_is_away() -> None:
+    settings = Settings(database_url="postgresql://postgres@127.0.0.1:1/nothing")
+    runtime = Runtime(settings, registry=make_registry())
+    async with serving(create_app(runtime)) as url, httpx.AsyncClient(base_url=url) as client:
+        ready = await client.head("/health/ready")
+        alive = await client.head("/health")
+    await runtime.store.close()
+    assert ready.status_code == 503 and ready.content == b""
+    assert alive.status_code == 200
+
+
+async def test_health_response_keeps_undocumented_keys(
+    client: httpx.AsyncClient, runtime: Runtime, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A key added to the payload is served before the model documents it."""
+    from eventproc.http import health
+
+    real = health.health_payload
+
+    def more(*args: object, **kwargs: object) -> dict[str, object]:
+        return {**real(*args, **kwargs), "newKey": {"nested": 1}}  # type: ignore[arg-type]
+
+    monkeypatch.setattr(health, "health_payload", more)
+    body = (await client.get("/health")).json()
+    assert body["newKey"] == {"nested": 1} and body["service"] == "event-processor"
