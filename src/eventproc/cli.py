@@ -262,41 +262,48 @@ def _unhandled_warning(event_type: str, spec: str) -> str | None:
     )
 
 
+# metavar="" on the flags: help shows "--once", not "--once <bool>".
+DemoOnce = Annotated[
+    bool,
+    typer.Option("--once", help="Publish, drain, print a summary table, exit.", metavar=""),
+]
+DemoForce = Annotated[
+    bool,
+    typer.Option(
+        "--force",
+        help="Write into a --database-url that holds events the demo did not publish.",
+        metavar="",
+    ),
+]
+DemoDatabase = Annotated[
+    str | None,
+    typer.Option(
+        "--database-url",
+        help="Run on this database instead of ./eventproc-demo.db "
+        "(DATABASE_URL is not read by the demo).",
+        show_default=False,
+    ),
+]
+DemoEvents = Annotated[
+    int | None, typer.Option(help="Events to publish (default: 500 with --once, else endless).")
+]
+DemoRate = Annotated[
+    float | None,
+    typer.Option(help="Events per second (default: 50 live; all at once with --once)."),
+]
+DemoPort = Annotated[
+    int | None, typer.Option(help="HTTP port (default: $PORT, else 8080; a free one if taken).")
+]
+
+
 @app.command()
-def demo(  # metavar="" on the flags: help shows "--once", not "--once <bool>"
-    events: Annotated[
-        int | None,
-        typer.Option(help="Events to publish (default: 500 with --once, else endless)."),
-    ] = None,
-    rate: Annotated[
-        float | None,
-        typer.Option(help="Events per second (default: 50 live; all at once with --once)."),
-    ] = None,
-    once: Annotated[
-        bool,
-        typer.Option("--once", help="Publish, drain, print a summary table, exit.", metavar=""),
-    ] = False,
-    database_url: Annotated[
-        str | None,
-        typer.Option(
-            "--database-url",
-            help="Run on this database instead of ./eventproc-demo.db "
-            "(DATABASE_URL is not read by the demo).",
-            show_default=False,
-        ),
-    ] = None,
-    force: Annotated[
-        bool,
-        typer.Option(
-            "--force",
-            help="Write into a --database-url that holds events the demo did not publish.",
-            metavar="",
-        ),
-    ] = False,
-    port: Annotated[
-        int | None,
-        typer.Option(help="HTTP port (default: $PORT, else 8080; a free one if taken)."),
-    ] = None,
+def demo(
+    events: DemoEvents = None,
+    rate: DemoRate = None,
+    once: DemoOnce = False,
+    database_url: DemoDatabase = None,
+    force: DemoForce = False,
+    port: DemoPort = None,
 ) -> None:
     """Try it: sample Yachtparty data and traffic on a fresh embedded database.
 
@@ -311,39 +318,45 @@ def demo(  # metavar="" on the flags: help shows "--once", not "--once <bool>"
     """
     import os
 
-    from eventproc.demo import (
-        DEMO_LOG_LEVEL,
-        DEMO_OVERRIDES,
-        demo_database_url,
-        port_to_ask,
-        reset_demo_database,
-    )
+    from eventproc.demo import DEMO_LOG_LEVEL, DEMO_OVERRIDES, demo_database_url
 
     quiet = {} if os.environ.get("LOG_LEVEL") else {"log_level": DEMO_LOG_LEVEL}
     url = database_url or demo_database_url()
     overrides = {**DEMO_OVERRIDES, **quiet}
     settings = _settings(database_url=url, port=port, handlers="yachtparty:registry", **overrides)
     output = Console(width=None if sys.stdout.isatty() else 120)
+    raise typer.Exit(_demo_exit_code(settings, events, rate, once, database_url, force, output))
+
+
+def _demo_exit_code(
+    settings: Settings,
+    events: int | None,
+    rate: float | None,
+    once: bool,
+    named_database: str | None,
+    force: bool,
+    output: Console,
+) -> int:
+    """Run the demo; 2 for a refused database or setting, 1 for other errors, 130 on Ctrl+C."""
+    from eventproc.demo import DemoRefused, port_to_ask, reset_demo_database
+
     try:
         if not once:
             settings.check_bind()
             settings = _demo_port(settings, port_to_ask(settings.host, settings.port), output)
-        if database_url is None:
+        if named_database is None:
             reset_demo_database()
-        code = asyncio.run(
-            _demo(settings, events, rate, once, database_url is not None, force, output)
+        return asyncio.run(
+            _demo(settings, events, rate, once, named_database is not None, force, output)
         )
-    except ConfigError as exc:
+    except (ConfigError, DemoRefused) as exc:
         _error(exc)
-        code = 2
+        return 2
     except EventprocError as exc:
-        from eventproc.demo import DemoRefused
-
         _error(exc)
-        code = 2 if isinstance(exc, DemoRefused) else 1
+        return 1
     except KeyboardInterrupt:
-        code = 130
-    raise typer.Exit(code)
+        return 130
 
 
 def _demo_port(settings: Settings, port: int, output: Console) -> Settings:
