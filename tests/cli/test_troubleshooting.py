@@ -15,7 +15,7 @@ from sqlalchemy.ext.asyncio import AsyncConnection
 
 from eventproc.event import NewEvent
 from eventproc.store import ClaimPolicy, SqlStore
-from eventproc.store.protocol import Burial, Failure, Lease
+from eventproc.store.protocol import Burial, Completion, Failure, Lease
 
 README = Path(__file__).resolve().parents[2] / "README.md"
 
@@ -57,17 +57,23 @@ def test_the_postgres_block_is_the_seeds_six_queries() -> None:
     ]
 
 
-async def fill(store: SqlStore) -> tuple[NewEvent, NewEvent, NewEvent]:
-    """One dead-lettered event, one retrying, one never tried."""
+async def fill(store: SqlStore) -> tuple[NewEvent, NewEvent, NewEvent, NewEvent]:
+    """One dead-lettered event, one retrying, one never tried, one processed with no metadata."""
     dead = NewEvent("test.broken", {"n": 1}, metadata={"source": "import"})
     retrying = NewEvent("test.flaky", {"n": 2})
     fresh = NewEvent("test.ok", {"n": 3})
-    await store.event_insert_many([dead, retrying])
+    done = NewEvent("test.ok", {"n": 4})
+    await store.event_insert_many([dead, retrying, done])
     claimed = {
         event.id: event
         for event in await store.event_claim_many("t", ClaimPolicy(lease_seconds=30, limit=10))
     }
-    assert set(claimed) == {dead.id, retrying.id}
+    assert set(claimed) == {dead.id, retrying.id, done.id}
+    await store.event_complete_many([Completion(Lease.of(claimed[done.id]))])
+    async with store.engine.begin() as connection:  # as the replaced service left its rows
+        await connection.exec_driver_sql(
+            f"UPDATE events SET metadata = NULL WHERE id = '{done.id}'"
+        )
     await store.event_dead_letter_many(
         [Burial(Lease.of(claimed[dead.id]), claimed[dead.id], "boom", retry_count=1)]
     )
@@ -75,7 +81,7 @@ async def fill(store: SqlStore) -> tuple[NewEvent, NewEvent, NewEvent]:
         [Failure(Lease.of(claimed[retrying.id]), 3600, "flaky", attempt=1)]
     )
     await store.event_insert_many([fresh])
-    return dead, retrying, fresh
+    return dead, retrying, fresh, done
 
 
 async def run(connection: AsyncConnection, statement: str) -> list[tuple[object, ...]]:
@@ -92,13 +98,13 @@ async def test_each_query_runs_and_shows_what_the_readme_says(
         # The other backend's spelling: only the statements both share must run.
         statements = [s for s in statements if s in troubleshooting_blocks()[1 - block]]
         assert len(statements) == 4
-    dead, retrying, fresh = await fill(store)
+    dead, retrying, fresh, done = await fill(store)
     results = []
     async with store.engine.begin() as connection:
         for statement in statements:
             if statement.startswith("UPDATE"):
                 statement = statement.replace("event-id-1", str(dead.id)).replace(
-                    "event-id-2", str(uuid.uuid4())
+                    "event-id-2", str(done.id)
                 )
             results.append(await run(connection, statement))
     if len(statements) == 4:
@@ -112,8 +118,12 @@ async def test_each_query_runs_and_shows_what_the_readme_says(
         assert replayed is not None and not replayed.processed and replayed.attempts == 0
         assert replayed.metadata["replayed"] is True
         assert replayed.metadata["source"] == "import"
+        # An event without metadata: the seed's `||` leaves it NULL, SQLite's json_patch marks it.
+        plain = await store.event_get(done.id)
+        assert plain is not None and not plain.processed
+        assert plain.metadata.get("replayed") is (True if block == 1 else None)
         again = await store.event_claim_many("u", ClaimPolicy(lease_seconds=30, limit=10))
-        assert dead.id in {event.id for event in again}
+        assert {dead.id, done.id} <= {event.id for event in again}
     assert backlog == [(2,)]
     assert len(letters) == 1 and str(dead.id) in {str(value) for value in letters[0]}
     assert errors == [("boom", 1)]
