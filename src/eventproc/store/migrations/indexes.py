@@ -73,4 +73,10 @@ CONCURRENT_INDEXES: tuple[ConcurrentIndex, ...] = (
         "(aggregate_id, created_at) WHERE outcome = 'dead_lettered'",
         revision="0002",
     ),
+    ConcurrentIndex(
+        "event_dead_letters_open_idx",
+        "event_dead_letters",
+        "(event_id) WHERE replayed_at IS NULL",
+        revision="0004",
+    ),
 )

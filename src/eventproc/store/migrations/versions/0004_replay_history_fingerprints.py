@@ -3,7 +3,8 @@
 - ``event_dead_letters.error_fingerprint``: the message with ids, numbers and
   quoted values normalised, so that equal failures group together.
 - A partial index on the open (not replayed) dead letters, which the
-  gauges and the aggregate gate's diagnostics count.
+  gauges and the aggregate gate's diagnostics count (declared in
+  ``indexes.py`` and built concurrently after the revisions).
 - Replay trigger v2 (see ``sql/postgres_triggers_v2.sql``) and the NULL
   normaliser; rows already inserted with ``processed = NULL`` become pending.
 
@@ -23,10 +24,6 @@ depends_on = None
 
 def upgrade() -> None:
     op.execute("ALTER TABLE event_dead_letters ADD COLUMN IF NOT EXISTS error_fingerprint TEXT")
-    op.execute(
-        "CREATE INDEX IF NOT EXISTS event_dead_letters_open_idx "
-        "ON event_dead_letters (event_id) WHERE replayed_at IS NULL"
-    )
     for statement in sql_file_statements("postgres_triggers_v2.sql"):
         op.execute(statement)
     op.execute("UPDATE events SET processed = false WHERE processed IS NULL")
