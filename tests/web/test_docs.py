@@ -31,3 +31,6 @@ async def test_assets_have_their_types(client: httpx.AsyncClient) -> None:
     assert css.headers["content-type"].startswith("text/css")
     missing = await client.get("/docs/assets/nothing.js")
     assert missing.status_code == 404 and missing.json()["error"] == "Not found"
+    posted = await client.post("/docs/assets/swagger-ui.css")
+    assert posted.status_code == 405 and posted.headers["allow"] == "GET, HEAD"
+    assert posted.json() == {"error": "Method not allowed"}

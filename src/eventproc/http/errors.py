@@ -13,7 +13,7 @@ from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from starlette.exceptions import HTTPException as StarletteHTTPException
-from starlette.routing import Match
+from starlette.routing import Match, Mount
 
 from eventproc.http.schemas import ErrorBody
 
@@ -74,7 +74,8 @@ async def _http_error(request: Request, exc: StarletteHTTPException) -> JSONResp
     if exc.status_code == 404:
         return error_response(404, "Not found", headers=headers, path=request.url.path)
     if exc.status_code == 405:
-        headers["Allow"] = allowed_methods(request)
+        # Nothing but a mount took the path: the static files, which take GET and HEAD.
+        headers["Allow"] = allowed_methods(request) or headers.get("Allow", "GET, HEAD")
         return error_response(405, "Method not allowed", headers=headers)
     return error_response(exc.status_code, str(exc.detail), headers=headers)
 
@@ -96,9 +97,9 @@ def allowed_methods(request: Request) -> str:
     """Every method some route accepts on this path (Starlette names only the first route's).
 
     Asks each route whether it would take the request with another method, so
-    it holds for included routers and mounts alike.
+    it holds for included routers too. Mounts are left out: they take every method.
     """
-    routes = request.app.router.routes
+    routes = [route for route in request.app.router.routes if not isinstance(route, Mount)]
     allowed = [
         method
         for method in _METHODS
