@@ -6,7 +6,9 @@ Each statement is quick on a table of any size: the new columns have constant
 defaults or none (metadata-only since PostgreSQL 11), and the indexes are not
 built here but concurrently after the revisions (``indexes.py``, revision
 "0001"), so the ACCESS EXCLUSIVE lock the ALTERs take is held for
-milliseconds (and waited for only ``lock_timeout``: see ``online.py``).
+milliseconds (and waited for only ``lock_timeout``: see ``online.py``);
+the events table is locked last, by one statement, so that little runs
+between it and the commit.
 
 Revision ID: 0001
 Revises:
@@ -21,7 +23,8 @@ down_revision = None
 branch_labels = None
 depends_on = None
 
-STATEMENTS = [
+# No lock on an existing table: CREATE ... IF NOT EXISTS only looks the name up.
+CREATE_TABLES = [
     """
     CREATE TABLE IF NOT EXISTS events (
         id UUID PRIMARY KEY,
@@ -36,14 +39,6 @@ STATEMENTS = [
         created_by VARCHAR(100)
     )
     """,
-    "ALTER TABLE events ALTER COLUMN id SET DEFAULT gen_random_uuid()",
-    "ALTER TABLE events ADD COLUMN IF NOT EXISTS priority SMALLINT NOT NULL DEFAULT 0",
-    "ALTER TABLE events ADD COLUMN IF NOT EXISTS attempts INTEGER NOT NULL DEFAULT 0",
-    "ALTER TABLE events ADD COLUMN IF NOT EXISTS next_attempt_at TIMESTAMPTZ",
-    "ALTER TABLE events ADD COLUMN IF NOT EXISTS locked_by TEXT",
-    "ALTER TABLE events ADD COLUMN IF NOT EXISTS locked_until TIMESTAMPTZ",
-    "ALTER TABLE events ADD COLUMN IF NOT EXISTS processed_at TIMESTAMPTZ",
-    "ALTER TABLE events ADD COLUMN IF NOT EXISTS outcome TEXT",
     """
     CREATE TABLE IF NOT EXISTS event_dead_letters (
         id UUID PRIMARY KEY,
@@ -56,15 +51,35 @@ STATEMENTS = [
         created_at TIMESTAMPTZ DEFAULT now()
     )
     """,
-    "ALTER TABLE event_dead_letters ALTER COLUMN id SET DEFAULT gen_random_uuid()",
-    "ALTER TABLE event_dead_letters ADD COLUMN IF NOT EXISTS error_detail TEXT",
-    "ALTER TABLE event_dead_letters ADD COLUMN IF NOT EXISTS handler TEXT",
-    "ALTER TABLE event_dead_letters ADD COLUMN IF NOT EXISTS replayed_at TIMESTAMPTZ",
 ]
+
+DEAD_LETTER_COLUMNS = """
+    ALTER TABLE event_dead_letters
+        ALTER COLUMN id SET DEFAULT gen_random_uuid(),
+        ADD COLUMN IF NOT EXISTS error_detail TEXT,
+        ADD COLUMN IF NOT EXISTS handler TEXT,
+        ADD COLUMN IF NOT EXISTS replayed_at TIMESTAMPTZ
+"""
+
+# One statement: the ACCESS EXCLUSIVE lock on events is taken once, and what
+# follows it until the commit is the six statements of the trigger file.
+EVENT_COLUMNS = """
+    ALTER TABLE events
+        ALTER COLUMN id SET DEFAULT gen_random_uuid(),
+        ADD COLUMN IF NOT EXISTS priority SMALLINT NOT NULL DEFAULT 0,
+        ADD COLUMN IF NOT EXISTS attempts INTEGER NOT NULL DEFAULT 0,
+        ADD COLUMN IF NOT EXISTS next_attempt_at TIMESTAMPTZ,
+        ADD COLUMN IF NOT EXISTS locked_by TEXT,
+        ADD COLUMN IF NOT EXISTS locked_until TIMESTAMPTZ,
+        ADD COLUMN IF NOT EXISTS processed_at TIMESTAMPTZ,
+        ADD COLUMN IF NOT EXISTS outcome TEXT
+"""
 
 
 def upgrade() -> None:
-    for statement in STATEMENTS:
+    for statement in CREATE_TABLES:
         op.execute(statement)
+    op.execute(DEAD_LETTER_COLUMNS)
+    op.execute(EVENT_COLUMNS)
     for statement in sql_file_statements("postgres_triggers_v1.sql"):
         op.execute(statement)
