@@ -12,10 +12,11 @@ from collections.abc import AsyncIterator
 import asyncpg
 import pytest
 
-from eventproc.errors import StoreError
+from eventproc.errors import StoreError, StoreUnavailable
 from eventproc.store import SqlStore, open_store
 from eventproc.store.migrations.concurrent import LEASE_NAME
 from eventproc.store.migrations.indexes import CONCURRENT_INDEXES
+from eventproc.store.migrations.online import LockPolicy, upgrade_online
 from eventproc.store.schema import dead_letters, events
 from support.seed import SEED_INSERT, create_seed_tables
 from support.waiting import eventually
@@ -223,3 +224,20 @@ async def test_an_alter_behind_a_long_transaction_retries_and_inserts_go_on(
     )
     assert {"priority", "attempts", "locked_by"} <= {row[0] for row in columns}
     assert await admin.fetchval("SELECT count(*) FROM events") == 1_020
+
+
+async def test_a_migration_that_never_gets_its_lock_gives_up_with_one_clear_error(
+    fresh_pg_url: str, admin: asyncpg.Connection
+) -> None:
+    await create_seed_tables(admin)
+    await admin.execute("BEGIN; LOCK TABLE events IN ACCESS SHARE MODE")
+    store = open_store(fresh_pg_url)
+    try:
+        with pytest.raises(StoreUnavailable, match=r"could not take its locks in \d+ attempts"):
+            await upgrade_online(
+                store.engine, (), holder="test", policy=LockPolicy(give_up_after=0.5)
+            )
+    finally:
+        await admin.execute("ROLLBACK")
+        await store.close()
+    assert await admin.fetchval("SELECT to_regclass('eventproc_alembic_version')") is None
