@@ -741,22 +741,35 @@ class SqlStore:
         The fence is taken first, so another worker cannot claim the event
         while the handler runs; if the lease was already lost, LeaseLost is
         raised before the handler starts. Leaving the block by an exception
-        rolls back everything the handler wrote.
+        rolls back everything the handler wrote. Only database errors are
+        translated (into StoreError): anything else the handler raises, an
+        OSError of its own included, reaches the caller as raised.
         """
-        async with _translated_cm(), self.begin() as conn:
-            held = await conn.execute(
-                update(events)
-                .where(self.fenced([completion.lease]))
-                .values(locked_until=events.c.locked_until)
-            )
-            if held.rowcount != 1:
-                raise LeaseLost(f"lease on {completion.lease.event_id} was lost")
-            yield conn
-            await conn.execute(
-                update(events)
-                .where(self.fenced([completion.lease]))
-                .values(**self._completion_values(completion.outcome))
-            )
+        raised: BaseException | None = None
+        try:
+            async with _translated_cm(), self.begin() as conn:
+                held = await conn.execute(
+                    update(events)
+                    .where(self.fenced([completion.lease]))
+                    .values(locked_until=events.c.locked_until)
+                )
+                if held.rowcount != 1:
+                    raise LeaseLost(f"lease on {completion.lease.event_id} was lost")
+                try:
+                    yield conn
+                except (sa_exc.SQLAlchemyError, StoreError, GeneratorExit):
+                    raise
+                except BaseException as exc:
+                    raised = exc
+                    raise _HandlerRaised from exc
+                await conn.execute(
+                    update(events)
+                    .where(self.fenced([completion.lease]))
+                    .values(**self._completion_values(completion.outcome))
+                )
+        except _HandlerRaised:
+            assert raised is not None
+            raise raised from None
 
     @translated
     async def event_retry_many(self, failures: Sequence[Failure]) -> int:
@@ -1051,6 +1064,10 @@ def _aware(value: Any) -> datetime:
         value = datetime.fromisoformat(value)
     assert isinstance(value, datetime)
     return value if value.tzinfo else value.replace(tzinfo=UTC)
+
+
+class _HandlerRaised(Exception):
+    """Carries a handler's own exception past the translation of database errors."""
 
 
 @asynccontextmanager
