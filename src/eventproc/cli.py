@@ -21,6 +21,9 @@ app = typer.Typer(
     no_args_is_help=True,
     add_completion=False,
     pretty_exceptions_enable=False,
+    # Plain click help: typer's rich help shows a type beside every flag
+    # (`--help <bool>`), which reads as if the flag took a value.
+    rich_markup_mode=None,
 )
 console = Console(stderr=True)
 

@@ -59,6 +59,14 @@ async def test_help_explains_each_command() -> None:
     assert code == 0 and "SIGTERM" in out
 
 
+async def test_flags_in_help_take_no_value() -> None:
+    for command in ((), ("run",), ("worker",), ("migrate",), ("publish",), ("demo",)):
+        code, out, _ = await eventproc(*command, "--help")
+        assert code == 0
+        assert "<bool>" not in out, command
+        assert re.search(r"--help\s+Show this message", out), command
+
+
 async def test_bad_setting_stops_startup_naming_the_variable() -> None:
     code, _, err = await eventproc("migrate", BATCH_SIZE="zero")
     assert code == 2
