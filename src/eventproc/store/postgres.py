@@ -31,9 +31,10 @@ from sqlalchemy.ext.asyncio import AsyncConnection, create_async_engine
 
 from eventproc.errors import ConfigError, StoreUnavailable
 from eventproc.event import Event, NewEvent
+from eventproc.store import queries
 from eventproc.store.pg_url import ConnectionKind, PgUrl, UrlError
 from eventproc.store.protocol import Capabilities, ClaimPolicy, Completion, Lease, SchemaHook
-from eventproc.store.schema import EVENT_COLUMNS, events
+from eventproc.store.schema import events
 from eventproc.store.sqlstore import (
     SqlStore,
     claim_window,
@@ -78,114 +79,12 @@ _INSERT_MANY = text(
 #
 # Measured (bench/README.md): building, compiling and executing the claim and
 # completion through SQLAlchemy cost ~100 us of CPU per event at BATCH_SIZE=20,
-# half the worker's time. These two statements are fixed texts here, sent
-# through the pooled connection's asyncpg driver (which prepares each once).
-# Each is a single atomic statement, so no explicit transaction is needed.
+# half the worker's time. Claims and completions are named queries
+# (store/queries/postgresql.sql), sent on raw asyncpg connections (which
+# prepare each text once). Each is a single atomic statement, so no explicit
+# transaction is needed.
 
-# The claim returns every column in EVENT_COLUMNS order, JSON as text (see event_from_returned).
-_RETURNED = ", ".join(
-    f"e.{name}::text" if name in ("payload", "metadata") else f"e.{name}" for name in EVENT_COLUMNS
-)
-_AVAILABLE = """
-    NOT {t}.processed
-    AND ({t}.next_attempt_at IS NULL OR {t}.next_attempt_at <= now())
-    AND ({t}.locked_until IS NULL OR {t}.locked_until < now())
-"""
-
-
-def _pending_before(carrying: bool) -> str:
-    # Carrying completions: an earlier event they complete no longer blocks
-    # (the statement's snapshot still shows it pending; `done` says otherwise).
-    done = " AND p.id NOT IN (SELECT id FROM done)" if carrying else ""
-    return f"""
-    NOT EXISTS (
-        SELECT 1 FROM events p
-        WHERE p.aggregate_id = e.aggregate_id AND NOT p.processed
-          AND (p.created_at, p.id) < (e.created_at, e.id){done})
-"""
-
-
-_DEAD_BEFORE = """
-    AND NOT EXISTS (
-        SELECT 1 FROM events p
-        WHERE p.aggregate_id = e.aggregate_id AND p.outcome = 'dead_lettered'
-          AND (p.created_at, p.id) < (e.created_at, e.id))
-"""
-
-
-def _complete_sql(ids: str, tokens: str, outcomes: str, worker: str, in_order: str) -> str:
-    """Complete the leased events ``ids`` (fenced on ``tokens``), each with its outcome.
-
-    ``in_order``: see SqlStore.event_complete_many; an earlier event completed
-    by this same statement does not hold a later one back.
-    """
-    return f"""
-    UPDATE events e
-    SET processed = true, outcome = c.outcome, processed_at = now(), locked_by = NULL,
-        locked_until = NULL, next_attempt_at = NULL,
-        metadata = coalesce(e.metadata, '{{}}'::jsonb)
-                   || jsonb_build_object('processed_at', now(), 'processed_by', {worker}::text)
-    FROM unnest({ids}::uuid[], {tokens}::text[], {outcomes}::text[]) AS c(id, token, outcome)
-    WHERE e.id = c.id AND e.locked_by = c.token
-      AND (NOT {in_order}::bool OR e.aggregate_id IS NULL OR NOT EXISTS (
-          SELECT 1 FROM events p
-          WHERE p.aggregate_id = e.aggregate_id AND NOT p.processed
-            AND (p.created_at, p.id) < (e.created_at, e.id)
-            AND NOT EXISTS (
-                SELECT 1 FROM unnest({ids}::uuid[], {tokens}::text[]) AS f(id, token)
-                WHERE f.id = p.id AND f.token = p.locked_by)))
-"""
-
-
-def _claim_sql(ordered: bool, block_on_dead_letters: bool, carrying: bool) -> str:
-    """$1 token, $2 lease seconds, $3 limit, $4 window (see SqlStore.event_claim_many);
-    carrying completions: $5 ids, $6 tokens, $7 outcomes, $8 worker name.
-
-    The availability test is repeated outside the window on purpose: a row
-    claimed meanwhile by another worker is re-checked against the outer WHERE
-    only (not the subquery's snapshot), and that re-check is what keeps two
-    workers from claiming it. The completions run first, in a CTE of the
-    same statement: one statement and one commit for both. An event they
-    complete is never claimed again here, even if its lease had expired.
-    """
-    if ordered:
-        gate = _pending_before(carrying) + (_DEAD_BEFORE if block_on_dead_letters else "")
-        where = f"""
-            e.id IN (SELECT w.id FROM events w WHERE {_AVAILABLE.format(t="w")}
-                     ORDER BY w.priority DESC, w.created_at, w.id LIMIT $4)
-            AND {_AVAILABLE.format(t="e")}
-            AND (e.aggregate_id IS NULL OR ({gate}))"""
-    else:
-        where = _AVAILABLE.format(t="e") + " AND $4::int > 0"
-    done = ""
-    if carrying:
-        completion = _complete_sql("$5", "$6", "$7", "$8", str(ordered).lower())
-        done = f"done AS ({completion} RETURNING e.id),"
-        where += " AND e.id <> ALL($5::uuid[])"
-    return f"""
-        WITH {done} picked AS (
-            SELECT e.id FROM events e WHERE {where}
-            ORDER BY e.priority DESC, e.created_at, e.id
-            LIMIT $3
-            FOR UPDATE OF e SKIP LOCKED
-        )
-        UPDATE events e
-        SET locked_by = $1, locked_until = now() + $2 * interval '1 second',
-            attempts = e.attempts + 1
-        FROM picked WHERE e.id = picked.id
-        RETURNING {_RETURNED}
-    """
-
-
-_CLAIM_SQL = {
-    (ordered, block, carrying): _claim_sql(ordered, block, carrying)
-    for ordered in (True, False)
-    for block in (True, False)
-    for carrying in (True, False)
-}
-
-# $1 ids, $2 tokens, $3 outcomes, $4 worker name, $5 in order
-_COMPLETE_SQL = _complete_sql("$1", "$2", "$3", "$4", "$5")
+QUERIES = queries.load("postgresql")
 
 
 @final
@@ -326,7 +225,13 @@ class PostgresStore(SqlStore):
         args: list[Any] = [token, policy.lease_seconds, policy.limit, window]
         if completing:
             args += [*_completion_arrays(completing), self.worker_name]
-        sql = _CLAIM_SQL[(policy.ordered, policy.block_on_dead_letters, bool(completing))]
+        sql = QUERIES[
+            queries.claim_query(
+                ordered=policy.ordered,
+                block_on_dead_letters=policy.block_on_dead_letters,
+                carrying=bool(completing),
+            )
+        ]
         async with self._driver() as driver:
             records = await driver.fetch(sql, *args)
         return await self.finish_claim(
@@ -341,7 +246,10 @@ class PostgresStore(SqlStore):
             return 0
         async with self._driver() as driver:
             status = await driver.execute(
-                _COMPLETE_SQL, *_completion_arrays(completions), self.worker_name, in_order
+                QUERIES["event_complete"],
+                *_completion_arrays(completions),
+                self.worker_name,
+                in_order,
             )
         return int(status.rsplit(" ", 1)[-1])
 

@@ -4,9 +4,9 @@ Through SQLAlchemy and aiosqlite, one claim was four thread hand-offs
 (BEGIN IMMEDIATE, execute, fetch, COMMIT) plus statement building, ~4.5 ms
 per batch of 20 and ~200 us of CPU per event (bench/README.md). Here each
 transaction is one call into a thread that owns its own connection, with
-fixed statement texts that sqlite3 prepares once. They mirror PostgreSQL's
-(postgres.py) and ``SqlStore._completion_values``; the contract suite in
-tests/store holds both backends to the same behaviour.
+named queries (store/queries/sqlite.sql, the same names as PostgreSQL's) that
+sqlite3 prepares once; the contract suite in tests/store holds both backends
+to the same behaviour.
 """
 
 import asyncio
@@ -21,8 +21,8 @@ from typing import Any, TypeVar
 
 from eventproc.errors import StoreError, StoreUnavailable
 from eventproc.event import Event, Outcome
+from eventproc.store import queries
 from eventproc.store.protocol import ClaimPolicy, Lease
-from eventproc.store.schema import EVENT_COLUMNS
 from eventproc.store.sqlstore import event_from_returned
 
 T = TypeVar("T")
@@ -31,73 +31,8 @@ BUSY_WAIT_SECONDS = 30.0  # as long as the other connections' busy_timeout
 BUSY_STEP_MS = 2
 BUSY_PAUSE_SECONDS = 0.0005
 
-_NOW = "strftime('%Y-%m-%d %H:%M:%f', 'now')"
-_COLUMNS = ", ".join(EVENT_COLUMNS)
-
-
-def _available(t: str) -> str:
-    return (
-        f"{t}.processed = 0"
-        f" AND ({t}.next_attempt_at IS NULL OR {t}.next_attempt_at <= {_NOW})"
-        f" AND ({t}.locked_until IS NULL OR {t}.locked_until < {_NOW})"
-    )
-
-
-_PENDING_BEFORE = """NOT EXISTS (
-    SELECT 1 FROM events p
-    WHERE p.aggregate_id = e.aggregate_id AND p.processed = 0
-      AND (p.created_at, p.id) < (e.created_at, e.id))"""
-_DEAD_BEFORE = """ AND NOT EXISTS (
-    SELECT 1 FROM events p
-    WHERE p.aggregate_id = e.aggregate_id AND p.outcome = 'dead_lettered'
-      AND (p.created_at, p.id) < (e.created_at, e.id))"""
-
-
-def _claim_sql(ordered: bool, block_on_dead_letters: bool) -> str:
-    if ordered:
-        gate = _PENDING_BEFORE + (_DEAD_BEFORE if block_on_dead_letters else "")
-        where = f"""e.id IN (SELECT w.id FROM events w WHERE {_available("w")}
-                     ORDER BY w.priority DESC, w.created_at, w.id LIMIT :window)
-            AND {_available("e")}
-            AND (e.aggregate_id IS NULL OR ({gate}))"""
-    else:
-        where = _available("e")
-    return f"""
-        WITH picked AS (
-            SELECT e.id FROM events e WHERE {where}
-            ORDER BY e.priority DESC, e.created_at, e.id
-            LIMIT :limit
-        )
-        UPDATE events
-        SET locked_by = :token, locked_until = strftime('%Y-%m-%d %H:%M:%f', 'now', :lease),
-            attempts = events.attempts + 1
-        FROM picked WHERE events.id = picked.id
-        RETURNING {_COLUMNS}
-    """
-
-
-_CLAIM_SQL = {
-    (ordered, block): _claim_sql(ordered, block)
-    for ordered in (True, False)
-    for block in (True, False)
-}
-
-_COMPLETE_SQL = f"""
-    UPDATE events
-    SET processed = 1, outcome = :outcome, processed_at = {_NOW}, locked_by = NULL,
-        locked_until = NULL, next_attempt_at = NULL,
-        metadata = json_patch(coalesce(metadata, '{{}}'),
-                              json_object('processed_at', {_NOW}, 'processed_by', :worker))
-    WHERE locked_by = :token AND id IN (SELECT value FROM json_each(:ids))
-      AND (NOT :in_order OR aggregate_id IS NULL OR NOT EXISTS (
-          SELECT 1 FROM events p
-          WHERE p.aggregate_id = events.aggregate_id AND p.processed = 0
-            AND (p.created_at, p.id) < (events.created_at, events.id)
-            AND NOT EXISTS (
-                SELECT 1 FROM json_each(:flushed) f
-                WHERE json_extract(f.value, '$[0]') = p.id
-                  AND json_extract(f.value, '$[1]') = p.locked_by)))
-"""
+QUERIES = queries.load("sqlite")
+_COMPLETE_SQL = QUERIES["event_complete"]
 
 
 class HotPath:
@@ -126,7 +61,14 @@ class HotPath:
             "limit": policy.limit,
             "window": window,
         }
-        sql = _CLAIM_SQL[(policy.ordered, policy.block_on_dead_letters)]
+        # Completions run first in the same transaction: the claim sees them done.
+        sql = QUERIES[
+            queries.claim_query(
+                ordered=policy.ordered,
+                block_on_dead_letters=policy.block_on_dead_letters,
+                carrying=bool(completions),
+            )
+        ]
 
         def complete_then_claim(conn: sqlite3.Connection) -> list[Any]:
             for values in completions:

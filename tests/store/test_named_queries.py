@@ -1,0 +1,73 @@
+"""Named queries: both backends define the same names, and every statement prepares."""
+
+import re
+import sqlite3
+from pathlib import Path
+
+import asyncpg
+import pytest
+
+from eventproc.store import queries
+from support.databases import _dsn
+
+
+def test_both_backends_define_the_same_names() -> None:
+    assert set(queries.load("postgresql")) == set(queries.load("sqlite"))
+
+
+@pytest.mark.parametrize("ordered", [True, False])
+@pytest.mark.parametrize("block", [True, False])
+@pytest.mark.parametrize("carrying", [True, False])
+def test_every_claim_the_processor_can_ask_for_is_named(
+    ordered: bool, block: bool, carrying: bool
+) -> None:
+    name = queries.claim_query(ordered=ordered, block_on_dead_letters=block, carrying=carrying)
+    for backend in ("postgresql", "sqlite"):
+        assert name in queries.load(backend)
+
+
+def test_no_statement_is_assembled_in_python() -> None:
+    store = Path(queries.__file__).parents[1]
+    for module in store.glob("*.py"):
+        source = module.read_text()
+        for match in re.finditer(r'f"""|f\'\'\'', source):
+            line = source.count("\n", 0, match.start()) + 1
+            pytest.fail(f"{module.name}:{line}: an f-string SQL template; use a named query")
+
+
+def test_parse_reads_headers_aliases_and_refuses_mistakes() -> None:
+    parsed = queries.parse(
+        "-- a comment\n-- name: one\n-- why\nSELECT 1;\n\n-- name: two = one\n"
+    )
+    assert parsed == {"one": "SELECT 1", "two": "SELECT 1"}
+    with pytest.raises(ValueError, match="defined twice"):
+        queries.parse("-- name: a\nSELECT 1;\n-- name: a\nSELECT 2;\n")
+    with pytest.raises(ValueError, match="not defined"):
+        queries.parse("-- name: a = b\n")
+    with pytest.raises(ValueError, match="without a statement"):
+        queries.parse("-- name: a\n-- only a comment\n")
+
+
+async def test_every_postgresql_query_prepares(pg_url: str) -> None:
+    connection = await asyncpg.connect(_dsn(pg_url))
+    try:
+        for name, text in queries.load("postgresql").items():
+            try:
+                await connection.prepare(text)
+            except asyncpg.PostgresError as exc:
+                pytest.fail(f"{name}: {exc}")
+    finally:
+        await connection.close()
+
+
+async def test_every_sqlite_query_prepares(sqlite_store: object, sqlite_url: str) -> None:
+    connection = sqlite3.connect(sqlite_url.removeprefix("sqlite:///"))
+    try:
+        for name, text in queries.load("sqlite").items():
+            params = dict.fromkeys(re.findall(r":(\w+)", text))
+            try:
+                connection.execute(f"EXPLAIN {text}", params)
+            except sqlite3.Error as exc:
+                pytest.fail(f"{name}: {exc}")
+    finally:
+        connection.close()
