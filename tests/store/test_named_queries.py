@@ -36,9 +36,7 @@ def test_no_statement_is_assembled_in_python() -> None:
 
 
 def test_parse_reads_headers_aliases_and_refuses_mistakes() -> None:
-    parsed = queries.parse(
-        "-- a comment\n-- name: one\n-- why\nSELECT 1;\n\n-- name: two = one\n"
-    )
+    parsed = queries.parse("-- a comment\n-- name: one\n-- why\nSELECT 1;\n\n-- name: two = one\n")
     assert parsed == {"one": "SELECT 1", "two": "SELECT 1"}
     with pytest.raises(ValueError, match="defined twice"):
         queries.parse("-- name: a\nSELECT 1;\n-- name: a\nSELECT 2;\n")
