@@ -173,7 +173,7 @@ class Processor:
         side: list[asyncio.Task[None]] = [
             asyncio.create_task(self._keep_leases(), name="eventproc-leases"),
         ]
-        if self.config.polling_enabled and self.config.listen and self.store.capabilities.listen:
+        if self.config.polling_enabled and self.config.listen:
             side.append(asyncio.create_task(self.store.listen(self.wake), name="eventproc-listen"))
         self._producing = True
         try:

@@ -73,7 +73,7 @@ class Runtime:
 
     @property
     def backend(self) -> str:
-        return "postgresql" if self.store.capabilities.skip_locked else "sqlite"
+        return self.store.backend
 
     @property
     def uptime_seconds(self) -> float:

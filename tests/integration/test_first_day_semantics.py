@@ -34,7 +34,7 @@ SEED_REPLAY = {
 
 
 def backend_of(store: SqlStore) -> str:
-    return "postgresql" if store.capabilities.skip_locked else "sqlite"
+    return store.backend
 
 
 def sql_id(store: SqlStore, event_id: uuid.UUID) -> str:

@@ -107,10 +107,8 @@ async def test_local_publish_wakes_this_process(store: SqlStore) -> None:
     assert woken == [1]
 
 
-async def test_capabilities_describe_the_backend(store: SqlStore, backend: str) -> None:
-    caps = store.capabilities
-    assert caps.listen is True and caps.cross_process_wakeups is True
-    assert caps.skip_locked is (backend == "postgres")
+async def test_the_store_names_its_backend(store: SqlStore, backend: str) -> None:
+    assert store.backend == {"postgres": "postgresql", "sqlite": "sqlite"}[backend]
 
 
 async def test_ping_reads_database_clock(store: SqlStore) -> None:

@@ -33,7 +33,7 @@ from eventproc.errors import ConfigError, StoreUnavailable
 from eventproc.event import Event, NewEvent
 from eventproc.store import queries
 from eventproc.store.pg_url import ConnectionKind, PgUrl, UrlError
-from eventproc.store.protocol import Capabilities, ClaimPolicy, Completion, Lease, SchemaHook
+from eventproc.store.protocol import ClaimPolicy, Completion, Lease, SchemaHook
 from eventproc.store.schema import events
 from eventproc.store.sqlstore import (
     SqlStore,
@@ -89,6 +89,8 @@ QUERIES = queries.load("postgresql")
 
 @final
 class PostgresStore(SqlStore):
+    backend = "postgresql"
+
     def __init__(
         self,
         url: str,
@@ -130,7 +132,6 @@ class PostgresStore(SqlStore):
         self._listen_connect_args = self.target.driver_args(ConnectionKind.LISTEN)
         self._hot_idle: list[asyncpg.Connection] = []
         self._closed = False
-        self.capabilities = Capabilities(listen=True, skip_locked=True, cross_process_wakeups=True)
         self.url_for_display = self.target.display
 
     # -- dialect hooks -------------------------------------------------------

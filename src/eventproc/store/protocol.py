@@ -8,13 +8,14 @@ check of the URL in the caller.
 import uuid
 from collections.abc import Awaitable, Callable, Sequence
 from contextlib import AbstractAsyncContextManager
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from datetime import datetime
 from typing import Protocol
 
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from eventproc.event import DeadLetter, Event, NewEvent, Outcome
+from eventproc.store.queries import Backend
 
 SchemaHook = Callable[[AsyncConnection], Awaitable[None]]
 
@@ -141,16 +142,8 @@ class BlockedSummary:
         return max((self.database_now - min(since)).total_seconds(), 0.0)
 
 
-@dataclass(slots=True)
-class Capabilities:
-    listen: bool = False
-    skip_locked: bool = False
-    cross_process_wakeups: bool = False
-    extra: dict[str, bool] = field(default_factory=dict)
-
-
 class Store(Protocol):
-    capabilities: Capabilities
+    backend: Backend  # "postgresql" or "sqlite": names the named queries' file too
     url_for_display: str
 
     async def open(self) -> None: ...

@@ -23,7 +23,7 @@ from sqlalchemy.engine import URL, make_url
 from sqlalchemy.ext.asyncio import AsyncConnection, create_async_engine
 
 from eventproc.event import Event
-from eventproc.store.protocol import Capabilities, ClaimPolicy, Completion, Lease, SchemaHook
+from eventproc.store.protocol import ClaimPolicy, Completion, Lease, SchemaHook
 from eventproc.store.schema import events, metadata
 from eventproc.store.sqlite_hot import HotPath
 from eventproc.store.sqlstore import SqlStore, by_outcome, claim_window, translated
@@ -51,6 +51,8 @@ def aiosqlite_url(url: str) -> URL:
 
 @final
 class SqliteStore(SqlStore):
+    backend = "sqlite"
+
     def __init__(self, url: str, *, worker_name: str = "eventproc") -> None:
         self.url = aiosqlite_url(url)
         if self.url.database in (None, "", ":memory:"):
@@ -66,7 +68,6 @@ class SqliteStore(SqlStore):
         # spinning in SQLite's busy handler (which sleeps up to 100 ms a try).
         self._write_lock = asyncio.Lock()
         self._hot = HotPath(str(self.url.database), PRAGMAS)
-        self.capabilities = Capabilities(listen=True, skip_locked=False, cross_process_wakeups=True)
         self.url_for_display = str(self.url.database)
 
     @asynccontextmanager

@@ -44,7 +44,6 @@ from eventproc.store.protocol import (
     BlockedAggregate,
     BlockedSummary,
     Burial,
-    Capabilities,
     ClaimPolicy,
     Completion,
     EventFilter,
@@ -53,6 +52,7 @@ from eventproc.store.protocol import (
     SchemaHook,
     StoreStats,
 )
+from eventproc.store.queries import Backend
 from eventproc.store.schema import dead_letters, events
 
 P = ParamSpec("P")
@@ -250,7 +250,7 @@ def row_to_dead_letter(row: Row[Any]) -> DeadLetter:
 class SqlStore:
     """The portable half of every backend."""
 
-    capabilities: Capabilities
+    backend: Backend
     url_for_display: str
 
     def __init__(
