@@ -11,6 +11,7 @@
     │   ├── LeaseLost              a write-back was fenced out: another worker owns the event
     │   ├── NotFound               no such event or dead letter (HTTP 404)
     │   └── Conflict               the row is in a state that forbids the action (HTTP 409)
+    │       └── AlreadyProcessed   the event is finished; replay it first (HTTP 400, as the seed)
     └── HandlerSignal              raised BY handlers to steer the lifecycle; not failures
         ├── PermanentError         dead-letter now, do not retry
         └── RetryLater(delay)      reschedule; not counted as a failed attempt
@@ -55,6 +56,14 @@ class NotFound(StoreError):
 
 class Conflict(StoreError):
     """The row exists but its state forbids the requested action."""
+
+
+class AlreadyProcessed(Conflict):
+    """The event is finished (``processed = true``): nothing runs it until it is replayed.
+
+    Its own type because the seed answered it 400, not 409, and callers
+    (the HTTP layer among them) choose by type, never by message text.
+    """
 
 
 class HandlerSignal(EventprocError):

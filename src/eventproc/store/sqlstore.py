@@ -32,6 +32,7 @@ from sqlalchemy.engine import Row
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
 from eventproc.errors import (
+    AlreadyProcessed,
     Conflict,
     LeaseLost,
     NotFound,
@@ -678,7 +679,7 @@ class SqlStore:
         event = row_to_event(current)
         now = _aware((await conn.execute(select(self.now()))).scalar_one())
         if event.processed:
-            return Conflict("Event already processed")
+            return AlreadyProcessed("Event already processed")
         if event.locked_until is not None and event.locked_until >= now:
             return Conflict(f"Event is being processed by {event.locked_by}")
         if event.aggregate_id is None:
