@@ -2,11 +2,14 @@
 
 Routers raise :class:`ApiError` (or return :func:`error_response`) and list
 their error statuses with :func:`error_responses`, so the OpenAPI document
-names the same model for every error.
+names the same model for every error. An :class:`~eventproc.errors.EventprocError`
+a route lets through is answered from :data:`ERROR_STATUSES`, by its type
+(never by its text); an unmapped one is an unexpected error (500, logged).
 """
 
 import logging
 from collections.abc import Mapping
+from dataclasses import dataclass
 from typing import Any
 
 from fastapi import FastAPI, Request
@@ -15,6 +18,13 @@ from fastapi.responses import JSONResponse
 from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.routing import Match, Mount
 
+from eventproc.errors import (
+    AlreadyProcessed,
+    Conflict,
+    EventprocError,
+    NotFound,
+    StoreUnavailable,
+)
 from eventproc.http.schemas import ErrorBody
 
 logger = logging.getLogger("eventproc.http")
@@ -59,10 +69,39 @@ def error_responses(descriptions: Mapping[int, str]) -> dict[int | str, dict[str
 COMMON_RESPONSES = error_responses({SERVER_ERROR: "Unexpected server error"})
 
 
+@dataclass(frozen=True, slots=True)
+class ErrorStatus:
+    """How an eventproc error is answered: its status, and words put before its message."""
+
+    status: int
+    prefix: str = ""
+
+
+# The one mapping from error types to HTTP statuses, for every router (the
+# admin API's too). Looked up along the error's MRO, so a subclass takes its
+# own entry before its parent's (AlreadyProcessed before Conflict).
+ERROR_STATUSES: Mapping[type[EventprocError], ErrorStatus] = {
+    AlreadyProcessed: ErrorStatus(400),  # the seed answered 400 for a processed event
+    NotFound: ErrorStatus(404),
+    Conflict: ErrorStatus(409),
+    StoreUnavailable: ErrorStatus(503, "Database unavailable: "),
+}
+
+
+def status_for(exc: BaseException) -> ErrorStatus | None:
+    """The entry of the most specific mapped type ``exc`` is an instance of, if any."""
+    for cls in type(exc).__mro__:
+        found = ERROR_STATUSES.get(cls)
+        if found is not None:
+            return found
+    return None
+
+
 def install_error_handlers(app: FastAPI) -> None:
     """HTTP errors, validation errors and anything unexpected all answer JSON."""
     app.add_exception_handler(StarletteHTTPException, _http_error)  # type: ignore[arg-type]
     app.add_exception_handler(RequestValidationError, _invalid_request)  # type: ignore[arg-type]
+    app.add_exception_handler(EventprocError, _eventproc_error)  # type: ignore[arg-type]
     # Last resort only: CatchAll (eventproc.http.middleware) answers unexpected errors first.
     app.add_exception_handler(Exception, _unexpected)
 
@@ -87,6 +126,13 @@ async def _invalid_request(request: Request, exc: RequestValidationError) -> JSO
         for error in exc.errors()
     ]
     return error_response(422, "Invalid request", detail=detail)
+
+
+async def _eventproc_error(request: Request, exc: EventprocError) -> JSONResponse:
+    answer = status_for(exc)
+    if answer is None:
+        raise exc  # unexpected: CatchAll logs it and answers 500
+    return error_response(answer.status, f"{answer.prefix}{exc}")
 
 
 async def _unexpected(request: Request, exc: Exception) -> JSONResponse:

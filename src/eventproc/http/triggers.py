@@ -5,7 +5,7 @@ from typing import Any, Literal
 
 from fastapi import APIRouter, Depends, Request
 
-from eventproc.errors import Conflict, NotFound, StoreUnavailable
+from eventproc.errors import NotFound
 from eventproc.http.auth import AUTH_RESPONSES, require_token
 from eventproc.http.bodies import read_json
 from eventproc.http.deps import get_runtime
@@ -78,11 +78,8 @@ async def process_event(request: Request) -> EventAccepted:
         await runtime.processor.process_event(event_id)
     except NotFound:
         raise ApiError(404, "Event not found") from None
-    except Conflict as exc:
-        status = 400 if str(exc) == "Event already processed" else 409
-        raise ApiError(status, str(exc)) from None
-    except StoreUnavailable as exc:
-        raise ApiError(503, f"Database unavailable: {exc}") from None
+    # AlreadyProcessed (400), Conflict (409), StoreUnavailable (503): answered by type
+    # in eventproc.http.errors.
     return EventAccepted(success=True, message="Event processing started", event_id=event_id)
 
 
@@ -103,9 +100,5 @@ def _not_a_uuid() -> uuid.UUID:
 @router.post("/process-batch", status_code=202, response_model=BatchAccepted)
 async def process_batch(request: Request) -> BatchAccepted:
     """Claim one batch (up to BATCH_SIZE due events) now."""
-    runtime = get_runtime(request)
-    try:
-        claimed = await runtime.processor.process_batch()
-    except StoreUnavailable as exc:
-        raise ApiError(503, f"Database unavailable: {exc}") from None
+    claimed = await get_runtime(request).processor.process_batch()  # StoreUnavailable: 503
     return BatchAccepted(success=True, message="Batch processing started", claimed=claimed)
