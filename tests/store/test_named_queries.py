@@ -35,6 +35,15 @@ def test_no_statement_is_assembled_in_python() -> None:
             pytest.fail(f"{module.name}:{line}: an f-string SQL template; use a named query")
 
 
+def test_split_statements_cuts_at_line_ends_only() -> None:
+    text = "INSERT INTO t SELECT ';' FROM x;\nUPDATE t SET a = 1;\n"
+    assert queries.split_statements(text) == [
+        "INSERT INTO t SELECT ';' FROM x",
+        "UPDATE t SET a = 1",
+    ]
+    assert queries.split_statements("SELECT 1") == ["SELECT 1"]
+
+
 def test_parse_reads_headers_aliases_and_refuses_mistakes() -> None:
     parsed = queries.parse("-- a comment\n-- name: one\n-- why\nSELECT 1;\n\n-- name: two = one\n")
     assert parsed == {"one": "SELECT 1", "two": "SELECT 1"}
@@ -62,10 +71,11 @@ async def test_every_sqlite_query_prepares(sqlite_store: object, sqlite_url: str
     connection = sqlite3.connect(sqlite_url.removeprefix("sqlite:///"))
     try:
         for name, text in queries.load("sqlite").items():
-            params = dict.fromkeys(re.findall(r":(\w+)", text))
-            try:
-                connection.execute(f"EXPLAIN {text}", params)
-            except sqlite3.Error as exc:
-                pytest.fail(f"{name}: {exc}")
+            for statement in queries.split_statements(text):
+                params = dict.fromkeys(re.findall(r":(\w+)", statement))
+                try:
+                    connection.execute(f"EXPLAIN {statement}", params)
+                except sqlite3.Error as exc:
+                    pytest.fail(f"{name}: {exc}")
     finally:
         connection.close()

@@ -79,6 +79,53 @@ async def test_dead_letter_inserts_row_and_closes_event_together(store: SqlStore
     assert letter.original_created_at == claimed.created_at
 
 
+async def claim_many(store: SqlStore, count: int) -> list:  # type: ignore[type-arg]
+    await store.event_insert_many([NewEvent("t", {"n": n}) for n in range(count)])
+    claimed = await store.event_claim_many("w:1", POLICY)
+    return sorted(claimed, key=lambda event: event.payload["n"])
+
+
+async def test_a_batch_of_retries_is_written_together_and_fenced(store: SqlStore) -> None:
+    a, b, c, d = await claim_many(store, 4)
+    failures = [
+        Failure(Lease.of(a), 60, "boom a", attempt=1),
+        Failure(Lease.of(b), 60, "later", attempt=1, counted=False),
+        Failure(Lease.of(c), 60, "x" * 5000, attempt=1),
+        Failure(Lease(d.id, "w:stale"), 60, "fenced out", attempt=1),
+    ]
+    assert await store.event_retry_many(failures) == 3
+    rows = {event.id: await store.event_get(event.id) for event in (a, b, c, d)}
+    assert rows[a.id] is not None and rows[a.id].metadata["last_error"] == "boom a"
+    assert rows[b.id] is not None and rows[b.id].attempts == 0
+    assert "retry_count" not in rows[b.id].metadata
+    assert rows[c.id] is not None and len(rows[c.id].metadata["last_error"]) == 2000
+    assert rows[d.id] is not None and rows[d.id].locked_by == "w:1"  # untouched
+    for event in (a, b, c):
+        row = rows[event.id]
+        assert row is not None and row.locked_by is None and row.next_attempt_at is not None
+
+
+async def test_a_batch_of_dead_letters_is_written_together_and_fenced(store: SqlStore) -> None:
+    a, b, c = await claim_many(store, 3)
+    burials = [
+        Burial(Lease.of(a), a, "broke a", 2, None, "h.a", "broke <x>"),
+        Burial(Lease.of(b), b, "broke b", 3, "Traceback b", None, "broke <x>"),
+        Burial(Lease(c.id, "w:stale"), c, "fenced out", 1),
+    ]
+    assert await store.event_dead_letter_many(burials) == 2
+    letters = {letter.event_id: letter for letter in await store.dead_letter_list()}
+    assert set(letters) == {a.id, b.id}
+    assert letters[a.id].handler == "h.a" and letters[a.id].retry_count == 2
+    assert letters[b.id].error_detail == "Traceback b" and letters[b.id].payload == {"n": 1}
+    assert {letter.error_fingerprint for letter in letters.values()} == {"broke <x>"}
+    for event, count in ((a, 2), (b, 3)):
+        row = await store.event_get(event.id)
+        assert row is not None and row.outcome == "dead_lettered"
+        assert row.metadata["dead_lettered"] is True and row.metadata["retry_count"] == count
+    row = await store.event_get(c.id)
+    assert row is not None and not row.processed and row.locked_by == "w:1"
+
+
 async def test_release_returns_event_without_spending_attempt(store: SqlStore) -> None:
     claimed = await claim_one(store, NewEvent("t", {}))
     assert await store.event_release_many([Lease.of(claimed)]) == 1

@@ -33,9 +33,17 @@ from eventproc.errors import ConfigError, StoreUnavailable
 from eventproc.event import Event, NewEvent
 from eventproc.store import queries
 from eventproc.store.pg_url import ConnectionKind, PgUrl, UrlError
-from eventproc.store.protocol import ClaimPolicy, Completion, Lease, SchemaHook
+from eventproc.store.protocol import (
+    Burial,
+    ClaimPolicy,
+    Completion,
+    Failure,
+    Lease,
+    SchemaHook,
+)
 from eventproc.store.schema import events
 from eventproc.store.sqlstore import (
+    ERROR_CHARS,
     SqlStore,
     claim_window,
     event_from_returned,
@@ -253,6 +261,44 @@ class PostgresStore(SqlStore):
                 in_order,
             )
         return int(status.rsplit(" ", 1)[-1])
+
+    @translated
+    async def event_retry_many(self, failures: Sequence[Failure]) -> int:
+        """One statement for the whole batch (queries/postgresql.sql), waiting for the flush."""
+        if not failures:
+            return 0
+        ordered = sorted(failures, key=lambda failure: failure.lease.event_id)
+        args = (
+            [failure.lease.event_id for failure in ordered],
+            [failure.lease.token for failure in ordered],
+            [failure.delay_seconds for failure in ordered],
+            [failure.error[:ERROR_CHARS] for failure in ordered],
+            [failure.attempt for failure in ordered],
+            [failure.counted for failure in ordered],
+        )
+        async with self.begin() as conn:
+            result = await conn.exec_driver_sql(QUERIES["event_retry"], args)
+        return max(result.rowcount, 0)
+
+    @translated
+    async def event_dead_letter_many(self, burials: Sequence[Burial]) -> int:
+        """Close the events and insert their dead letters: one statement for the batch."""
+        if not burials:
+            return 0
+        ordered = sorted(burials, key=lambda burial: burial.lease.event_id)
+        args = (
+            [burial.lease.event_id for burial in ordered],
+            [burial.lease.token for burial in ordered],
+            [burial.error_message for burial in ordered],
+            [burial.retry_count for burial in ordered],
+            [burial.error_detail for burial in ordered],
+            [burial.handler for burial in ordered],
+            [burial.error_fingerprint for burial in ordered],
+            self.worker_name,
+        )
+        async with self.begin() as conn:
+            result = await conn.exec_driver_sql(QUERIES["event_dead_letter"], args)
+        return max(result.rowcount, 0)
 
     def insert_ignoring_conflicts(self, table: Any) -> Insert:
         return postgresql.insert(table).on_conflict_do_nothing(index_elements=["id"])

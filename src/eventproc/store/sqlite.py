@@ -7,6 +7,7 @@ once; other processes' commits are noticed through ``PRAGMA data_version``.
 """
 
 import asyncio
+import json
 import sqlite3
 import uuid
 from collections.abc import AsyncIterator, Callable, Sequence
@@ -23,10 +24,23 @@ from sqlalchemy.engine import URL, make_url
 from sqlalchemy.ext.asyncio import AsyncConnection, create_async_engine
 
 from eventproc.event import Event
-from eventproc.store.protocol import ClaimPolicy, Completion, Lease, SchemaHook
+from eventproc.store.protocol import (
+    Burial,
+    ClaimPolicy,
+    Completion,
+    Failure,
+    Lease,
+    SchemaHook,
+)
 from eventproc.store.schema import events, metadata
 from eventproc.store.sqlite_hot import HotPath
-from eventproc.store.sqlstore import SqlStore, by_outcome, claim_window, translated
+from eventproc.store.sqlstore import (
+    ERROR_CHARS,
+    SqlStore,
+    by_outcome,
+    claim_window,
+    translated,
+)
 from eventproc.store.types import UTCDateTime
 
 BUSY_TIMEOUT_MS = 30_000
@@ -139,6 +153,47 @@ class SqliteStore(SqlStore):
                 for token, ids in by_token.items()
             )
         )
+
+    @translated
+    async def event_retry_many(self, failures: Sequence[Failure]) -> int:
+        """One statement for the whole batch (see queries/sqlite.sql)."""
+        if not failures:
+            return 0
+        rows = [
+            {
+                "id": str(failure.lease.event_id),
+                "token": failure.lease.token,
+                "delay": f"+{failure.delay_seconds:.3f} seconds",
+                "error": failure.error[:ERROR_CHARS],
+                "attempt": failure.attempt,
+                "counted": failure.counted,
+            }
+            for failure in failures
+        ]
+        async with self._write_lock:
+            return await self._hot.write("event_retry", {"rows": json.dumps(rows)})
+
+    @translated
+    async def event_dead_letter_many(self, burials: Sequence[Burial]) -> int:
+        """The dead letters and the closed events, one transaction for the batch."""
+        if not burials:
+            return 0
+        rows = [
+            {
+                "id": str(burial.lease.event_id),
+                "token": burial.lease.token,
+                "error": burial.error_message,
+                "retry_count": burial.retry_count,
+                "detail": burial.error_detail,
+                "handler": burial.handler,
+                "fingerprint": burial.error_fingerprint,
+                "letter_id": str(uuid.uuid4()),
+            }
+            for burial in burials
+        ]
+        params = {"rows": json.dumps(rows), "worker": self.worker_name}
+        async with self._write_lock:
+            return await self._hot.write("event_dead_letter", params)
 
     def insert_ignoring_conflicts(self, table: Any) -> Insert:
         return sqlite.insert(table).on_conflict_do_nothing(index_elements=["id"])

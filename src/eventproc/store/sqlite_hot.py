@@ -78,6 +78,16 @@ class HotPath:
         rows = await self._run(complete_then_claim)
         return [_row_to_event(row) for row in rows]
 
+    async def write(self, name: str, params: dict[str, Any]) -> int:
+        """Run the named write (all its statements) in one transaction: the first's row count."""
+        statements = queries.split_statements(QUERIES[name])
+
+        def run(conn: sqlite3.Connection) -> int:
+            counts = [conn.execute(statement, params).rowcount for statement in statements]
+            return counts[0]
+
+        return await self._run(run)
+
     async def complete(
         self, by_outcome: dict[Outcome, list[Lease]], worker: str, *, in_order: bool
     ) -> int:

@@ -9,6 +9,7 @@ import contextlib
 import functools
 import json
 import uuid
+from abc import ABC, abstractmethod
 from collections.abc import AsyncIterator, Callable, Coroutine, Sequence
 from contextlib import AbstractAsyncContextManager, asynccontextmanager
 from datetime import UTC, datetime
@@ -59,6 +60,7 @@ from eventproc.store.schema import dead_letters, events
 P = ParamSpec("P")
 T = TypeVar("T")
 
+ERROR_CHARS = 2000  # of an error message kept in metadata.last_error
 CHUNK = 500  # rows per fenced statement: well under every bind-parameter limit
 CLAIM_WINDOW = 100  # available events an ordered claim looks at (see event_claim_many)
 BLOCKED_SCAN = 1000  # most blocked aggregates one summary reads (the count is capped there)
@@ -248,8 +250,8 @@ def row_to_dead_letter(row: Row[Any]) -> DeadLetter:
     return DeadLetter(**dict(row._mapping))
 
 
-class SqlStore:
-    """The portable half of every backend."""
+class SqlStore(ABC):
+    """The portable half of every backend; each backend supplies the abstract rest."""
 
     backend: Backend
     url_for_display: str
@@ -272,16 +274,17 @@ class SqlStore:
 
     # -- dialect hooks ---------------------------------------------------
 
+    @abstractmethod
     def now(self) -> ColumnElement[datetime]:
         """The clock every scheduling decision uses."""
-        raise NotImplementedError
 
+    @abstractmethod
     def later(self, seconds: float) -> ColumnElement[datetime]:
-        raise NotImplementedError
+        """The database's clock ``seconds`` from now."""
 
+    @abstractmethod
     def merged_metadata(self, patch: dict[str, Any]) -> ColumnElement[Any]:
         """``metadata`` with ``patch`` merged in; other keys are kept."""
-        raise NotImplementedError
 
     def fenced(self, leases: Sequence[Lease]) -> ColumnElement[bool]:
         """Rows whose current claim is exactly one of ``leases``."""
@@ -289,20 +292,21 @@ class SqlStore:
             [(lease.event_id, lease.token) for lease in leases]
         )
 
+    @abstractmethod
     def insert_ignoring_conflicts(self, table: Any) -> Insert:
-        raise NotImplementedError
+        """An INSERT into ``table`` that skips ids already present."""
 
     def lock_skipping_locked(self, statement: Select[Any]) -> Select[Any]:
         """Let concurrent claimers pass each other (a no-op where writes serialize)."""
         return statement
 
+    @abstractmethod
     async def migrate(self, hooks: Sequence[SchemaHook] = ()) -> None:
         """Create or upgrade eventproc's schema, then run the packs' hooks."""
-        raise NotImplementedError
 
+    @abstractmethod
     async def listen(self, on_wake: Callable[[], None]) -> None:
         """Call ``on_wake`` whenever another process publishes; runs until cancelled."""
-        raise NotImplementedError
 
     # -- lifecycle ---------------------------------------------------------
 
@@ -448,6 +452,7 @@ class SqlStore:
     def claim_order(self) -> tuple[Any, ...]:
         return (events.c.priority.desc(), events.c.created_at, events.c.id)
 
+    @abstractmethod
     async def event_claim_many(
         self, token: str, policy: ClaimPolicy, *, completing: Sequence[Completion] = ()
     ) -> list[Event]:
@@ -475,7 +480,6 @@ class SqlStore:
         claimed again; an event they unblock may be. If the call raises,
         neither happened.
         """
-        raise NotImplementedError
 
     async def finish_claim(
         self, claimed: list[Event], token: str, policy: ClaimPolicy
@@ -722,6 +726,7 @@ class SqlStore:
             ),
         }
 
+    @abstractmethod
     async def event_complete_many(
         self, completions: Sequence[Completion], *, in_order: bool = False
     ) -> int:
@@ -733,7 +738,6 @@ class SqlStore:
         its results waited (a database outage) would otherwise see its later
         events marked done before the head ran again; they run again after it.
         """
-        raise NotImplementedError
 
     @asynccontextmanager
     async def event_transaction(self, completion: Completion) -> AsyncIterator[AsyncConnection]:
@@ -772,77 +776,13 @@ class SqlStore:
             assert raised is not None
             raise raised from None
 
-    @translated
+    @abstractmethod
     async def event_retry_many(self, failures: Sequence[Failure]) -> int:
-        done = 0
-        async with self.begin() as conn:
-            for failure in failures:
-                values: dict[str, Any] = {
-                    "locked_by": None,
-                    "locked_until": None,
-                    "next_attempt_at": self.later(failure.delay_seconds),
-                }
-                if failure.counted:
-                    values["metadata"] = self.merged_metadata(
-                        {
-                            "retry_count": failure.attempt,
-                            "last_error": failure.error[:2000],
-                            "last_error_at": self.now(),
-                        }
-                    )
-                else:
-                    values["attempts"] = events.c.attempts - 1
-                result = await conn.execute(
-                    update(events).where(self.fenced([failure.lease])).values(**values)
-                )
-                done += result.rowcount
-        return done
+        """Reschedule failed events (fenced): one named query for the batch."""
 
-    @translated
+    @abstractmethod
     async def event_dead_letter_many(self, burials: Sequence[Burial]) -> int:
-        """Close each event and insert its dead letter in one transaction."""
-        done = 0
-        async with self.begin() as conn:
-            for burial in burials:
-                closed = await conn.execute(
-                    update(events)
-                    .where(self.fenced([burial.lease]))
-                    .values(
-                        **self._completion_values(Outcome.DEAD_LETTERED)
-                        | {
-                            "metadata": self.merged_metadata(
-                                {
-                                    "retry_count": burial.retry_count,
-                                    "last_error": burial.error_message[:2000],
-                                    "last_error_at": self.now(),
-                                    "processed_at": self.now(),
-                                    "processed_by": self.worker_name,
-                                    "dead_lettered": True,
-                                }
-                            )
-                        }
-                    )
-                )
-                if closed.rowcount != 1:
-                    continue
-                event = burial.event
-                await conn.execute(
-                    dead_letters.insert().values(
-                        id=uuid.uuid4(),
-                        event_id=event.id,
-                        event_type=event.event_type,
-                        payload=event.payload,
-                        error_message=burial.error_message,
-                        retry_count=burial.retry_count,
-                        original_created_at=event.created_at or self.now(),
-                        created_at=self.now(),
-                        error_detail=burial.error_detail,
-                        handler=burial.handler,
-                        error_fingerprint=burial.error_fingerprint,
-                    )
-                )
-                done += 1
-        return done
+        """Close events as dead-lettered and insert their dead letters, atomically."""
 
     @translated
     async def event_release_many(self, leases: Sequence[Lease]) -> int:

@@ -51,6 +51,17 @@ def load(backend: Backend) -> MappingProxyType[str, str]:
     return MappingProxyType(parse(source))
 
 
+def split_statements(text: str) -> list[str]:
+    """The statements of a query that holds several (each ends with ``;`` at a line's end).
+
+    SQLite runs one statement per call, so a query that needs two there (a
+    write PostgreSQL does in one data-modifying CTE) is run piece by piece,
+    in one transaction.
+    """
+    pieces = re.split(r";[ \t]*\n", text + "\n")
+    return [piece.strip().rstrip(";") for piece in pieces if piece.strip()]
+
+
 def claim_query(*, ordered: bool, block_on_dead_letters: bool, carrying: bool) -> str:
     """The name of the claim statement for these options (the same on both backends)."""
     name = "event_claim"

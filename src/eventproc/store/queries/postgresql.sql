@@ -251,3 +251,49 @@ WHERE e.id = c.id AND e.locked_by = c.token
         AND NOT EXISTS (
             SELECT 1 FROM unnest($1::uuid[], $2::text[]) AS f(id, token)
             WHERE f.id = p.id AND f.token = p.locked_by)));
+
+-- name: event_retry
+-- Back to pending after a failure: $1 ids, $2 tokens (the fence), $3 delay
+-- seconds, $4 errors, $5 attempt numbers, $6 counted. A counted failure
+-- records retry_count, last_error and last_error_at; an uncounted one
+-- (RetryLater, eventproc's own database trouble) gives its attempt back.
+UPDATE events e
+SET locked_by = NULL, locked_until = NULL,
+    next_attempt_at = now() + r.delay * interval '1 second',
+    attempts = CASE WHEN r.counted THEN e.attempts ELSE e.attempts - 1 END,
+    metadata = CASE
+        WHEN r.counted THEN coalesce(e.metadata, '{}'::jsonb)
+             || jsonb_build_object('retry_count', r.attempt, 'last_error', r.error,
+                                   'last_error_at', now())
+        ELSE e.metadata
+    END
+FROM unnest($1::uuid[], $2::text[], $3::float8[], $4::text[], $5::int[], $6::bool[])
+     AS r(id, token, delay, error, attempt, counted)
+WHERE e.id = r.id AND e.locked_by = r.token;
+
+-- name: event_dead_letter
+-- Close each fenced event as dead-lettered and insert its dead letter, in
+-- one statement: $1 ids, $2 tokens, $3 messages, $4 retry counts, $5
+-- tracebacks, $6 handlers, $7 fingerprints, $8 worker name.
+WITH b AS (
+    SELECT * FROM unnest($1::uuid[], $2::text[], $3::text[], $4::int[], $5::text[],
+                         $6::text[], $7::text[])
+           AS b(id, token, error, retry_count, detail, handler, fingerprint)
+), closed AS (
+    UPDATE events e
+    SET processed = true, outcome = 'dead_lettered', processed_at = now(), locked_by = NULL,
+        locked_until = NULL, next_attempt_at = NULL,
+        metadata = coalesce(e.metadata, '{}'::jsonb)
+                   || jsonb_build_object('retry_count', b.retry_count,
+                                         'last_error', left(b.error, 2000),
+                                         'last_error_at', now(), 'processed_at', now(),
+                                         'processed_by', $8::text, 'dead_lettered', true)
+    FROM b WHERE e.id = b.id AND e.locked_by = b.token
+    RETURNING e.id, e.event_type, e.payload, e.created_at
+)
+INSERT INTO event_dead_letters (id, event_id, event_type, payload, error_message, retry_count,
+                                original_created_at, created_at, error_detail, handler,
+                                error_fingerprint)
+SELECT gen_random_uuid(), c.id, c.event_type, c.payload, b.error, b.retry_count,
+       coalesce(c.created_at, now()), now(), b.detail, b.handler, b.fingerprint
+FROM closed c JOIN b ON b.id = c.id;

@@ -119,3 +119,54 @@ WHERE locked_by = :token AND id IN (SELECT value FROM json_each(:ids))
             SELECT 1 FROM json_each(:flushed) f
             WHERE json_extract(f.value, '$[0]') = p.id
               AND json_extract(f.value, '$[1]') = p.locked_by)));
+
+-- name: event_retry
+-- Back to pending after a failure. :rows is a JSON array of
+-- {id, token, delay ('+1.500 seconds'), error, attempt, counted}; see
+-- postgresql.sql for what counted means.
+UPDATE events
+SET locked_by = NULL, locked_until = NULL,
+    next_attempt_at = strftime('%Y-%m-%d %H:%M:%f', 'now', r.delay),
+    attempts = CASE WHEN r.counted THEN events.attempts ELSE events.attempts - 1 END,
+    metadata = CASE
+        WHEN r.counted THEN json_patch(coalesce(events.metadata, '{}'),
+             json_object('retry_count', r.attempt, 'last_error', r.error,
+                         'last_error_at', strftime('%Y-%m-%d %H:%M:%f', 'now')))
+        ELSE events.metadata
+    END
+FROM (SELECT json_extract(value, '$.id') AS id, json_extract(value, '$.token') AS token,
+             json_extract(value, '$.delay') AS delay, json_extract(value, '$.error') AS error,
+             json_extract(value, '$.attempt') AS attempt,
+             json_extract(value, '$.counted') AS counted
+      FROM json_each(:rows)) AS r
+WHERE events.id = r.id AND events.locked_by = r.token;
+
+-- name: event_dead_letter
+-- Two statements, one transaction (SQLite has no data-modifying CTE): the
+-- dead letters of the fenced events first, then the events closed. :rows is
+-- a JSON array of {id, token, error, retry_count, detail, handler,
+-- fingerprint, letter_id}; :worker names this worker.
+INSERT INTO event_dead_letters (id, event_id, event_type, payload, error_message, retry_count,
+                                original_created_at, created_at, error_detail, handler,
+                                error_fingerprint)
+SELECT json_extract(r.value, '$.letter_id'), e.id, e.event_type, e.payload,
+       json_extract(r.value, '$.error'), json_extract(r.value, '$.retry_count'),
+       coalesce(e.created_at, strftime('%Y-%m-%d %H:%M:%f', 'now')),
+       strftime('%Y-%m-%d %H:%M:%f', 'now'), json_extract(r.value, '$.detail'),
+       json_extract(r.value, '$.handler'), json_extract(r.value, '$.fingerprint')
+FROM json_each(:rows) AS r
+JOIN events e ON e.id = json_extract(r.value, '$.id')
+             AND e.locked_by = json_extract(r.value, '$.token');
+UPDATE events
+SET processed = 1, outcome = 'dead_lettered', processed_at = strftime('%Y-%m-%d %H:%M:%f', 'now'),
+    locked_by = NULL, locked_until = NULL, next_attempt_at = NULL,
+    metadata = json_patch(coalesce(metadata, '{}'), json_object(
+        'retry_count', r.retry_count, 'last_error', substr(r.error, 1, 2000),
+        'last_error_at', strftime('%Y-%m-%d %H:%M:%f', 'now'),
+        'processed_at', strftime('%Y-%m-%d %H:%M:%f', 'now'),
+        'processed_by', :worker, 'dead_lettered', json('true')))
+FROM (SELECT json_extract(value, '$.id') AS id, json_extract(value, '$.token') AS token,
+             json_extract(value, '$.error') AS error,
+             json_extract(value, '$.retry_count') AS retry_count
+      FROM json_each(:rows)) AS r
+WHERE events.id = r.id AND events.locked_by = r.token;
