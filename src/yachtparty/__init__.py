@@ -5,7 +5,7 @@ contract is /work/shared/yachtparty-handlers.md. Modules:
 
 - :mod:`yachtparty.models`   payload models (one per event type)
 - :mod:`yachtparty.tables`   the 8 tables and the schema hook that creates them
-- :mod:`yachtparty.queries`  the query pieces each database spells its own way
+- :mod:`yachtparty.queries`  insert a row at most once (on eventproc.columns)
 - :mod:`yachtparty.ids`      deterministic ids for everything a handler creates
 - :mod:`yachtparty.effects`  agent tasks, follow-up events, referent checks
 - :mod:`yachtparty.handlers` the 11 handlers

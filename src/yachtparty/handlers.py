@@ -21,6 +21,7 @@ from typing import Any
 from sqlalchemy import Table, case, func, literal, or_, select, update
 
 from eventproc import Event, HandlerContext
+from eventproc.columns import UTCDateTime, db_now, overlaps
 from yachtparty.cache import invalidate_user_caches
 from yachtparty.effects import add_task, as_json, follow_up, payload_of, require_user
 from yachtparty.ids import derived_id
@@ -37,10 +38,9 @@ from yachtparty.models import (
     SolutionNeeded,
     UserVerified,
 )
-from yachtparty.queries import db_now, insert_once, overlaps
+from yachtparty.queries import insert_once
 from yachtparty.registry import registry
 from yachtparty.tables import (
-    Timestamp,
     agent_actions_log,
     community_requests,
     conversations,
@@ -370,7 +370,7 @@ def _touched(column: Any, event: Event, now: datetime) -> Any:
     if event.created_at is None:
         return now
     return case(
-        (or_(column.is_(None), column < event.created_at), literal(now, Timestamp())),
+        (or_(column.is_(None), column < event.created_at), literal(now, UTCDateTime())),
         else_=column,
     )
 

@@ -39,7 +39,7 @@ from sqlalchemy import Table
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from eventproc import Event, NewEvent, Outcome
-from yachtparty.queries import db_now, insert_ignoring_conflicts
+from eventproc.columns import db_now, insert_ignoring_conflicts
 from yachtparty.tables import (
     community_requests,
     conversations,

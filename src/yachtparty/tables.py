@@ -11,11 +11,9 @@ data alone; the only change it makes to an existing table is adding
 
 import logging
 import uuid
-from datetime import UTC, datetime
-from typing import Any
+from datetime import datetime
 
 from sqlalchemy import (
-    JSON,
     Boolean,
     Column,
     Connection,
@@ -30,84 +28,13 @@ from sqlalchemy import (
     inspect,
     text,
 )
-from sqlalchemy.dialects import postgresql
-from sqlalchemy.engine import Dialect
 from sqlalchemy.ext.asyncio import AsyncConnection
 from sqlalchemy.schema import CreateIndex, CreateTable
-from sqlalchemy.types import TypeDecorator, TypeEngine
 
-from eventproc.store.types import GUID, JSONDoc, UTCDateTime, new_uuid, utc_now
+from eventproc.columns import GUID, JSONDoc, TextArray, UTCDateTime, UUIDArray, new_uuid, utc_now
 from yachtparty.registry import registry
 
 logger = logging.getLogger(__name__)
-
-SQLITE_TIME_FORMAT = "%Y-%m-%d %H:%M:%f"
-"""SQLite ``strftime`` format of every pack timestamp (UTC, milliseconds)."""
-
-
-# -- column types ------------------------------------------------------------
-
-
-class Timestamp(UTCDateTime):
-    """``timestamptz`` on PostgreSQL; on SQLite UTC text in the database clock's own form.
-
-    SQLite's ``strftime('%Y-%m-%d %H:%M:%f', 'now')`` writes milliseconds, so
-    values bound from Python are written the same way and compare as times.
-    """
-
-    cache_ok = True
-
-    def process_bind_param(self, value: Any, dialect: Dialect) -> Any:
-        if value is None or dialect.name != "sqlite":
-            return value
-        if isinstance(value, str):
-            value = datetime.fromisoformat(value)
-        if value.tzinfo is not None:
-            value = value.astimezone(UTC).replace(tzinfo=None)
-        assert isinstance(value, datetime)
-        return value.strftime("%Y-%m-%d %H:%M:%S.") + f"{value.microsecond // 1000:03d}"
-
-
-class TextArray(TypeDecorator[list[str]]):
-    """``text[]`` on PostgreSQL; a JSON array of strings on SQLite."""
-
-    impl = JSON
-    cache_ok = True
-
-    def load_dialect_impl(self, dialect: Dialect) -> TypeEngine[Any]:
-        if dialect.name == "postgresql":
-            return dialect.type_descriptor(postgresql.ARRAY(Text()))
-        return dialect.type_descriptor(JSON())
-
-    def process_bind_param(self, value: Any, dialect: Dialect) -> Any:
-        return None if value is None else [str(item) for item in value]
-
-    def process_result_value(self, value: Any, dialect: Dialect) -> list[str] | None:
-        return None if value is None else [str(item) for item in value]
-
-
-class UUIDArray(TypeDecorator[list[uuid.UUID]]):
-    """``uuid[]`` on PostgreSQL; a JSON array of dashed uuid strings on SQLite."""
-
-    impl = JSON
-    cache_ok = True
-
-    def load_dialect_impl(self, dialect: Dialect) -> TypeEngine[Any]:
-        if dialect.name == "postgresql":
-            return dialect.type_descriptor(postgresql.ARRAY(postgresql.UUID(as_uuid=True)))
-        return dialect.type_descriptor(JSON())
-
-    def process_bind_param(self, value: Any, dialect: Dialect) -> Any:
-        if value is None:
-            return None
-        items = [item if isinstance(item, uuid.UUID) else uuid.UUID(str(item)) for item in value]
-        return items if dialect.name == "postgresql" else [str(item) for item in items]
-
-    def process_result_value(self, value: Any, dialect: Dialect) -> list[uuid.UUID] | None:
-        if value is None:
-            return None
-        return [item if isinstance(item, uuid.UUID) else uuid.UUID(str(item)) for item in value]
-
 
 # -- tables ------------------------------------------------------------------
 
@@ -119,11 +46,11 @@ def _id() -> Column[uuid.UUID]:
 
 
 def _created_at() -> Column[datetime]:
-    return Column("created_at", Timestamp(), server_default=utc_now())
+    return Column("created_at", UTCDateTime(), server_default=utc_now())
 
 
 def _updated_at() -> Column[datetime]:
-    return Column("updated_at", Timestamp(), server_default=utc_now())
+    return Column("updated_at", UTCDateTime(), server_default=utc_now())
 
 
 def _user_ref(name: str, *, nullable: bool = True) -> Column[uuid.UUID]:
@@ -140,7 +67,7 @@ users = Table(
     Column("verified", Boolean, server_default=false()),
     Column("expertise", TextArray()),
     Column("credit_balance", Integer, server_default=text("0")),
-    Column("last_active_at", Timestamp()),
+    Column("last_active_at", UTCDateTime()),
     _created_at(),
     _updated_at(),
 )
@@ -152,7 +79,7 @@ conversations = Table(
     _user_ref("user_id", nullable=False),
     Column("phone_number", String(20), nullable=False),
     Column("status", String(50), server_default=text("'active'")),
-    Column("last_message_at", Timestamp()),
+    Column("last_message_at", UTCDateTime()),
     Column("metadata", JSONDoc),
     _created_at(),
     _updated_at(),
@@ -168,7 +95,7 @@ agent_tasks = Table(
     _user_ref("user_id"),
     Column("context_id", GUID()),
     Column("context_type", String(50)),
-    Column("scheduled_for", Timestamp(), nullable=False),
+    Column("scheduled_for", UTCDateTime(), nullable=False),
     Column("priority", String(20), server_default=text("'medium'")),
     Column("status", String(50), server_default=text("'pending'")),
     Column("retry_count", Integer, server_default=text("0")),
@@ -178,7 +105,7 @@ agent_tasks = Table(
     Column("error_log", Text),
     _created_at(),
     Column("created_by", String(100)),
-    Column("completed_at", Timestamp()),
+    Column("completed_at", UTCDateTime()),
 )
 Index("yp_agent_tasks_due_idx", agent_tasks.c.status, agent_tasks.c.scheduled_for)
 Index("yp_agent_tasks_user_idx", agent_tasks.c.user_id)
@@ -202,7 +129,7 @@ community_requests = Table(
     Column("urgency", String, server_default=text("'medium'")),
     Column("request_summary", String(100)),
     _created_at(),
-    Column("expires_at", Timestamp()),
+    Column("expires_at", UTCDateTime()),
 )
 Index(
     "yp_community_requests_open_idx",
@@ -218,7 +145,7 @@ solution_workflows = Table(
     Column("request_description", Text, nullable=False),
     Column("current_step", String(100), nullable=False),
     Column("status", String(50), server_default=text("'in_progress'")),
-    Column("completed_at", Timestamp()),
+    Column("completed_at", UTCDateTime()),
     _created_at(),
     _updated_at(),
 )
@@ -234,7 +161,7 @@ intro_opportunities = Table(
     Column("first_name", String(255), nullable=False),
     Column("last_name", String(255), nullable=False),
     Column("status", String(50), server_default=text("'open'")),
-    Column("intro_completed_at", Timestamp()),
+    Column("intro_completed_at", UTCDateTime()),
     Column("bounty_credits", Integer, server_default=text("50")),
     _created_at(),
     _updated_at(),
@@ -392,7 +319,7 @@ async def create_schema(connection: AsyncConnection) -> None:
     if "conversations" in existing:
         columns = await connection.run_sync(_column_names, "conversations")
         if "metadata" not in columns:
-            column_type = "jsonb" if dialect == "postgresql" else "JSON"
+            column_type = JSONDoc.compile(dialect=connection.dialect)
             await connection.exec_driver_sql(
                 f"ALTER TABLE conversations ADD COLUMN metadata {column_type}"
             )

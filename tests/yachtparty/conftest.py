@@ -16,13 +16,13 @@ import pytest
 from sqlalchemy import ColumnElement, Table, select
 
 from eventproc import Event, NewEvent
+from eventproc.columns import db_now
 from eventproc.event import DeadLetter
 from eventproc.processor import Processor
 from eventproc.processor_config import ProcessorConfig
 from eventproc.retry import RetryPolicy
 from eventproc.store import EventFilter, SqlStore, open_store
 from yachtparty import registry
-from yachtparty.queries import db_now
 from yachtparty.tables import (
     PACK_TABLES,
     community_requests,
