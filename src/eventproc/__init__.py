@@ -7,6 +7,7 @@ from eventproc.errors import EventprocError, PermanentError, RetryLater
 from eventproc.event import Event, NewEvent, Outcome
 from eventproc.handler import HandlerContext
 from eventproc.registry import Registry
+from eventproc.sample import Sample
 
 __version__ = "0.1.0"
 
@@ -19,5 +20,6 @@ __all__ = [
     "PermanentError",
     "Registry",
     "RetryLater",
+    "Sample",
     "__version__",
 ]

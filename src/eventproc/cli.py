@@ -326,7 +326,8 @@ def demo(
     quiet = {} if os.environ.get("LOG_LEVEL") else {"log_level": DEMO_LOG_LEVEL}
     url = database_url or demo_database_url()
     overrides = {**DEMO_OVERRIDES, **quiet}
-    settings = _settings(database_url=url, port=port, handlers="yachtparty:registry", **overrides)
+    # DEMO_OVERRIDES names the registry (HANDLERS) whose sample data the demo runs on.
+    settings = _settings(database_url=url, port=port, **overrides)
     output = Console(width=None if sys.stdout.isatty() else 120)
     raise typer.Exit(_demo_exit_code(settings, events, rate, once, database_url, force, output))
 

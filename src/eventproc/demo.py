@@ -1,8 +1,11 @@
 """`eventproc demo`: the whole system on sample Yachtparty traffic, with nothing to install.
 
-Loads the pack's sample world, publishes a stream of all 11 event types
-(with a share of bad ones, so retries, dead letters and skips show up) and
-reports what became of every event, from the database itself.
+Loads the sample data of the registry ``HANDLERS`` names (the Yachtparty
+pack's, ``yachtparty:registry``: its sample world and a stream of all 11
+event types, with a share of bad ones so that retries, dead letters and
+skips show up), publishes it and reports what became of every event, from
+the database itself. The pack is reached only through that registry and its
+sample hook (:meth:`eventproc.Registry.on_sample`), never imported here.
 
 The demo writes sample users and processes every pending event it finds, so
 it runs on a file of its own unless it is given ``--database-url``, and it
@@ -29,13 +32,16 @@ from rich.console import Console
 from rich.live import Live
 from rich.table import Table
 
-from eventproc.errors import EventprocError
+from eventproc.errors import ConfigError, EventprocError
 from eventproc.event import NewEvent
 from eventproc.runtime import Runtime
+from eventproc.sample import Sample, SampleHook
 from eventproc.store import EventFilter, StoreStats, open_store
 from eventproc.store.census import PENDING, Publisher, outcomes, publishers
 
 DEMO_DATABASE = "eventproc-demo.db"
+# The registry whose sample data the demo runs on (a HANDLERS value, not an import).
+DEMO_HANDLERS = "yachtparty:registry"
 # Every event the demo publishes carries this; the ownership check reads it back.
 DEMO_CREATED_BY = "eventproc-demo"
 DRAIN_TIMEOUT_SECONDS = 180.0
@@ -43,7 +49,8 @@ PUBLISH_TICK_SECONDS = 0.1
 STATUS_EVERY_SECONDS = 5.0  # a plain status line this often when stdout is not a terminal
 QUERY_CHUNK = 500
 # Quick retries so that failures reach the dead-letter table within seconds.
-DEMO_OVERRIDES = {
+DEMO_OVERRIDES: dict[str, object] = {
+    "handlers": DEMO_HANDLERS,
     "max_retries": 3,
     "retry_base_ms": 100,
     "retry_max_ms": 1000,
@@ -87,14 +94,18 @@ def port_to_ask(host: str, wanted: int) -> int:
     return wanted
 
 
-def follow_up_creator() -> str:
-    """``created_by`` of the events the pack's handlers publish while handling the demo's."""
-    from yachtparty.effects import CREATED_BY
+def sample_hook(runtime: Runtime) -> SampleHook:
+    """The sample hook of the runtime's registry; ConfigError (exit 2) when it has none."""
+    hook = runtime.registry.sample
+    if hook is None:
+        raise ConfigError(
+            f"HANDLERS={runtime.settings.handlers}: the registry has no sample data for the "
+            "demo (a pack offers it with registry.on_sample)"
+        )
+    return hook
 
-    return CREATED_BY
 
-
-def foreign_publishers(found: Sequence[Publisher], follow_ups: str) -> list[Publisher]:
+def foreign_publishers(found: Sequence[Publisher], follow_ups: str | None) -> list[Publisher]:
     """The publishers in ``found`` other than the demo.
 
     Follow-up events the handlers published count as the demo's when the
@@ -124,7 +135,8 @@ async def check_database_is_ours(runtime: Runtime, *, force: bool, console: Cons
     Runs before anything is written, migrations included: a seed database
     is looked at, not adopted.
     """
-    foreign = foreign_publishers(await publishers(runtime.store), follow_up_creator())
+    follow_ups = sample_hook(runtime).follow_ups_created_by
+    foreign = foreign_publishers(await publishers(runtime.store), follow_ups)
     if not foreign:
         return
     count = sum(item.count for item in foreign)
@@ -165,47 +177,46 @@ async def run_demo(
     force: bool,
     console: Console,
 ) -> int:
-    """Load the sample world, then ``--once`` (drain and report) or live until Ctrl+C.
+    """Load the registry's sample data, then ``--once`` (drain and report) or live until Ctrl+C.
 
     ``check``: the database was named on the command line, so look before
     writing (the demo's own file is recreated instead).
     """
-    from yachtparty.sample import load_sample_data
-
     try:
+        hook = sample_hook(runtime)
         if check:
             await check_database_is_ours(runtime, force=force, console=console)
         await runtime.prepare()
         async with runtime.store.engine.begin() as connection:
-            world = await load_sample_data(connection, users=40)
+            sample = await hook.load(connection)
         since = await runtime.store.ping()
     except BaseException:
         await runtime.store.close()
         raise
     console.print(
         f"Demo database: {runtime.store.url_for_display} ({runtime.backend}), "
-        f"{len(world.users)} users loaded, {len(runtime.registry)} handlers.",
+        f"{sample.summary} loaded, {len(runtime.registry)} handlers.",
         markup=False,
     )
     if once:
-        return await _run_once(runtime, world, events or 500, rate, console)
-    return await _run_live(runtime, world, events, rate or 50.0, console, since)
+        return await _run_once(runtime, sample, events or 500, rate, console)
+    return await _run_live(runtime, sample, events, rate or 50.0, console, since)
 
 
 async def _run_once(
-    runtime: Runtime, world: object, count: int, rate: float | None, console: Console
+    runtime: Runtime, sample: Sample, count: int, rate: float | None, console: Console
 ) -> int:
-    published = _traffic(world, count, seed=11)
+    published = _traffic(sample, count, seed=11)
     processing = asyncio.create_task(runtime.processor.run())
     try:
         await _publish(runtime, published, rate)
         console.print(f"Published {len(published)} events; waiting for them to finish...")
-        tally = await _drain(runtime, published)
+        tally = await _drain(runtime, sample, published)
     finally:
         runtime.processor.stop()
         await processing
         await runtime.store.close()
-    console.print(_summary_table(tally))
+    console.print(_summary_table(tally, sample))
     stats = runtime.stats
     console.print(
         f"Processor: {stats.total_processed} attempts handled: {stats.success_count} succeeded "
@@ -225,7 +236,7 @@ async def _run_once(
 
 async def _run_live(
     runtime: Runtime,
-    world: object,
+    sample: Sample,
     limit: int | None,
     rate: float,
     console: Console,
@@ -246,7 +257,7 @@ async def _run_live(
         highlight=False,
     )
     sent = Counter[str]()
-    publisher = asyncio.create_task(_stream(runtime, world, limit, rate, sent))
+    publisher = asyncio.create_task(_stream(runtime, sample, limit, rate, sent))
     try:
         if console.is_terminal:
             await _watch_live(runtime, serving, publisher, sent, console)
@@ -260,7 +271,8 @@ async def _run_live(
     serving.result()
     if crashed is not None:
         raise crashed
-    console.print(await _final_table(runtime.settings.effective_database_url, since))
+    follow_ups = sample_hook(runtime).follow_ups_created_by
+    console.print(await _final_table(runtime.settings.effective_database_url, since, follow_ups))
     return 0
 
 
@@ -352,24 +364,22 @@ def _logs_written_to(stream: object) -> Iterator[None]:
                 handler.setStream(old)
 
 
-def _traffic(world: object, count: int, *, seed: int) -> list[NewEvent]:
+def _traffic(sample: Sample, count: int, *, seed: int) -> list[NewEvent]:
     """Sample traffic, every event marked as the demo's (``created_by``)."""
-    from yachtparty.sample import traffic
-
     return [
         dataclasses.replace(event, created_by=DEMO_CREATED_BY)
-        for event in traffic(world, count, seed=seed)  # type: ignore[arg-type]
+        for event in sample.traffic(count, seed)
     ]
 
 
 async def _stream(
-    runtime: Runtime, world: object, limit: int | None, rate: float, sent: Counter[str]
+    runtime: Runtime, sample: Sample, limit: int | None, rate: float, sent: Counter[str]
 ) -> None:
     """Publish sample traffic at ``rate`` per second, ``limit`` events or forever."""
     seed = 11
     while limit is None or sent["events"] < limit:
         size = 500 if limit is None else min(500, limit - sent["events"])
-        chunk = _traffic(world, size, seed=seed)
+        chunk = _traffic(sample, size, seed=seed)
         seed += 1
         await _publish(runtime, chunk, rate, sent)
 
@@ -394,18 +404,16 @@ async def _publish(
                 await asyncio.sleep(delay)
 
 
-async def _drain(runtime: Runtime, published: Sequence[NewEvent]) -> Tally:
+async def _drain(runtime: Runtime, sample: Sample, published: Sequence[NewEvent]) -> Tally:
     deadline = time.monotonic() + DRAIN_TIMEOUT_SECONDS
     while True:
-        tally = await _tally(runtime, published)
+        tally = await _tally(runtime, sample, published)
         if not tally.pending or time.monotonic() > deadline:
             return tally
         await asyncio.sleep(0.25)
 
 
-async def _tally(runtime: Runtime, published: Sequence[NewEvent]) -> Tally:
-    from yachtparty.sample import OK, expected_outcome
-
+async def _tally(runtime: Runtime, sample: Sample, published: Sequence[NewEvent]) -> Tally:
     tally = Tally()
     for start in range(0, len(published), QUERY_CHUNK):
         chunk = published[start : start + QUERY_CHUNK]
@@ -416,19 +424,17 @@ async def _tally(runtime: Runtime, published: Sequence[NewEvent]) -> Tally:
             )
         }
         for event in chunk:
-            kind = str((event.metadata or {}).get("sample", OK))
+            kind = sample.kind_of(event)
             tally.published[kind] += 1
             row = rows.get(event.id)
             outcome = (row.outcome or "processed") if row is not None and row.processed else None
             tally.outcomes.setdefault(kind, Counter())[outcome or PENDING] += 1
-            if outcome is not None and outcome != expected_outcome(event).value:
+            if outcome is not None and outcome != sample.designed[kind].value:
                 tally.mismatched.append(event.id)
     return tally
 
 
-def _summary_table(tally: Tally) -> Table:
-    from yachtparty.sample import EXPECTED_OUTCOMES
-
+def _summary_table(tally: Tally, sample: Sample) -> Table:
     table = Table(title="eventproc demo: what became of every event (read from the database)")
     for column in ("kind", "published", "succeeded", "skipped", "dead-lettered", "pending"):
         table.add_column(column, justify="left" if column == "kind" else "right")
@@ -442,7 +448,7 @@ def _summary_table(tally: Tally) -> Table:
             kind,
             str(tally.published[kind]),
             *_outcome_cells(counts),
-            EXPECTED_OUTCOMES[kind].value,
+            sample.designed[kind].value,
         )
     table.add_row("total", str(totals["published"]), *_outcome_cells(totals), "", style="bold")
     return table
@@ -452,12 +458,14 @@ def _outcome_cells(counts: Counter[str]) -> list[str]:
     return [str(counts[name]) for name in ("succeeded", "skipped", "dead_lettered", PENDING)]
 
 
-async def _final_table(url: str, since: datetime) -> Table:
+async def _final_table(url: str, since: datetime, follow_ups_created_by: str | None) -> Table:
     """This run's events as the database has them (the runtime's own store is closed)."""
     store = open_store(url)
     try:
-        ours = await outcomes(store, created_by=DEMO_CREATED_BY, since=since)
-        follow_ups = await outcomes(store, created_by=follow_up_creator(), since=since)
+        rows = [("the demo", await outcomes(store, created_by=DEMO_CREATED_BY, since=since))]
+        if follow_ups_created_by is not None:
+            follow_ups = await outcomes(store, created_by=follow_ups_created_by, since=since)
+            rows.append(("the handlers (follow-ups)", follow_ups))
         dead_letters = (await store.stats_snapshot()).dead_letters
     finally:
         await store.close()
@@ -465,7 +473,7 @@ async def _final_table(url: str, since: datetime) -> Table:
     table.add_column("published by")
     for column in ("events", "succeeded", "skipped", "dead-lettered", "pending", "retried"):
         table.add_column(column, justify="right")
-    for label, counts in (("the demo", ours), ("the handlers (follow-ups)", follow_ups)):
+    for label, counts in rows:
         table.add_row(label, str(counts.total), *_outcome_cells(counts.counts), str(counts.retried))
     table.caption = f"open dead letters in the database: {dead_letters}"
     return table

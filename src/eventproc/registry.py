@@ -9,6 +9,7 @@ from pydantic import BaseModel
 
 from eventproc.errors import ConfigError, RegistryError
 from eventproc.handler import HandlerFunc
+from eventproc.sample import SampleHook, SampleLoader
 
 # Receives an open SQLAlchemy AsyncConnection inside the migration transaction.
 SchemaHook = Callable[[Any], Awaitable[None]]
@@ -25,7 +26,7 @@ class Handler:
 
     @property
     def name(self) -> str:
-        return f"{self.func.__module__}.{self.func.__qualname__}"
+        return _name(self.func)
 
 
 class Registry:
@@ -34,6 +35,7 @@ class Registry:
     def __init__(self) -> None:
         self._handlers: dict[str, Handler] = {}
         self.schema_hooks: list[SchemaHook] = []
+        self.sample: SampleHook | None = None
 
     def on_migrate(self, hook: SchemaHook) -> SchemaHook:
         """Register ``async def hook(connection)`` to create a pack's own tables.
@@ -44,6 +46,22 @@ class Registry:
         """
         self.schema_hooks.append(hook)
         return hook
+
+    def on_sample(
+        self, loader: SampleLoader, *, follow_ups_created_by: str | None = None
+    ) -> SampleLoader:
+        """Register ``async def loader(connection) -> Sample``: the pack's data for the demo.
+
+        ``eventproc demo`` calls it once, in a transaction of the migrated
+        database, and publishes the traffic the :class:`~eventproc.Sample`
+        makes. ``follow_ups_created_by``: the ``created_by`` of the events
+        the handlers publish, which the demo counts as its own. One per
+        registry; usable as a bare decorator.
+        """
+        if self.sample is not None:
+            raise RegistryError(f"sample data is registered already: {_name(self.sample.load)}")
+        self.sample = SampleHook(loader, follow_ups_created_by)
+        return loader
 
     def handler(
         self,
@@ -98,7 +116,11 @@ class Registry:
         return entry
 
     def include(self, other: "Registry") -> None:
-        """Add every handler of ``other`` (e.g. a pack) to this registry."""
+        """Add every handler of ``other`` (e.g. a pack) to this registry, and its sample data."""
+        if other.sample is not None:
+            self.on_sample(
+                other.sample.load, follow_ups_created_by=other.sample.follow_ups_created_by
+            )
         self.schema_hooks.extend(other.schema_hooks)
         for entry in other:
             self.register(
@@ -125,6 +147,10 @@ class Registry:
 
     def __contains__(self, event_type: object) -> bool:
         return event_type in self._handlers
+
+
+def _name(func: Callable[..., Any]) -> str:
+    return f"{func.__module__}.{func.__qualname__}"
 
 
 def load_registry(spec: str) -> Registry:

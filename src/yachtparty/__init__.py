@@ -10,10 +10,11 @@ contract is /work/shared/yachtparty-handlers.md. Modules:
 - :mod:`yachtparty.effects`  agent tasks, follow-up events, referent checks
 - :mod:`yachtparty.handlers` the 11 handlers
 - :mod:`yachtparty.cache`    the cache-invalidation extension point
-- :mod:`yachtparty.sample`   sample data and a traffic generator (demo, tests)
+- :mod:`yachtparty.sample`   sample data and a traffic generator (the demo's sample hook, tests)
 """
 
 from yachtparty import handlers as handlers
+from yachtparty import sample as sample
 from yachtparty import tables as tables
 from yachtparty.registry import registry
 

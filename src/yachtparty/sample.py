@@ -1,5 +1,8 @@
 """Sample Yachtparty data and traffic, for ``eventproc demo``, tests and benchmarks.
 
+The demo gets them through the registry's sample hook (:func:`demo_sample`,
+registered with ``registry.on_sample``), never by importing this module.
+
 :func:`load_sample_data` inserts a small, consistent world (users, some of
 them verified experts; active conversations; solution workflows; intro
 opportunities; open community requests). :func:`traffic` turns that world into
@@ -38,8 +41,10 @@ from typing import Any
 from sqlalchemy import Table
 from sqlalchemy.ext.asyncio import AsyncConnection
 
-from eventproc import Event, NewEvent, Outcome
+from eventproc import Event, NewEvent, Outcome, Sample
 from eventproc.columns import db_now, insert_ignoring_conflicts
+from yachtparty.effects import CREATED_BY
+from yachtparty.registry import registry
 from yachtparty.tables import (
     community_requests,
     conversations,
@@ -100,10 +105,14 @@ MESSAGES = (
 )
 
 
+def kind_of(event: NewEvent | Event) -> str:
+    """The sample kind of an event: its ``metadata["sample"]`` (``ok`` when absent)."""
+    return str((event.metadata or {}).get("sample", OK))
+
+
 def expected_outcome(event: NewEvent | Event) -> Outcome:
     """The outcome a sample event must end with (from its ``metadata["sample"]``)."""
-    kind = (event.metadata or {}).get("sample", OK)
-    return EXPECTED_OUTCOMES[str(kind)]
+    return EXPECTED_OUTCOMES[kind_of(event)]
 
 
 # -- the world -------------------------------------------------------------------
@@ -624,5 +633,28 @@ def by_kind(events: Sequence[NewEvent]) -> dict[str, list[NewEvent]]:
     """Group sample events by ``metadata["sample"]``."""
     groups: dict[str, list[NewEvent]] = {}
     for event in events:
-        groups.setdefault(str((event.metadata or {}).get("sample", OK)), []).append(event)
+        groups.setdefault(kind_of(event), []).append(event)
     return groups
+
+
+# -- the demo's sample hook --------------------------------------------------------
+
+DEMO_USERS = 40
+
+
+async def demo_sample(connection: AsyncConnection) -> Sample:
+    """What ``eventproc demo`` loads and publishes: a world of 40 users and traffic over it."""
+    world = await load_sample_data(connection, users=DEMO_USERS)
+
+    def make_traffic(count: int, seed: int) -> list[NewEvent]:
+        return traffic(world, count, seed=seed)
+
+    return Sample(
+        summary=f"{len(world.users)} users",
+        traffic=make_traffic,
+        kind_of=kind_of,
+        designed=EXPECTED_OUTCOMES,
+    )
+
+
+registry.on_sample(demo_sample, follow_ups_created_by=CREATED_BY)
