@@ -30,6 +30,7 @@ from eventproc.registry import Registry
 from eventproc.stats import Stats
 from eventproc.stepping import Stepped
 from eventproc.store.protocol import ClaimPolicy, Completion, Lease, Store
+from eventproc.supervision import SideTasks
 
 logger = logging.getLogger("eventproc.processor")
 
@@ -116,6 +117,7 @@ class Processor:
         self._stopping = asyncio.Event()
         self._due: list[float] = []  # heap of monotonic times our retries fall due
         self._running = False
+        self._side: SideTasks | None = None
 
     # -- public control ------------------------------------------------------
 
@@ -136,6 +138,11 @@ class Processor:
     @property
     def running(self) -> bool:
         return self._running
+
+    @property
+    def crash(self) -> Exception | None:
+        """Why the processor stopped by itself (a side task crashed), if it did."""
+        return self._side.crash if self._side is not None else None
 
     def policy(self, limit: int) -> ClaimPolicy:
         return ClaimPolicy(
@@ -169,22 +176,37 @@ class Processor:
         """Process until :meth:`stop` (or, with ``until_idle``, until nothing is left)."""
         self._running = True
         self.store.add_local_waker(self.wake)
-        completer = asyncio.create_task(self.completer.run(), name="eventproc-completer")
-        side: list[asyncio.Task[None]] = [
-            asyncio.create_task(self._keep_leases(), name="eventproc-leases"),
-        ]
+        side = SideTasks(on_crash=self._on_side_crash)
+        self._side = side
+        completer = side.start(self.completer.run(), "eventproc-completer")
+        side.start(self._keep_leases(), "eventproc-leases")
         if self.config.polling_enabled and self.config.listen:
-            side.append(asyncio.create_task(self.store.listen(self.wake), name="eventproc-listen"))
+            side.start(self.store.listen(self.wake), "eventproc-listen")
         self._producing = True
         try:
             await self._produce(until_idle)
         finally:
             self._producing = False  # also when cancelled: claimers stop too
-            await self._drain(completer)
-            for task in side:
-                task.cancel()
-            await asyncio.gather(*side, return_exceptions=True)
-            self._running = False
+            try:
+                await self._drain(completer)
+            except Exception:
+                if side.crash is None:
+                    raise  # a crashed completer is reported below, as a crash
+            finally:
+                await side.cancel(completer)
+                self._running = False
+        side.raise_crash()
+
+    def _on_side_crash(self) -> None:
+        assert self._side is not None and self._side.crash is not None
+        self.last_error = str(self._side.crash)
+        logger.critical(
+            "Stopping: %s",
+            self._side.crash,
+            exc_info=self._side.crash.__cause__,
+            extra={"action": "crashed"},
+        )
+        self.stop()
 
     async def _produce(self, until_idle: bool) -> None:
         outage = 0.0

@@ -131,6 +131,8 @@ class Runtime:
     def health_status(self, stats: StoreStats | None) -> tuple[str, list[str]]:
         """``healthy`` or ``degraded``, and why (for /health's ``status`` and ``statusReasons``)."""
         reasons = []
+        if self.processor.crash is not None:
+            reasons.append(f"processor stopped: {self.processor.crash}")
         if stats is None:
             reasons.append(self.processor.last_error or "database unreachable")
         if self.blocked_too_long() and self.blocked is not None:
