@@ -6,7 +6,8 @@ that running a handler twice inserts nothing new.
 """
 
 import uuid
-from datetime import datetime
+from dataclasses import dataclass
+from datetime import datetime, timedelta
 from typing import Any, TypeVar
 
 from pydantic import BaseModel, ValidationError
@@ -51,46 +52,62 @@ async def require_user(ctx: HandlerContext, user_id: uuid.UUID) -> None:
         raise LookupError(f"User {user_id} not found")
 
 
-async def add_task(
-    ctx: HandlerContext,
-    *,
-    purpose: str,
-    task_type: str,
-    agent_type: str,
-    user_id: uuid.UUID | None,
-    priority: str,
-    context_json: dict[str, Any],
-    now: datetime,
-    scheduled_for: datetime | None = None,
-    context_id: uuid.UUID | None = None,
-    context_type: str | None = None,
-) -> uuid.UUID:
-    """Insert one ``agent_tasks`` row (once): pending, created by the event processor.
+@dataclass(frozen=True, slots=True)
+class Task:
+    """One ``agent_tasks`` row a handler queues: which agent does what, for whom, about what.
 
-    ``now`` is the database clock the handler read; the task is due then
-    unless ``scheduled_for`` says otherwise. ``context_json`` always gets the
+    ``about`` is the ``(context_type, context_id)`` the task refers to, if
+    any. ``key`` tells apart several tasks of one type queued for one event
+    (one per expert, say): the task's id is derived from the event and
+    ``task_type[:key]``, so a replay queues nothing new. ``delay``: due that
+    long after the handler's ``now``.
+    """
+
+    task_type: str
+    agent_type: str
+    user_id: uuid.UUID | None
+    priority: str
+    context_json: dict[str, Any]
+    about: tuple[str, uuid.UUID] | None = None
+    key: str | None = None
+    delay: timedelta = timedelta(0)
+
+    @property
+    def purpose(self) -> str:
+        return self.task_type if self.key is None else f"{self.task_type}:{self.key}"
+
+
+async def add_tasks(ctx: HandlerContext, now: datetime, *tasks: Task) -> list[uuid.UUID]:
+    """Insert each task once (pending, created by the event processor); their ids.
+
+    ``now`` is the database clock the handler read: the tasks' creation time,
+    and their due time plus ``delay``. ``context_json`` always gets the
     event's id as ``eventId``.
     """
-    task_id = derived_id(ctx.event.id, f"task:{purpose}")
-    await insert_once(
-        ctx.connection,
-        agent_tasks,
-        {
-            "id": task_id,
-            "task_type": task_type,
-            "agent_type": agent_type,
-            "user_id": user_id,
-            "context_id": context_id,
-            "context_type": context_type,
-            "scheduled_for": scheduled_for or now,
-            "priority": priority,
-            "status": "pending",
-            "context_json": as_json({**context_json, "eventId": ctx.event.id}),
-            "created_at": now,
-            "created_by": CREATED_BY,
-        },
-    )
-    return task_id
+    ids = []
+    for task in tasks:
+        task_id = derived_id(ctx.event.id, f"task:{task.purpose}")
+        context_type, context_id = task.about or (None, None)
+        await insert_once(
+            ctx.connection,
+            agent_tasks,
+            {
+                "id": task_id,
+                "task_type": task.task_type,
+                "agent_type": task.agent_type,
+                "user_id": task.user_id,
+                "context_id": context_id,
+                "context_type": context_type,
+                "scheduled_for": now + task.delay,
+                "priority": task.priority,
+                "status": "pending",
+                "context_json": as_json({**task.context_json, "eventId": ctx.event.id}),
+                "created_at": now,
+                "created_by": CREATED_BY,
+            },
+        )
+        ids.append(task_id)
+    return ids
 
 
 def follow_up(

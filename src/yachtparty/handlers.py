@@ -20,10 +20,10 @@ from typing import Any
 
 from sqlalchemy import Table, case, func, literal, or_, select, update
 
-from eventproc import Event, HandlerContext
+from eventproc import Event, HandlerContext, NewEvent
 from eventproc.columns import UTCDateTime, db_now, overlaps
 from yachtparty.cache import invalidate_user_caches
-from yachtparty.effects import add_task, as_json, follow_up, payload_of, require_user
+from yachtparty.effects import Task, add_tasks, as_json, follow_up, payload_of, require_user
 from yachtparty.ids import derived_id
 from yachtparty.models import (
     CommunityRequestNeeded,
@@ -57,6 +57,7 @@ DUPLICATE_WINDOW = timedelta(days=7)
 MAX_EXPERTS = 5
 VERIFIED_NOTICE_DELAY = timedelta(seconds=60)
 INTENT_TASK_CONFIDENCE = 0.8
+NOTIFY_PRIORITIES = "notify_user_of_priorities"
 
 
 def _log_fields(event: Event) -> dict[str, Any]:
@@ -84,23 +85,20 @@ async def solution_needed(event: Event, ctx: HandlerContext) -> None:
     payload = payload_of(ctx, SolutionNeeded)
     await require_user(ctx, payload.userId)
     now = await db_now(ctx.connection)
-    task_id = await add_task(
-        ctx,
-        purpose="research_solution",
-        task_type="research_solution",
-        agent_type="solution_saga",
-        user_id=payload.userId,
-        context_id=payload.conversationId,
-        context_type="conversation",
-        priority="high" if payload.urgency == "high" else "medium",
-        context_json={
+    research = Task(
+        "research_solution",
+        "solution_saga",
+        payload.userId,
+        "high" if payload.urgency == "high" else "medium",
+        {
             "requestDescription": payload.requestDescription,
             "description": payload.requestDescription,
             "category": payload.category,
             "urgency": payload.urgency,
         },
-        now=now,
+        about=("conversation", payload.conversationId),
     )
+    [task_id] = await add_tasks(ctx, now, research)
     await ctx.publish(
         follow_up(
             event,
@@ -168,59 +166,75 @@ async def community_request_needed(event: Event, ctx: HandlerContext) -> None:
         await require_user(ctx, payload.requestingUserId)
     now = await db_now(ctx.connection)
     request_id = derived_id(event.id, "community_request")
-    created = (
-        await ctx.connection.execute(
-            select(community_requests.c.target_user_ids).where(
-                community_requests.c.id == request_id
-            )
-        )
-    ).first()
-    if created is not None:
+    recorded = await _recorded_experts(ctx, request_id)
+    if recorded is not None:
         # A replay: the request exists, so route to the experts it recorded.
-        experts = list(created.target_user_ids or [])
+        experts = recorded
     else:
         duplicate = await _open_duplicate(ctx, payload, now)
         if duplicate is not None:
-            await ctx.publish(
-                follow_up(
-                    event,
-                    "community.request_attached",
-                    aggregate_type="user" if payload.requestingUserId else event.aggregate_type,
-                    aggregate_id=payload.requestingUserId or event.aggregate_id,
-                    payload={
-                        "existingRequestId": duplicate,
-                        "newEventId": event.id,
-                        "question": payload.question,
-                    },
-                )
-            )
+            await ctx.publish(_attached(event, payload, duplicate))
             return
         experts = await _find_experts(ctx, payload)
-        await insert_once(
-            ctx.connection,
-            community_requests,
-            {
-                "id": request_id,
-                "requesting_agent_type": payload.requestingAgentType
-                or event.created_by
-                or "unknown",
-                "requesting_user_id": payload.requestingUserId,
-                "context_id": payload.context_uuid,
-                "context_type": payload.contextType,
-                "question": payload.question,
-                "category": payload.category,
-                "expertise_needed": payload.expertiseNeeded,
-                "target_user_ids": experts,
-                "status": "open",
-                "requester_context": payload.requesterContext,
-                "desired_outcome": payload.desiredOutcome,
-                "urgency": payload.urgency,
-                "request_summary": payload.requestSummary,
-                "created_at": now,
-                "expires_at": now + COMMUNITY_REQUEST_TTL,
-            },
-        )
+        await _create_request(event, ctx, payload, request_id, experts, now)
     await _route_request(event, ctx, payload, request_id, experts, now)
+
+
+async def _recorded_experts(ctx: HandlerContext, request_id: uuid.UUID) -> list[uuid.UUID] | None:
+    """The experts an existing request was routed to; None when there is no such request."""
+    table = community_requests
+    found = (
+        await ctx.connection.execute(
+            select(table.c.target_user_ids).where(table.c.id == request_id)
+        )
+    ).first()
+    return None if found is None else list(found.target_user_ids or [])
+
+
+def _attached(event: Event, payload: CommunityRequestNeeded, duplicate: uuid.UUID) -> NewEvent:
+    return follow_up(
+        event,
+        "community.request_attached",
+        aggregate_type="user" if payload.requestingUserId else event.aggregate_type,
+        aggregate_id=payload.requestingUserId or event.aggregate_id,
+        payload={
+            "existingRequestId": duplicate,
+            "newEventId": event.id,
+            "question": payload.question,
+        },
+    )
+
+
+async def _create_request(
+    event: Event,
+    ctx: HandlerContext,
+    payload: CommunityRequestNeeded,
+    request_id: uuid.UUID,
+    experts: list[uuid.UUID],
+    now: datetime,
+) -> None:
+    await insert_once(
+        ctx.connection,
+        community_requests,
+        {
+            "id": request_id,
+            "requesting_agent_type": payload.requestingAgentType or event.created_by or "unknown",
+            "requesting_user_id": payload.requestingUserId,
+            "context_id": payload.context_uuid,
+            "context_type": payload.contextType,
+            "question": payload.question,
+            "category": payload.category,
+            "expertise_needed": payload.expertiseNeeded,
+            "target_user_ids": experts,
+            "status": "open",
+            "requester_context": payload.requesterContext,
+            "desired_outcome": payload.desiredOutcome,
+            "urgency": payload.urgency,
+            "request_summary": payload.requestSummary,
+            "created_at": now,
+            "expires_at": now + COMMUNITY_REQUEST_TTL,
+        },
+    )
 
 
 async def _route_request(
@@ -231,61 +245,69 @@ async def _route_request(
     experts: list[uuid.UUID],
     now: datetime,
 ) -> None:
-    for expert_id in experts:
-        await add_task(
-            ctx,
-            purpose=f"community_request_available:{expert_id}",
-            task_type="community_request_available",
-            agent_type="account_manager",
-            user_id=expert_id,
-            context_id=request_id,
-            context_type="community_request",
-            priority="medium",
-            context_json={
+    """A community_request_available task per expert, then routed (or no experts found)."""
+    details = {
+        "requestId": request_id,
+        "question": payload.question,
+        "category": payload.category,
+        "expertiseNeeded": payload.expertiseNeeded,
+        "requesterContext": payload.requesterContext,
+        "desiredOutcome": payload.desiredOutcome,
+        "urgency": payload.urgency,
+        "requestSummary": payload.requestSummary,
+        "contextId": payload.contextId,
+        "contextType": payload.contextType,
+    }
+    about = ("community_request", request_id)
+    await add_tasks(
+        ctx,
+        now,
+        *(
+            Task(
+                "community_request_available",
+                "account_manager",
+                expert,
+                "medium",
+                details,
+                about=about,
+                key=str(expert),
+            )
+            for expert in experts
+        ),
+    )
+    await ctx.publish(_routing_result(event, payload, request_id, experts))
+
+
+def _routing_result(
+    event: Event, payload: CommunityRequestNeeded, request_id: uuid.UUID, experts: list[uuid.UUID]
+) -> NewEvent:
+    """community.request_routed, or community.no_experts_found when nobody matched."""
+    if experts:
+        return follow_up(
+            event,
+            "community.request_routed",
+            aggregate_type="community_request",
+            aggregate_id=request_id,
+            payload={
                 "requestId": request_id,
+                "expertsNotified": len(experts),
+                "expertUserIds": experts,
                 "question": payload.question,
                 "category": payload.category,
-                "expertiseNeeded": payload.expertiseNeeded,
-                "requesterContext": payload.requesterContext,
-                "desiredOutcome": payload.desiredOutcome,
-                "urgency": payload.urgency,
-                "requestSummary": payload.requestSummary,
-                "contextId": payload.contextId,
-                "contextType": payload.contextType,
             },
-            now=now,
         )
-    if experts:
-        await ctx.publish(
-            follow_up(
-                event,
-                "community.request_routed",
-                aggregate_type="community_request",
-                aggregate_id=request_id,
-                payload={
-                    "requestId": request_id,
-                    "expertsNotified": len(experts),
-                    "expertUserIds": experts,
-                    "question": payload.question,
-                    "category": payload.category,
-                },
-            )
-        )
-    else:
-        await ctx.publish(
-            follow_up(
-                event,
-                "community.no_experts_found",
-                aggregate_type="community_request",
-                aggregate_id=request_id,
-                payload={
-                    "requestId": request_id,
-                    "category": payload.category,
-                    "expertiseNeeded": payload.expertiseNeeded,
-                    "question": payload.question,
-                },
-            )
-        )
+    return follow_up(
+        event,
+        "community.no_experts_found",
+        aggregate_type="community_request",
+        aggregate_id=request_id,
+        payload={
+            "requestId": request_id,
+            "category": payload.category,
+            "expertiseNeeded": payload.expertiseNeeded,
+            "question": payload.question,
+        },
+    )
 
 
 # -- 3. user.intro_inquiry -----------------------------------------------------------
@@ -301,22 +323,19 @@ async def intro_inquiry(event: Event, ctx: HandlerContext) -> None:
     payload = payload_of(ctx, IntroInquiry)
     await require_user(ctx, payload.userId)
     now = await db_now(ctx.connection)
-    await add_task(
-        ctx,
-        purpose="intro_followup_check",
-        task_type="intro_followup_check",
-        agent_type="account_manager",
-        user_id=payload.userId,
-        context_id=payload.introId,
-        context_type="intro_opportunity" if payload.introId is not None else None,
-        priority="high",
-        context_json={
+    check = Task(
+        "intro_followup_check",
+        "account_manager",
+        payload.userId,
+        "high",
+        {
             "introId": payload.introId,
             "userQuestion": payload.userQuestion,
             "conversationId": payload.conversationId,
         },
-        now=now,
+        about=None if payload.introId is None else ("intro_opportunity", payload.introId),
     )
+    await add_tasks(ctx, now, check)
 
 
 # -- 4. user.verified ----------------------------------------------------------------
@@ -335,20 +354,15 @@ async def user_verified(event: Event, ctx: HandlerContext) -> None:
     payload = payload_of(ctx, UserVerified)
     await require_user(ctx, payload.userId)
     now = await db_now(ctx.connection)
-    await add_task(
-        ctx,
-        purpose="notify_user_of_priorities",
-        task_type="notify_user_of_priorities",
-        agent_type="account_manager",
-        user_id=payload.userId,
-        priority="high",
-        context_json={
-            "reason": "user_verified",
-            "verificationCompletedAt": payload.verificationCompletedAt,
-        },
-        now=now,
-        scheduled_for=now + VERIFIED_NOTICE_DELAY,
+    notice = Task(
+        NOTIFY_PRIORITIES,
+        "account_manager",
+        payload.userId,
+        "high",
+        {"reason": "user_verified", "verificationCompletedAt": payload.verificationCompletedAt},
+        delay=VERIFIED_NOTICE_DELAY,
     )
+    await add_tasks(ctx, now, notice)
     await invalidate_user_caches(payload.userId, payload.pocAgentType)
     logger.info(
         "User %s verified; point of contact is now %s",
@@ -461,23 +475,20 @@ async def response_recorded(event: Event, ctx: HandlerContext) -> None:
     if payload.responseType != "rejection":
         return
     owner = await _conversation_owner(ctx, payload.conversationId)
-    await add_task(
-        ctx,
-        purpose="notify_user_of_priorities",
-        task_type="notify_user_of_priorities",
-        agent_type="account_manager",
-        user_id=owner,
-        context_id=payload.conversationId,
-        context_type="conversation",
-        priority="medium",
-        context_json={
+    notice = Task(
+        NOTIFY_PRIORITIES,
+        "account_manager",
+        owner,
+        "medium",
+        {
             "reason": "user_rejection",
             "conversationId": payload.conversationId,
             "context": payload.context,
             "response": payload.response,
         },
-        now=now,
+        about=("conversation", payload.conversationId),
     )
+    await add_tasks(ctx, now, notice)
 
 
 # -- 7. conversation.intent_classified -----------------------------------------------
@@ -531,18 +542,15 @@ async def intent_classified(event: Event, ctx: HandlerContext) -> None:
         return
     if row is None:
         raise LookupError(f"Conversation {payload.conversationId} not found")
-    await add_task(
-        ctx,
-        purpose="notify_user_of_priorities",
-        task_type="notify_user_of_priorities",
-        agent_type="account_manager",
-        user_id=row.user_id,
-        context_id=payload.conversationId,
-        context_type="conversation",
-        priority="medium",
-        context_json={"reason": payload.intent, "conversationId": payload.conversationId},
-        now=now,
+    notice = Task(
+        NOTIFY_PRIORITIES,
+        "account_manager",
+        row.user_id,
+        "medium",
+        {"reason": payload.intent, "conversationId": payload.conversationId},
+        about=("conversation", payload.conversationId),
     )
+    await add_tasks(ctx, now, notice)
 
 
 # -- 8. solution.research_complete ---------------------------------------------------
@@ -583,24 +591,21 @@ async def research_complete(event: Event, ctx: HandlerContext) -> None:
     await require_user(ctx, payload.userId)
     now = await db_now(ctx.connection)
     conversation_id = await _active_conversation(ctx, payload.userId)
-    await add_task(
-        ctx,
-        purpose="solution_workflow_timeout",
-        task_type="solution_workflow_timeout",
-        agent_type="concierge",
-        user_id=payload.userId,
-        context_id=payload.workflowId,
-        context_type="solution_workflow",
-        priority="high",
-        context_json={
+    delivery = Task(
+        "solution_workflow_timeout",
+        "concierge",
+        payload.userId,
+        "high",
+        {
             "workflowId": payload.workflowId,
             "requestDescription": payload.requestDescription,
             # Stored as sent: the model only checked its shape.
             "findings": event.payload["findings"],
             "conversationId": conversation_id,
         },
-        now=now,
+        about=("solution_workflow", payload.workflowId),
     )
+    await add_tasks(ctx, now, delivery)
     table = solution_workflows
     already = table.c.status.is_not_distinct_from("completed") & (
         table.c.completed_at.is_not_distinct_from(payload.completedAt)
@@ -662,8 +667,48 @@ async def intro_completed(event: Event, ctx: HandlerContext) -> None:
         await require_user(ctx, payload.innovatorId)
     now = await db_now(ctx.connection)
     await _complete_intro(event, ctx, payload, now)
+    if not await _award_credits(event, ctx, payload, now):
+        # This intro's completion was handled already (by this event or another).
+        logger.info(
+            "intro.completed: credits for intro %s were already awarded; nothing to do",
+            payload.introId,
+            extra=_log_fields(event),
+        )
+        return
+    about = ("intro_opportunity", payload.introId)
+    reason = {"reason": "intro_completed"}
+    tasks = [
+        Task(
+            NOTIFY_PRIORITIES,
+            "concierge",
+            payload.connectorUserId,
+            "medium",
+            reason | {"creditsAwarded": payload.creditsAwarded, "introId": payload.introId},
+            about=about,
+            key="connector",
+        )
+    ]
+    if payload.innovatorId is not None:
+        tasks.append(
+            Task(
+                NOTIFY_PRIORITIES,
+                "innovator",
+                payload.innovatorId,
+                "high",
+                reason | {"introId": payload.introId, "prospectId": payload.prospectId},
+                about=about,
+                key="innovator",
+            )
+        )
+    await add_tasks(ctx, now, *tasks)
+
+
+async def _award_credits(
+    event: Event, ctx: HandlerContext, payload: IntroCompleted, now: datetime
+) -> bool:
+    """The connector's credits for this intro, once per intro; False if awarded before."""
     credits = payload.creditsAwarded
-    awarded = await insert_once(
+    return await insert_once(
         ctx.connection,
         credit_events,
         {
@@ -679,47 +724,6 @@ async def intro_completed(event: Event, ctx: HandlerContext) -> None:
             "processed": True,
         },
     )
-    if not awarded:
-        # This intro's completion was handled already (by this event or another).
-        logger.info(
-            "intro.completed: credits for intro %s were already awarded; nothing to do",
-            payload.introId,
-            extra=_log_fields(event),
-        )
-        return
-    await add_task(
-        ctx,
-        purpose="notify_user_of_priorities:connector",
-        task_type="notify_user_of_priorities",
-        agent_type="concierge",
-        user_id=payload.connectorUserId,
-        context_id=payload.introId,
-        context_type="intro_opportunity",
-        priority="medium",
-        context_json={
-            "reason": "intro_completed",
-            "creditsAwarded": credits,
-            "introId": payload.introId,
-        },
-        now=now,
-    )
-    if payload.innovatorId is not None:
-        await add_task(
-            ctx,
-            purpose="notify_user_of_priorities:innovator",
-            task_type="notify_user_of_priorities",
-            agent_type="innovator",
-            user_id=payload.innovatorId,
-            context_id=payload.introId,
-            context_type="intro_opportunity",
-            priority="high",
-            context_json={
-                "reason": "intro_completed",
-                "introId": payload.introId,
-                "prospectId": payload.prospectId,
-            },
-            now=now,
-        )
 
 
 # -- 10. community.response_received --------------------------------------------------
@@ -747,37 +751,35 @@ async def response_received(event: Event, ctx: HandlerContext) -> None:
     if request is None:
         raise LookupError(f"Community request {payload.requestId} not found")
     now = await db_now(ctx.connection)
+    tasks = []
     if request.context_type == "solution_workflow" and request.context_id is not None:
-        await add_task(
-            ctx,
-            purpose="process_community_response",
-            task_type="process_community_response",
-            agent_type="solution_saga",
-            user_id=request.requesting_user_id,
-            context_id=request.context_id,
-            context_type="solution_workflow",
-            priority="medium",
-            context_json={"responseId": payload.responseId, "requestId": payload.requestId},
-            now=now,
+        tasks.append(
+            Task(
+                "process_community_response",
+                "solution_saga",
+                request.requesting_user_id,
+                "medium",
+                {"responseId": payload.responseId, "requestId": payload.requestId},
+                about=("solution_workflow", request.context_id),
+            )
         )
     if request.requesting_user_id is not None:
-        await add_task(
-            ctx,
-            purpose="community_response_available",
-            task_type="community_response_available",
-            agent_type="account_manager",
-            user_id=request.requesting_user_id,
-            context_id=payload.responseId,
-            context_type="community_response",
-            priority="high",
-            context_json={
-                "responseId": payload.responseId,
-                "requestId": payload.requestId,
-                "expertUserId": payload.expertUserId,
-                "responseSummary": payload.responseSummary,
-            },
-            now=now,
+        tasks.append(
+            Task(
+                "community_response_available",
+                "account_manager",
+                request.requesting_user_id,
+                "high",
+                {
+                    "responseId": payload.responseId,
+                    "requestId": payload.requestId,
+                    "expertUserId": payload.expertUserId,
+                    "responseSummary": payload.responseSummary,
+                },
+                about=("community_response", payload.responseId),
+            )
         )
+    await add_tasks(ctx, now, *tasks)
 
 
 # -- 11. account_manager.processing.completed -----------------------------------------
@@ -818,16 +820,7 @@ async def processing_completed(event: Event, ctx: HandlerContext) -> None:
         },
     )
     if payload.urgentItems > 0:
-        await add_task(
-            ctx,
-            purpose="notify_user_of_priorities",
-            task_type="notify_user_of_priorities",
-            agent_type="concierge",
-            user_id=payload.userId,
-            priority="urgent",
-            context_json={
-                "reason": "urgent_priorities_detected",
-                "urgentCount": payload.urgentItems,
-            },
-            now=now,
+        reason = {"reason": "urgent_priorities_detected", "urgentCount": payload.urgentItems}
+        await add_tasks(
+            ctx, now, Task(NOTIFY_PRIORITIES, "concierge", payload.userId, "urgent", reason)
         )

@@ -193,6 +193,34 @@ async def load_sample_data(
     rng = random.Random(seed)
     now = await db_now(connection)
     people = _make_users(rng, users)
+    world_users, conversation_rows = _users_and_conversations(rng, people, now)
+    experts = [user for user in world_users if user.verified and user.expertise]
+    workflows = [
+        SampleWorkflow(_uuid(rng), user.id, f"Find {rng.choice(PROBLEMS)}")
+        for index, user in enumerate(world_users)
+        if index == 0 or rng.random() < 0.35
+    ]
+    intros = _make_intros(rng, world_users, experts, max(2, users // 2))
+    requests = _make_requests(rng, world_users, workflows, max(2, users // 8))
+    world = SampleWorld(tuple(world_users), tuple(workflows), tuple(intros), tuple(requests))
+    await _insert(connection, users_table, [_user_row(person, now) for person in people])
+    await _insert(connection, conversations, conversation_rows)
+    await _insert(connection, solution_workflows, [_workflow_row(w, now) for w in workflows])
+    await _insert(
+        connection, intro_opportunities, [_intro_row(rng, intro, now) for intro in intros]
+    )
+    await _insert(
+        connection,
+        community_requests,
+        [_request_row(rng, request, now) for request in requests],
+    )
+    return world
+
+
+def _users_and_conversations(
+    rng: random.Random, people: list[dict[str, Any]], now: datetime
+) -> tuple[list[SampleUser], list[dict[str, Any]]]:
+    """Each person as a SampleUser with a current conversation; some get older ones too."""
     conversation_rows: list[dict[str, Any]] = []
     world_users: list[SampleUser] = []
     for index, person in enumerate(people):
@@ -205,22 +233,31 @@ async def load_sample_data(
             closed = _conversation(_uuid(rng), person, "closed", now - timedelta(minutes=5))
             conversation_rows.append(closed)
         world_users.append(SampleUser(**person, conversation_id=current))
-    experts = [user for user in world_users if user.verified and user.expertise]
-    workflows = [
-        SampleWorkflow(_uuid(rng), user.id, f"Find {rng.choice(PROBLEMS)}")
-        for index, user in enumerate(world_users)
-        if index == 0 or rng.random() < 0.35
-    ]
+    return world_users, conversation_rows
+
+
+def _make_intros(
+    rng: random.Random, world_users: list[SampleUser], experts: list[SampleUser], count: int
+) -> list[SampleIntro]:
     intros = []
-    for _ in range(max(2, users // 2)):
+    for _ in range(count):
         connector = rng.choice(world_users)
         innovators = [expert for expert in experts if expert.id != connector.id]
         innovator = rng.choice(innovators) if innovators and rng.random() < 0.7 else None
         intros.append(
             SampleIntro(_uuid(rng), connector.id, innovator.id if innovator else None, _uuid(rng))
         )
+    return intros
+
+
+def _make_requests(
+    rng: random.Random,
+    world_users: list[SampleUser],
+    workflows: list[SampleWorkflow],
+    count: int,
+) -> list[SampleRequest]:
     requests = []
-    for _ in range(max(2, users // 8)):
+    for _ in range(count):
         requester = rng.choice(world_users)
         own = [workflow for workflow in workflows if workflow.user_id == requester.id]
         requests.append(
@@ -231,34 +268,19 @@ async def load_sample_data(
                 tuple(rng.sample(EXPERTISE, 2)),
             )
         )
+    return requests
 
-    await _insert(connection, users_table, [_user_row(person, now) for person in people])
-    await _insert(connection, conversations, conversation_rows)
-    await _insert(
-        connection,
-        solution_workflows,
-        [
-            {
-                "id": workflow.id,
-                "user_id": workflow.user_id,
-                "request_description": workflow.request_description,
-                "current_step": "research",
-                "status": "in_progress",
-                "created_at": now,
-                "updated_at": now,
-            }
-            for workflow in workflows
-        ],
-    )
-    await _insert(
-        connection, intro_opportunities, [_intro_row(rng, intro, now) for intro in intros]
-    )
-    await _insert(
-        connection,
-        community_requests,
-        [_request_row(rng, request, now) for request in requests],
-    )
-    return SampleWorld(tuple(world_users), tuple(workflows), tuple(intros), tuple(requests))
+
+def _workflow_row(workflow: SampleWorkflow, now: datetime) -> dict[str, Any]:
+    return {
+        "id": workflow.id,
+        "user_id": workflow.user_id,
+        "request_description": workflow.request_description,
+        "current_step": "research",
+        "status": "in_progress",
+        "created_at": now,
+        "updated_at": now,
+    }
 
 
 def _make_users(rng: random.Random, count: int) -> list[dict[str, Any]]:
