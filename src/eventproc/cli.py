@@ -122,9 +122,9 @@ def worker(database_url: DatabaseOption = None) -> None:
 
 
 async def _serve(settings: Settings, *, http: bool) -> None:
-    from eventproc.runtime import Runtime
+    from eventproc.app import build_runtime
 
-    await Runtime(settings).serve(http=http)
+    await build_runtime(settings).serve(http=http)
 
 
 @app.command()
@@ -378,10 +378,10 @@ async def _demo(
     force: bool,
     output: Console,
 ) -> int:
+    from eventproc.app import build_runtime
     from eventproc.demo import run_demo
-    from eventproc.runtime import Runtime
 
-    runtime = Runtime(settings)
+    runtime = build_runtime(settings)
     return await run_demo(
         runtime, events=events, rate=rate, once=once, check=check, force=force, console=output
     )

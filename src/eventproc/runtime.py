@@ -1,6 +1,8 @@
 """Wires Settings -> store -> registry -> processor (+ HTTP) and runs them together.
 
 One process, one event loop: the processor, its side tasks and uvicorn.
+The HTTP app is given (``http_app``, wired in by :mod:`eventproc.app`): this
+module never imports :mod:`eventproc.http`, which reads the runtime.
 SIGTERM/SIGINT stop claiming, let running handlers finish within the grace
 period, give back what could not finish, and return normally (exit 0).
 """
@@ -14,6 +16,7 @@ import socket
 import time
 from collections.abc import Callable, Iterator
 from datetime import UTC, datetime
+from typing import Any
 
 import uvicorn
 
@@ -31,6 +34,10 @@ logger = logging.getLogger("eventproc.runtime")
 STATS_TIMEOUT_SECONDS = 2.0
 STARTING = "starting: creating or upgrading the schema"
 
+# Builds the ASGI app served beside the processor from the runtime it serves
+# (eventproc.http.create_app, given by eventproc.app.build_runtime).
+AppFactory = Callable[["Runtime"], Any]
+
 
 class ListenError(EventprocError):
     """The HTTP address cannot be bound: in use, not permitted, or not this machine's."""
@@ -39,8 +46,15 @@ class ListenError(EventprocError):
 class Runtime:
     """Everything one eventproc process runs, built from Settings."""
 
-    def __init__(self, settings: Settings, *, registry: Registry | None = None) -> None:
+    def __init__(
+        self,
+        settings: Settings,
+        *,
+        registry: Registry | None = None,
+        http_app: AppFactory | None = None,
+    ) -> None:
         self.settings = settings
+        self.http_app = http_app
         self.worker_id = settings.worker_id or default_worker_id()
         self.registry = registry if registry is not None else load_registry(settings.handlers)
         self.store: SqlStore = open_store(
@@ -198,7 +212,11 @@ class Runtime:
         answer and /health can say why nothing is processed yet (a database
         that does not answer); then the schema is prepared, retried until the
         database answers, and only then does the processor start.
+        ``http=True`` needs the ``http_app`` this Runtime was built with.
         """
+        if http and self.http_app is None:
+            await self.store.close()
+            raise ValueError("serve(http=True) needs http_app: use eventproc.app.build_runtime")
         try:
             sock = self._bind() if http else None
         except ListenError:
@@ -261,9 +279,10 @@ class Runtime:
         return sock
 
     async def _serve_http(self, sock: socket.socket) -> None:
-        from eventproc.http import create_app
-
-        config = uvicorn.Config(create_app(self), log_config=None, access_log=False, lifespan="off")
+        assert self.http_app is not None  # serve() checked
+        config = uvicorn.Config(
+            self.http_app(self), log_config=None, access_log=False, lifespan="off"
+        )
         self._server = _QuietServer(config, on_started=self._on_listening)
         await self._server.serve(sockets=[sock])
         # The HTTP server stopping (not by a signal) stops the processor too.

@@ -1,11 +1,30 @@
-"""Import rules: the processor never writes SQL; the store never calls handlers."""
+"""Import rules and shape, read from the source with ``ast``.
+
+The processor never writes SQL; the store never calls handlers; the engine
+never imports a handler pack, and a pack imports only eventproc's public API
+(the names in ``eventproc.__all__`` and the module ``eventproc.columns``);
+``runtime`` does not import ``http``; nothing in eventproc imports in a
+cycle; no function in ``src/`` is over 60 lines.
+"""
 
 import ast
+import inspect
+import types
+from collections.abc import Iterator
 from pathlib import Path
 
 import eventproc
+import eventproc.columns
 
 SRC = Path(eventproc.__file__).parent
+PACK = SRC.parent / "yachtparty"
+MAX_FUNCTION_LINES = 60
+
+# The public API: a module, and the names a pack may import from it.
+PUBLIC_MODULES: dict[str, types.ModuleType] = {
+    "eventproc": eventproc,
+    "eventproc.columns": eventproc.columns,
+}
 
 # module -> eventproc modules it must not import
 FORBIDDEN = {
@@ -28,10 +47,15 @@ FORBIDDEN = {
         "eventproc.store.postgres",
         "eventproc.store.sqlite",
     ),
+    # The HTTP app is wired in by eventproc.app: runtime knows nothing of it.
+    "runtime.py": ("eventproc.http",),
+    # The engine reaches a handler pack only through HANDLERS (load_registry).
+    ".": ("yachtparty",),
 }
 
 
 def imports_of(path: Path) -> set[str]:
+    """Every module ``path`` imports, at the top, inside functions or for type checking."""
     found: set[str] = set()
     for node in ast.walk(ast.parse(path.read_text())):
         if isinstance(node, ast.Import):
@@ -39,6 +63,82 @@ def imports_of(path: Path) -> set[str]:
         elif isinstance(node, ast.ImportFrom) and node.module:
             found.add(node.module)
     return found
+
+
+def _runtime_imports(tree: ast.AST) -> Iterator[ast.Import | ast.ImportFrom]:
+    """The imports that run (lazy ones included), not those under ``if TYPE_CHECKING:``."""
+    for child in ast.iter_child_nodes(tree):
+        if isinstance(child, ast.If) and "TYPE_CHECKING" in ast.unparse(child.test):
+            children = child.orelse
+        else:
+            children = [child]
+        for node in children:
+            if isinstance(node, ast.Import | ast.ImportFrom):
+                yield node
+            yield from _runtime_imports(node)
+
+
+def _module_name(path: Path) -> str:
+    parts = list(path.relative_to(SRC.parent).with_suffix("").parts)
+    return ".".join(parts[:-1] if parts[-1] == "__init__" else parts)
+
+
+def import_graph() -> dict[str, set[str]]:
+    """eventproc module -> the eventproc modules it imports when it runs."""
+    modules = {_module_name(path): path for path in SRC.rglob("*.py")}
+    graph: dict[str, set[str]] = {}
+    for name, path in modules.items():
+        targets: set[str] = set()
+        for node in _runtime_imports(ast.parse(path.read_text())):
+            if isinstance(node, ast.Import):
+                targets.update(alias.name for alias in node.names)
+            elif node.module and node.level == 0:
+                for alias in node.names:
+                    full = f"{node.module}.{alias.name}"
+                    targets.add(full if full in modules else node.module)
+        graph[name] = {target for target in targets if target in modules and target != name}
+    return graph
+
+
+def cycles(graph: dict[str, set[str]]) -> list[list[str]]:
+    """The strongly connected components of more than one module (Tarjan)."""
+    index: dict[str, int] = {}
+    low: dict[str, int] = {}
+    stack: list[str] = []
+    found: list[list[str]] = []
+
+    def visit(node: str) -> None:
+        index[node] = low[node] = len(index)
+        stack.append(node)
+        for target in sorted(graph[node]):
+            if target not in index:
+                visit(target)
+                low[node] = min(low[node], low[target])
+            elif target in stack:
+                low[node] = min(low[node], index[target])
+        if low[node] == index[node]:
+            component = []
+            while True:
+                member = stack.pop()
+                component.append(member)
+                if member == node:
+                    break
+            if len(component) > 1:
+                found.append(sorted(component))
+
+    for node in sorted(graph):
+        if node not in index:
+            visit(node)
+    return found
+
+
+def public_names(module: types.ModuleType) -> list[str]:
+    """What ``module`` defines or re-exports for callers: not private, not a submodule."""
+    return sorted(
+        name
+        for name, value in vars(module).items()
+        if (not name.startswith("_") or name == "__version__") and not inspect.ismodule(value)
+    )
 
 
 def test_layers_are_respected() -> None:
@@ -53,19 +153,72 @@ def test_layers_are_respected() -> None:
     assert problems == []
 
 
+def test_the_pack_imports_only_the_public_api() -> None:
+    problems = []
+    for path in sorted(PACK.rglob("*.py")):
+        for node in ast.walk(ast.parse(path.read_text())):
+            if isinstance(node, ast.Import):
+                problems += [
+                    f"{path.name}: import {alias.name}"
+                    for alias in node.names
+                    if alias.name.split(".")[0] == "eventproc" and alias.name not in PUBLIC_MODULES
+                ]
+            elif isinstance(node, ast.ImportFrom) and (node.module or "").startswith("eventproc"):
+                module = PUBLIC_MODULES.get(node.module or "")
+                allowed = set(module.__all__) if module is not None else set()
+                problems += [
+                    f"{path.name}: from {node.module} import {alias.name}"
+                    for alias in node.names
+                    if alias.name not in allowed
+                ]
+    assert problems == []
+
+
+def test_no_import_cycles_inside_eventproc() -> None:
+    graph = import_graph()
+    assert "eventproc.http" in graph["eventproc.app"]  # the walk sees imports at all
+    assert cycles(graph) == []
+
+
+def test_the_cycle_finder_finds_cycles() -> None:
+    graph = {"a": {"b"}, "b": {"c"}, "c": {"a"}, "d": {"a"}, "e": set()}
+    assert cycles(graph) == [["a", "b", "c"]]
+
+
+def test_public_api_is_exactly_what_the_modules_export() -> None:
+    for module in PUBLIC_MODULES.values():
+        assert module.__all__ == sorted(module.__all__), module.__name__
+        assert module.__all__ == public_names(module), module.__name__
+
+
 def test_public_api_is_exactly_this() -> None:
-    assert sorted(eventproc.__all__) == sorted(
-        [
-            "Event",
-            "EventprocError",
-            "HandlerContext",
-            "NewEvent",
-            "Outcome",
-            "PermanentError",
-            "Registry",
-            "RetryLater",
-            "__version__",
-        ]
-    )
-    for name in eventproc.__all__:
-        assert hasattr(eventproc, name)
+    assert eventproc.__all__ == [
+        "Event",
+        "EventprocError",
+        "HandlerContext",
+        "NewEvent",
+        "Outcome",
+        "PermanentError",
+        "Registry",
+        "RetryLater",
+        "Sample",
+        "__version__",
+    ]
+
+
+def _functions(path: Path) -> Iterator[ast.FunctionDef | ast.AsyncFunctionDef]:
+    for node in ast.walk(ast.parse(path.read_text())):
+        if isinstance(node, ast.FunctionDef | ast.AsyncFunctionDef):
+            yield node
+
+
+def test_no_function_is_over_60_lines() -> None:
+    """From ``def`` to the last line, docstring included (decorators not counted)."""
+    too_long = [
+        f"{path.relative_to(SRC.parent)}:{node.lineno} {node.name} "
+        f"({node.end_lineno - node.lineno + 1} lines)"
+        for path in sorted(SRC.parent.rglob("*.py"))
+        for node in _functions(path)
+        if node.end_lineno is not None and node.end_lineno - node.lineno + 1 > MAX_FUNCTION_LINES
+    ]
+    assert too_long == []
