@@ -203,7 +203,10 @@ class PostgresStore(SqlStore):
                 _discard(connection)
                 connection = None
             raise translated_error from exc
-        except (asyncpg.InterfaceError, OSError, TimeoutError) as exc:
+        except (asyncpg.InterfaceError, asyncpg.InternalClientError, OSError, TimeoutError) as exc:
+            # InternalClientError: a connection the server terminated while idle
+            # can fail its next statement in a protocol state asyncpg rejects
+            # ("cannot switch to state ..."), before the loss is noticed.
             _discard(connection)
             connection = None
             raise StoreUnavailable(f"database connection lost: {exc}") from exc
