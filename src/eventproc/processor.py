@@ -71,23 +71,8 @@ class Processor:
         self.metrics = metrics or Metrics()
         self.worker_id = worker_id or default_worker_id()
         self.signals = Signals()
-        self.dispatcher = Dispatcher(
-            registry,
-            store,
-            retry=self.config.retry,
-            timeout_seconds=self.config.handler_timeout_seconds,
-            worker_id=self.worker_id,
-            metrics=self.metrics,
-            blocks_aggregates=self.config.ordered and not self.config.park_failed_aggregates,
-        )
-        self.completer = Completer(
-            store,
-            self.stats,
-            self.metrics,
-            on_flushed=self._flushed,
-            in_order=self.config.ordered,
-            claim_coming=self._claim_coming,
-        )
+        self.dispatcher = self._dispatcher()
+        self.completer = self._completer()
         self.database_ok = True
         self.last_error: str | None = None
         self._tokens = itertools.count(1)
@@ -118,6 +103,27 @@ class Processor:
         self._due: list[float] = []  # heap of monotonic times our retries fall due
         self._running = False
         self._side: SideTasks | None = None
+
+    def _dispatcher(self) -> Dispatcher:
+        return Dispatcher(
+            self.registry,
+            self.store,
+            retry=self.config.retry,
+            timeout_seconds=self.config.handler_timeout_seconds,
+            worker_id=self.worker_id,
+            metrics=self.metrics,
+            blocks_aggregates=self.config.ordered and not self.config.park_failed_aggregates,
+        )
+
+    def _completer(self) -> Completer:
+        return Completer(
+            self.store,
+            self.stats,
+            self.metrics,
+            on_flushed=self._flushed,
+            in_order=self.config.ordered,
+            claim_coming=self._claim_coming,
+        )
 
     # -- public control ------------------------------------------------------
 

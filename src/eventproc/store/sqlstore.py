@@ -579,40 +579,69 @@ class SqlStore(ABC):
         block mode) is a dead-lettered one.
         """
         per_head = max(spare // len(heads), 1)
+        runs = [
+            await self._run_behind(conn, head, per_head, policy.block_on_dead_letters)
+            for head in heads
+        ]
+        contiguous = await self._lockable_prefixes(conn, [run for run in runs if run])
+        if not contiguous:
+            return []
+        result = await conn.execute(
+            update(events)
+            .where(events.c.id.in_(contiguous), self.available())
+            .values(
+                locked_by=token,
+                locked_until=self.later(policy.lease_seconds),
+                attempts=events.c.attempts + 1,
+            )
+            .returning(*events.c)
+        )
+        return [row_to_event(row) for row in result.all()]
+
+    async def _run_behind(
+        self, conn: AsyncConnection, head: Event, most: int, block_on_dead_letters: bool
+    ) -> list[uuid.UUID]:
+        """The due events right behind ``head`` in its aggregate (up to ``most``).
+
+        An index seek per aggregate (events_aggregate_pending_idx), however
+        many events wait behind the head. The head itself must come first: a
+        run is only the events directly behind it.
+        """
         considered = events.c.processed == False  # noqa: E712
-        if policy.block_on_dead_letters:
+        if block_on_dead_letters:
             considered = or_(considered, events.c.outcome == Outcome.DEAD_LETTERED.value)
         now = self.now()
         ready = and_(
             or_(events.c.next_attempt_at.is_(None), events.c.next_attempt_at <= now),
             or_(events.c.locked_until.is_(None), events.c.locked_until < now),
         ).label("ready")
-        runs: list[list[uuid.UUID]] = []
-        for head in heads:
-            # An index seek per aggregate (events_aggregate_pending_idx), however
-            # many events wait behind the head. The head itself must come first:
-            # a run is only the events directly behind it.
-            rows = (
-                await conn.execute(
-                    select(events.c.id, events.c.processed, ready)
-                    .where(events.c.aggregate_id == head.aggregate_id, considered)
-                    .order_by(events.c.created_at, events.c.id)
-                    .limit(per_head + 1)
-                )
-            ).all()
-            if not rows or rows[0].id != head.id:
-                continue
-            run: list[uuid.UUID] = []
-            for row in rows[1:]:
-                if row.processed or not row.ready:
-                    break
-                run.append(row.id)
-            runs.append(run)
+        rows = (
+            await conn.execute(
+                select(events.c.id, events.c.processed, ready)
+                .where(events.c.aggregate_id == head.aggregate_id, considered)
+                .order_by(events.c.created_at, events.c.id)
+                .limit(most + 1)
+            )
+        ).all()
+        if not rows or rows[0].id != head.id:
+            return []
+        run: list[uuid.UUID] = []
+        for row in rows[1:]:
+            if row.processed or not row.ready:
+                break
+            run.append(row.id)
+        return run
+
+    async def _lockable_prefixes(
+        self, conn: AsyncConnection, runs: Sequence[list[uuid.UUID]]
+    ) -> list[uuid.UUID]:
+        """Lock the runs' events without waiting; each run is cut at its first locked one.
+
+        A run must stay contiguous, so what follows a row locked elsewhere is dropped.
+        """
         chosen = [event_id for run in runs for event_id in run]
         if not chosen:
             return []
-        # Lock them without waiting; a run is cut at the first one that is
-        # locked elsewhere (it must stay contiguous).
         lockable = set(
             (
                 await conn.execute(
@@ -628,19 +657,7 @@ class SqlStore(ABC):
                 if event_id not in lockable:
                     break
                 contiguous.append(event_id)
-        if not contiguous:
-            return []
-        result = await conn.execute(
-            update(events)
-            .where(events.c.id.in_(contiguous), self.available())
-            .values(
-                locked_by=token,
-                locked_until=self.later(policy.lease_seconds),
-                attempts=events.c.attempts + 1,
-            )
-            .returning(*events.c)
-        )
-        return [row_to_event(row) for row in result.all()]
+        return contiguous
 
     @translated
     async def event_claim_one(self, event_id: uuid.UUID, token: str, policy: ClaimPolicy) -> Event:
