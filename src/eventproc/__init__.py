@@ -1,6 +1,8 @@
 """eventproc: claim rows from an `events` table, route them to handlers, keep going.
 
-Only the names in ``__all__`` are public; handler packs import nothing else.
+The public API is the names in ``__all__`` and the module
+:mod:`eventproc.columns` (column types and query helpers for a pack's own
+tables); handler packs import nothing else (tests/unit/test_architecture.py).
 """
 
 from eventproc.errors import EventprocError, PermanentError, RetryLater

@@ -1,9 +1,10 @@
 """The HTTP surface: health, manual triggers, metrics, docs. Built per runtime.
 
-Shared pieces for new routers (the admin API among them): the error model and
-``error_responses`` (:mod:`eventproc.http.errors`), the bearer-token dependency
-(:mod:`eventproc.http.auth`), JSON bodies read within limits
-(:mod:`eventproc.http.bodies`). Every answer that is not a success is JSON
+Shared pieces for new routers (the admin API among them): the error model,
+``error_responses`` and ``ERROR_STATUSES`` (eventproc errors answered by
+type, so a route lets them through) in :mod:`eventproc.http.errors`, the
+bearer-token dependency (:mod:`eventproc.http.auth`), JSON bodies read
+within limits (:mod:`eventproc.http.bodies`). Every answer that is not a success is JSON
 ``{"error": ...}``; request bodies are capped at ``MAX_BODY_BYTES``.
 """
 
