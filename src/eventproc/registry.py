@@ -1,7 +1,7 @@
 """Registry: event type -> the handler that processes it."""
 
 import importlib
-from collections.abc import Awaitable, Callable, Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from typing import Any
 
@@ -10,9 +10,7 @@ from pydantic import BaseModel
 from eventproc.errors import ConfigError, RegistryError
 from eventproc.handler import HandlerFunc
 from eventproc.sample import SampleHook, SampleLoader
-
-# Receives an open SQLAlchemy AsyncConnection inside the migration transaction.
-SchemaHook = Callable[[Any], Awaitable[None]]
+from eventproc.store.protocol import SchemaHook  # one definition, used by the store too
 
 
 @dataclass(frozen=True, slots=True)

@@ -124,24 +124,6 @@ class Runtime:
                 self.prepared, self.startup_error = True, None
                 return
 
-    async def blocked_aggregates(self, limit: int = 10) -> list[dict[str, object]]:
-        """The aggregates held back at the last :meth:`store_stats` (oldest block first)."""
-        if self.blocked is None:
-            return []
-        return [
-            {
-                "aggregateId": str(item.aggregate_id),
-                "aggregateType": item.aggregate_type,
-                "blockedBy": str(item.event_id),
-                "eventType": item.event_type,
-                "reason": item.reason,
-                "waiting": item.waiting,
-                "retryAt": item.retry_at.isoformat() if item.retry_at else None,
-                "waitingSince": item.waiting_since.isoformat() if item.waiting_since else None,
-            }
-            for item in self.blocked.items[:limit]
-        ]
-
     def health_status(self, stats: StoreStats | None) -> tuple[str, list[str]]:
         """``healthy`` or ``degraded``, and why (for /health's ``status`` and ``statusReasons``)."""
         reasons = []

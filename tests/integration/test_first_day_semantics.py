@@ -257,7 +257,9 @@ async def test_park_is_the_default_and_block_is_reported(
         assert runtime.metrics.blocked_aggregates._value.get() == 1
         status, reasons = runtime.health_status(stats)
         assert status == "degraded" and "1 aggregate(s) blocked" in reasons[0]
-        [shown] = await runtime.blocked_aggregates()
+        from eventproc.http.health import blocked_json
+
+        [shown] = blocked_json(runtime.blocked)
         assert shown["aggregateId"] == str(aggregate) and shown["waiting"] == 2
     finally:
         await runtime.store.close()

@@ -14,7 +14,7 @@ from fastapi.responses import JSONResponse
 from eventproc import __version__
 from eventproc.http.deps import get_runtime
 from eventproc.http.schemas import ErrorBody, OpenModel
-from eventproc.store import StoreStats
+from eventproc.store import BlockedSummary, StoreStats
 
 if TYPE_CHECKING:
     from eventproc.runtime import Runtime
@@ -97,8 +97,30 @@ async def health(request: Request) -> dict[str, Any]:
     """Always 200 while the process serves; ``status`` says whether the database answers."""
     runtime = get_runtime(request)
     stats = await runtime.store_stats()
-    blocked = await runtime.blocked_aggregates() if stats is not None else []
+    blocked = blocked_json(runtime.blocked) if stats is not None else []
     return health_payload(runtime, stats, blocked)
+
+
+BLOCKED_SHOWN = 10  # aggregates listed in /health (blockedAggregateCount counts them all)
+
+
+def blocked_json(blocked: BlockedSummary | None) -> list[dict[str, object]]:
+    """The aggregates held back at the last store_stats(), oldest block first."""
+    if blocked is None:
+        return []
+    return [
+        {
+            "aggregateId": str(item.aggregate_id),
+            "aggregateType": item.aggregate_type,
+            "blockedBy": str(item.event_id),
+            "eventType": item.event_type,
+            "reason": item.reason,
+            "waiting": item.waiting,
+            "retryAt": item.retry_at.isoformat() if item.retry_at else None,
+            "waitingSince": item.waiting_since.isoformat() if item.waiting_since else None,
+        }
+        for item in blocked.items[:BLOCKED_SHOWN]
+    ]
 
 
 @router.head("/health", response_class=Response, responses={200: {"description": "Serving"}})

@@ -1,8 +1,8 @@
 """Column types that read and write the same Python values on both backends.
 
-Public for handler packs that keep their own tables (the Yachtparty pack
-does): a pack's table defined with these types works on PostgreSQL and on
-the embedded SQLite file alike.
+Packs that keep their own tables (the Yachtparty pack does) get them from
+``eventproc.columns``, the public module: a pack's table defined with these
+types works on PostgreSQL and on the embedded SQLite file alike.
 """
 
 import uuid
