@@ -17,6 +17,13 @@ Three phases, none of which holds a lock on a busy table for long:
 2. **Schema hooks** (the packs' tables), one transaction, same rules.
 3. **Indexes** on big tables, concurrently and resumably (concurrent.py).
 
+For revision authors: the lock a statement takes is held until the
+revision's commit, so nothing whose time grows with a table (an UPDATE
+backfill, a CREATE INDEX, a constraint validation) may follow a statement
+that takes a lock INSERT conflicts with in the same revision: put a
+backfill in a revision of its own (an UPDATE takes ROW EXCLUSIVE only) and
+an index in ``indexes.py``.
+
 Everything works through a transaction pooler: the advisory lock and the
 ``lock_timeout`` are transaction-scoped (``SET LOCAL``), and phase 3 uses a
 lease row, not a session lock.
