@@ -345,3 +345,28 @@ async def test_a_sqlite_file_of_the_previous_release_is_upgraded(sqlite_url: str
     assert "error_fingerprint" in columns
     assert triggers == {"eventproc_replay_v2", "eventproc_null_processed_v1"}
     await store.close()
+
+
+async def test_adopting_a_seed_table_makes_its_null_rows_pending(fresh_pg_url: str) -> None:
+    import asyncpg
+
+    from eventproc.store import open_store
+    from support.databases import _dsn
+    from support.seed import create_seed_tables
+
+    conn = await asyncpg.connect(_dsn(fresh_pg_url))
+    try:
+        await create_seed_tables(conn)
+        await conn.execute(
+            "INSERT INTO events (id, event_type, payload, processed) "
+            "VALUES (gen_random_uuid(), 't.null', '{}', NULL)"
+        )
+        store = open_store(fresh_pg_url)
+        try:
+            await store.migrate()
+        finally:
+            await store.close()
+        assert await conn.fetchval("SELECT count(*) FROM events WHERE processed = false") == 1
+        assert await conn.fetchval("SELECT count(*) FROM events WHERE processed IS NULL") == 0
+    finally:
+        await conn.close()

@@ -6,7 +6,9 @@
   gauges and the aggregate gate's diagnostics count (declared in
   ``indexes.py`` and built concurrently after the revisions).
 - Replay trigger v2 (see ``sql/postgres_triggers_v2.sql``) and the NULL
-  normaliser; rows already inserted with ``processed = NULL`` become pending.
+  normaliser, so that new rows inserted with ``processed = NULL`` are
+  pending; rows already there are fixed by 0005, in a revision of its own
+  (a table scan must not run under this revision's trigger locks).
 
 Revision ID: 0004
 Revises: 0003
@@ -26,4 +28,3 @@ def upgrade() -> None:
     op.execute("ALTER TABLE event_dead_letters ADD COLUMN IF NOT EXISTS error_fingerprint TEXT")
     for statement in sql_file_statements("postgres_triggers_v2.sql"):
         op.execute(statement)
-    op.execute("UPDATE events SET processed = false WHERE processed IS NULL")
