@@ -370,3 +370,32 @@ async def test_adopting_a_seed_table_makes_its_null_rows_pending(fresh_pg_url: s
         assert await conn.fetchval("SELECT count(*) FROM events WHERE processed IS NULL") == 0
     finally:
         await conn.close()
+
+
+async def test_old_dead_letters_do_not_crowd_out_a_blocked_aggregate(
+    store: SqlStore, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from eventproc.store import sqlstore
+
+    monkeypatch.setattr(sqlstore, "BLOCKED_SCAN", 2)
+    registry = Registry()
+
+    @registry.handler("t.poison")
+    async def poison(event: Event, ctx: HandlerContext) -> None:
+        if event.payload["n"] == 0:
+            raise PermanentError("poison")
+
+    # Three aggregates whose only event was dead-lettered long ago: nothing waits.
+    await store.event_insert_many(
+        [NewEvent("t.poison", {"n": 0}, aggregate_id=uuid.uuid4()) for _ in range(3)]
+    )
+    blocking = config(park_failed_aggregates=False)
+    await Processor(store, registry, blocking).run(until_idle=True)
+    blocked = uuid.uuid4()
+    await store.event_insert_many(
+        [NewEvent("t.poison", {"n": n}, aggregate_id=blocked) for n in range(2)]
+    )
+    await Processor(store, registry, blocking).run(until_idle=True)
+    summary = await store.blocked_summary(include_dead_letters=True)
+    assert [item.aggregate_id for item in summary.items] == [blocked]
+    assert summary.items[0].waiting == 1 and not summary.capped

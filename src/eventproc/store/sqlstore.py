@@ -934,23 +934,28 @@ class SqlStore(ABC):
             .where(events.c.aggregate_id.is_not(None), blocking)
             .subquery("heads")
         )
+        waiting, *counts = self._waiting_behind(ranked)
         statement = (
-            select(ranked, *self._waiting_behind(ranked))
-            .where(ranked.c.rank == 1)
+            select(ranked, *counts)
+            # A head with nothing behind it blocks nothing (a dead letter of
+            # long ago): left out here, so that old ones never crowd out the
+            # blocked aggregates from the bounded scan.
+            .where(ranked.c.rank == 1, exists().where(waiting))
             .order_by(*self.creation_order(ranked))
             .limit(BLOCKED_SCAN)
         )
         async with self.reader.connect() as conn:
             rows = (await conn.execute(statement)).all()
             db_now = _aware((await conn.execute(select(now))).scalar_one())
-        return blocked_summary_of([row for row in rows if row.waiting > 0], len(rows), db_now)
+        return blocked_summary_of(rows, len(rows), db_now)
 
     @staticmethod
     def creation_order(table: Any) -> tuple[Any, Any]:
         return (table.c.created_at, table.c.id)
 
     def _waiting_behind(self, head: Any) -> list[Any]:
-        """Scalar subqueries over the pending events after ``head`` in its aggregate."""
+        """The condition "pending after ``head`` in its aggregate", then scalar
+        subqueries over those events (how many, how many due, since when)."""
         later = events.alias("later")
         now = self.now()
         after = and_(
@@ -964,6 +969,7 @@ class SqlStore(ABC):
             or_(later.c.locked_until.is_(None), later.c.locked_until < now),
         )
         return [
+            after,
             select(func.count()).where(after).scalar_subquery().label("waiting"),
             select(func.count()).where(due).scalar_subquery().label("waiting_due"),
             select(func.min(later.c.created_at))
