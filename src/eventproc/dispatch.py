@@ -114,7 +114,10 @@ class Dispatcher:
             raise
         except Exception as exc:  # a handler may raise anything
             result = self._after_error(event, lease, handler, exc, timeout)
-            outcome = _outcome_of(result)
+            # The same label as the attempt's count in eventproc_events.
+            outcome = (
+                "store_unavailable" if isinstance(exc, StoreUnavailable) else _outcome_of(result)
+            )
         else:
             outcome = "succeeded"
         duration = time.perf_counter() - started

@@ -279,7 +279,14 @@ async def test_our_own_database_trouble_does_not_spend_the_budget(pg_store: SqlS
     event = NewEvent("t.tx", {})
     await pg_store.event_insert_many([event])
     # One counted failure would dead-letter it.
-    await Processor(pg_store, registry, config(retry=RetryPolicy(1, 0, 0))).run(until_idle=True)
+    from eventproc.metrics import Metrics
+
+    metrics = Metrics()
+    processor = Processor(pg_store, registry, config(retry=RetryPolicy(1, 0, 0)), metrics=metrics)
+    await processor.run(until_idle=True)
+    counts = metrics.event_counts
+    assert counts.outcomes[("t.tx", "store_unavailable")] == 1
+    assert sum(counts.durations[("t.tx", "store_unavailable")][0]) == 1  # timed, same label
     done = await pg_store.event_get(event.id)
     assert done is not None and done.outcome == "succeeded"
     assert attempts == [1, 1]  # the attempt was given back
