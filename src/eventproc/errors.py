@@ -12,6 +12,7 @@
     │   ├── NotFound               no such event or dead letter (HTTP 404)
     │   └── Conflict               the row is in a state that forbids the action (HTTP 409)
     │       └── AlreadyProcessed   the event is finished; replay it first (HTTP 400, as the seed)
+    ├── SideTaskCrashed            a processor side task (leases, completer, listener) died: stop
     └── HandlerSignal              raised BY handlers to steer the lifecycle; not failures
         ├── PermanentError         dead-letter now, do not retry
         └── RetryLater(delay)      reschedule; not counted as a failed attempt
@@ -64,6 +65,10 @@ class AlreadyProcessed(Conflict):
     Its own type because the seed answered it 400, not 409, and callers
     (the HTTP layer among them) choose by type, never by message text.
     """
+
+
+class SideTaskCrashed(EventprocError):
+    """A side task of the processor ended by an exception it did not handle (a bug)."""
 
 
 class HandlerSignal(EventprocError):

@@ -13,11 +13,9 @@ import asyncio
 from collections.abc import Callable, Coroutine
 from typing import Any
 
-from eventproc.errors import EventprocError
+from eventproc.errors import SideTaskCrashed
 
-
-class SideTaskCrashed(EventprocError):
-    """A side task ended by an exception it did not handle."""
+__all__ = ["SideTaskCrashed", "SideTasks"]
 
 
 class SideTasks:
