@@ -35,13 +35,13 @@ def test_no_statement_is_assembled_in_python() -> None:
             pytest.fail(f"{module.name}:{line}: an f-string SQL template; use a named query")
 
 
-def test_split_statements_cuts_at_line_ends_only() -> None:
+def test_sqlite_statements_cut_where_a_statement_is_complete() -> None:
     text = "INSERT INTO t SELECT ';' FROM x;\nUPDATE t SET a = 1;\n"
-    assert queries.split_statements(text) == [
+    assert queries.sqlite_statements(text) == [
         "INSERT INTO t SELECT ';' FROM x",
         "UPDATE t SET a = 1",
     ]
-    assert queries.split_statements("SELECT 1") == ["SELECT 1"]
+    assert queries.sqlite_statements("SELECT 1") == ["SELECT 1"]
 
 
 def test_parse_reads_headers_aliases_and_refuses_mistakes() -> None:
@@ -71,7 +71,7 @@ async def test_every_sqlite_query_prepares(sqlite_store: object, sqlite_url: str
     connection = sqlite3.connect(sqlite_url.removeprefix("sqlite:///"))
     try:
         for name, text in queries.load("sqlite").items():
-            for statement in queries.split_statements(text):
+            for statement in queries.sqlite_statements(text):
                 params = dict.fromkeys(re.findall(r":(\w+)", statement))
                 try:
                     connection.execute(f"EXPLAIN {statement}", params)

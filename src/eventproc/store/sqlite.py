@@ -8,7 +8,6 @@ once; other processes' commits are noticed through ``PRAGMA data_version``.
 
 import asyncio
 import json
-import sqlite3
 import uuid
 from collections.abc import AsyncIterator, Callable, Sequence
 from contextlib import AbstractAsyncContextManager, asynccontextmanager
@@ -24,6 +23,7 @@ from sqlalchemy.engine import URL, make_url
 from sqlalchemy.ext.asyncio import AsyncConnection, create_async_engine
 
 from eventproc.event import Event
+from eventproc.store import queries
 from eventproc.store.protocol import (
     Burial,
     ClaimPolicy,
@@ -261,23 +261,9 @@ def _add_missing_columns(connection: Any) -> None:
 
 
 def _sqlite_statements(name: str) -> list[str]:
-    """The statements of ``store/sql/<name>``: split where SQLite says one is complete.
-
-    A trigger's body holds semicolons of its own, so a plain split would cut it.
-    """
+    """The statements of ``store/sql/<name>`` (a trigger file)."""
     source = resources.files("eventproc.store").joinpath("sql", name).read_text("utf-8")
-    statements: list[str] = []
-    current = ""
-    for piece in source.split(";"):
-        current += piece + ";"
-        if sqlite3.complete_statement(current):
-            body = "\n".join(
-                line for line in current.splitlines() if not line.lstrip().startswith("--")
-            ).strip()
-            if body != ";":
-                statements.append(body)
-            current = ""
-    return statements
+    return queries.sqlite_statements(source)
 
 
 async def _data_version(connection: aiosqlite.Connection) -> int:

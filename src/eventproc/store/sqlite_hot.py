@@ -32,6 +32,8 @@ BUSY_STEP_MS = 2
 BUSY_PAUSE_SECONDS = 0.0005
 
 QUERIES = queries.load("sqlite")
+# Split once: a named write may be several statements here (see queries.sqlite_statements).
+_STATEMENTS = {name: queries.sqlite_statements(text) for name, text in QUERIES.items()}
 _COMPLETE_SQL = QUERIES["event_complete"]
 
 
@@ -80,7 +82,7 @@ class HotPath:
 
     async def write(self, name: str, params: dict[str, Any]) -> int:
         """Run the named write (all its statements) in one transaction: the first's row count."""
-        statements = queries.split_statements(QUERIES[name])
+        statements = _STATEMENTS[name]
 
         def run(conn: sqlite3.Connection) -> int:
             counts = [conn.execute(statement, params).rowcount for statement in statements]

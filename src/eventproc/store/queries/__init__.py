@@ -8,6 +8,7 @@ same statement for both names, where the other backend needs two.
 """
 
 import re
+import sqlite3
 from importlib import resources
 from types import MappingProxyType
 from typing import Literal
@@ -51,15 +52,26 @@ def load(backend: Backend) -> MappingProxyType[str, str]:
     return MappingProxyType(parse(source))
 
 
-def split_statements(text: str) -> list[str]:
-    """The statements of a query that holds several (each ends with ``;`` at a line's end).
+def sqlite_statements(text: str) -> list[str]:
+    """The statements of a SQLite text, cut where SQLite says one is complete.
 
     SQLite runs one statement per call, so a query that needs two there (a
-    write PostgreSQL does in one data-modifying CTE) is run piece by piece,
-    in one transaction.
+    write PostgreSQL does in one data-modifying CTE) and a file of triggers
+    (whose bodies hold semicolons of their own) are run piece by piece.
+    Comment lines are left out; each statement comes without its ``;``.
     """
-    pieces = re.split(r";[ \t]*\n", text + "\n")
-    return [piece.strip().rstrip(";") for piece in pieces if piece.strip()]
+    statements: list[str] = []
+    current = ""
+    for piece in text.split(";"):
+        current += piece + ";"
+        if sqlite3.complete_statement(current):
+            body = "\n".join(
+                line for line in current.splitlines() if not line.lstrip().startswith("--")
+            ).strip()
+            if body != ";":
+                statements.append(body.removesuffix(";").rstrip())
+            current = ""
+    return statements
 
 
 def claim_query(*, ordered: bool, block_on_dead_letters: bool, carrying: bool) -> str:
