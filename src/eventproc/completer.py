@@ -1,4 +1,4 @@
-"""Write results back in batches: one statement per kind per flush.
+"""Write results back in batches: one store call per flush, whatever the mix.
 
 Results that arrive while a flush is running wait for the next one, so the
 batch size grows with load and an idle worker flushes at once. A flush that
@@ -19,12 +19,10 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass
 
-from eventproc.dispatch import Committed, WriteBack
 from eventproc.errors import StoreError, StoreUnavailable
-from eventproc.event import Outcome
 from eventproc.metrics import Metrics
 from eventproc.stats import Stats
-from eventproc.store.protocol import Burial, Completion, Failure, Store
+from eventproc.store.protocol import Kind, Store, WriteBack
 
 logger = logging.getLogger("eventproc.completer")
 
@@ -36,7 +34,7 @@ HOLD_SECONDS = 0.05  # longest a success waits for a claim to carry it
 class Carried:
     """Successes a claim writes back with it (see :meth:`Completer.take`)."""
 
-    completions: list[Completion]
+    completions: list[WriteBack]
     committed: int  # transactional successes, counted in stats when these land
     upto: int  # every result numbered up to here is in this batch
     since: float  # when the oldest of them was added (monotonic)
@@ -59,10 +57,11 @@ class Completer:
         self.metrics = metrics
         self.on_flushed = on_flushed
         self.claim_coming = claim_coming
-        self._completions: list[Completion] = []
-        self._oldest = 0.0  # when the first buffered completion was added
-        self._failures: list[Failure] = []
-        self._burials: list[Burial] = []
+        # Results in the order they were added. Successes only (``closing``)
+        # may ride back with a claim; a failure in the buffer means a flush.
+        self._batch: list[WriteBack] = []
+        self._oldest = 0.0  # when the first buffered result was added
+        self._failing = 0  # of _batch, results that are not successes
         self._committed = 0
         self._ready = asyncio.Event()
         self._idle = asyncio.Event()
@@ -83,21 +82,16 @@ class Completer:
 
     @property
     def pending(self) -> int:
-        return len(self._completions) + len(self._failures) + len(self._burials)
+        return len(self._batch)
 
     def add(self, result: WriteBack) -> None:
-        if isinstance(result, Committed):
+        if result.kind is Kind.COMMITTED:
             self._committed += 1
-        elif isinstance(result, Completion):
-            if not self._completions:
-                self._oldest = time.monotonic()
-            self._completions.append(result)
-            self._added += 1
-        elif isinstance(result, Failure):
-            self._failures.append(result)
-            self._added += 1
         else:
-            self._burials.append(result)
+            if not self._batch:
+                self._oldest = time.monotonic()
+            self._batch.append(result)
+            self._failing += result.closing is None
             self._added += 1
         self._idle.clear()
         self._ready.set()
@@ -139,9 +133,8 @@ class Completer:
         if (
             self._closing
             or self._waiters
-            or not self._completions
-            or self._failures
-            or self._burials
+            or not self._batch
+            or self._failing
             or not self.claim_coming()
         ):
             return 0.0
@@ -155,26 +148,26 @@ class Completer:
         relies on it). The caller must hand the batch to :meth:`carried` or
         :meth:`give_back`.
         """
-        if self._writing or not self._completions or self._failures or self._burials:
+        if self._writing or not self._batch or self._failing:
             return None
         self._writing = True
         self._write_done.clear()
-        carried = Carried(self._completions, self._committed, self._added, self._oldest)
-        self._completions = []
+        carried = Carried(self._batch, self._committed, self._added, self._oldest)
+        self._batch = []
         self._committed = 0
         return carried
 
     async def carried(self, batch: Carried) -> None:
         """The claim that took ``batch`` committed: its results are in the database."""
         self._release()
-        self._record(batch.completions, [], [], batch.committed)
+        self._record(batch.completions, batch.committed)
         await self._written_up_to(batch.upto)
         self.on_flushed([])
 
     def give_back(self, batch: Carried) -> None:
         """The claim that took ``batch`` failed: the batch is written the usual way."""
         self._release()
-        self._keep(batch.completions, [], [], batch.committed, since=batch.since)
+        self._keep(batch.completions, batch.committed, since=batch.since)
         self._idle.clear()
         self._ready.set()
 
@@ -219,64 +212,54 @@ class Completer:
             self._release()
 
     async def _flush(self) -> bool:
-        completions, self._completions = self._completions, []
-        failures, self._failures = self._failures, []
-        burials, self._burials = self._burials, []
+        batch, self._batch, self._failing = self._batch, [], 0
         committed, self._committed = self._committed, 0
         upto = self._added  # this batch: everything added before the swap
         try:
-            if completions:
-                await self.store.event_complete_many(completions, in_order=self.in_order)
-            if failures:
-                await self.store.event_retry_many(failures)
-            if burials:
-                await self.store.event_dead_letter_many(burials)
+            if batch:
+                await self.store.event_write_back(batch, in_order=self.in_order)
         except StoreUnavailable as exc:
-            # Everything goes back: the statements that did commit are fenced
-            # and idempotent (a second completion of a completed row matches
-            # nothing).
+            # Everything goes back: the write is one transaction, fenced, and
+            # idempotent (a second completion of a completed row matches nothing).
             self.metrics.store_errors.labels("complete").inc()
             logger.error("Could not write results back, will retry: %s", exc)
-            self._keep(completions, failures, burials, committed)
+            self._keep(batch, committed)
             return False
         except StoreError as exc:
             # Not a connectivity problem: the same rows would fail the same
             # way. Their leases expire and the events run again.
             self.metrics.store_errors.labels("complete").inc()
-            lost = len(completions) + len(failures) + len(burials)
+            lost = len(batch)
             logger.error("Dropping %d results after a database error: %s", lost, exc)
             self._dropped_through = upto
         except Exception:  # a bug must not end the completer: keep them, retry with backoff
             self.metrics.store_errors.labels("complete").inc()
             logger.exception("Unexpected error writing results back, will retry")
-            self._keep(completions, failures, burials, committed)
+            self._keep(batch, committed)
             return False
         else:
-            self._record(completions, failures, burials, committed)
+            self._record(batch, committed)
         await self._written_up_to(upto)
         # Retry delays count from now, after the write: never earlier than the
         # database's own next_attempt_at.
-        self.on_flushed([failure.delay_seconds for failure in failures])
+        self.on_flushed([item.delay_seconds for item in batch if item.rescheduling])
         return True
 
     def _keep(
         self,
-        completions: list[Completion],
-        failures: list[Failure],
-        burials: list[Burial],
+        batch: list[WriteBack],
         committed: int,
         *,
         since: float | None = None,
     ) -> None:
         """Put a batch that was not written back in front of what came since.
 
-        ``since``: when its oldest completion was added, if known (now if not).
+        ``since``: when its oldest result was added, if known (now if not).
         """
-        if not self._completions:
+        if not self._batch:
             self._oldest = time.monotonic() if since is None else since
-        self._completions[:0] = completions
-        self._failures[:0] = failures
-        self._burials[:0] = burials
+        self._batch[:0] = batch
+        self._failing += sum(item.closing is None for item in batch)
         self._committed += committed
 
     def _release(self) -> None:
@@ -285,17 +268,15 @@ class Completer:
 
     def _record(
         self,
-        completions: list[Completion],
-        failures: list[Failure],
-        burials: list[Burial],
+        batch: list[WriteBack],
         committed: int,
     ) -> None:
-        skipped = sum(1 for c in completions if c.outcome is Outcome.SKIPPED)
+        kinds = [item.kind for item in batch]
         self.stats.record(
-            succeeded=len(completions) - skipped + committed,
-            skipped=skipped,
-            failed=sum(1 for f in failures if f.counted),
-            dead=len(burials),
+            succeeded=kinds.count(Kind.SUCCEEDED) + committed,
+            skipped=kinds.count(Kind.SKIPPED),
+            failed=kinds.count(Kind.RETRY),
+            dead=kinds.count(Kind.DEAD_LETTERED),
         )
 
     async def _written_up_to(self, upto: int) -> None:

@@ -9,14 +9,13 @@ import logging
 import time
 import traceback
 from collections.abc import Sequence
-from dataclasses import dataclass
 from types import CoroutineType
 
 from pydantic import ValidationError
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from eventproc.errors import LeaseLost, PermanentError, RetryLater, StoreUnavailable
-from eventproc.event import Event, NewEvent, Outcome
+from eventproc.event import Event, NewEvent
 from eventproc.fingerprint import fingerprint
 from eventproc.handler import HandlerContext
 from eventproc.logs import EventLine
@@ -24,7 +23,7 @@ from eventproc.metrics import OTHER_TYPE, Metrics
 from eventproc.registry import Handler, Registry
 from eventproc.retry import RetryPolicy
 from eventproc.stepping import Stepped
-from eventproc.store.protocol import Burial, Completion, Failure, Lease, Store
+from eventproc.store.protocol import Kind, Lease, Store, WriteBack
 
 logger = logging.getLogger("eventproc.dispatch")
 log_processed = EventLine(logger, "Event processed", action="succeeded")
@@ -32,16 +31,6 @@ log_processed = EventLine(logger, "Event processed", action="succeeded")
 # An event that met eventproc's own database trouble runs again after this
 # long, without spending an attempt of its handler's budget.
 STORE_TROUBLE_DELAY_SECONDS = 1.0
-
-
-@dataclass(frozen=True, slots=True)
-class Committed:
-    """A transactional handler already committed its event as succeeded."""
-
-    lease: Lease
-
-
-WriteBack = Completion | Failure | Burial | Committed
 
 
 class Dispatcher:
@@ -86,7 +75,7 @@ class Dispatcher:
                 extra=_fields(event, action="skipped"),
             )
             self.metrics.count(OTHER_TYPE, "skipped")
-            return Completion(lease, Outcome.SKIPPED)
+            return WriteBack.skipped(lease)
         try:
             payload = (
                 handler.payload_model.model_validate(event.payload)
@@ -140,9 +129,9 @@ class Dispatcher:
     ) -> WriteBack:
         if handler.transactional:
             async with asyncio.timeout(limit_seconds):
-                async with self.store.event_transaction(Completion(lease)) as conn:
+                async with self.store.event_transaction(lease) as conn:
                     await handler.func(event, self._context(event, payload, conn))
-            return Committed(lease)
+            return WriteBack.committed(lease)
         call = handler.func(event, self._context(event, payload, None))
         if type(call) is not CoroutineType:
             async with asyncio.timeout(limit_seconds):
@@ -154,7 +143,7 @@ class Dispatcher:
             if not stepped.first_step():
                 async with asyncio.timeout(limit_seconds - (time.perf_counter() - started)):
                     await stepped
-        return Completion(lease)
+        return WriteBack.succeeded(lease)
 
     def _after_error(
         self, event: Event, lease: Lease, handler: Handler, exc: Exception, timeout: float
@@ -176,7 +165,7 @@ class Dispatcher:
                 extra=_fields(event, action="rescheduled"),
             )
             self.metrics.count(event.event_type, "rescheduled")
-            return Failure(lease, exc.delay_seconds, exc.reason, event.attempts, counted=False)
+            return WriteBack.rescheduled(lease, exc.delay_seconds, exc.reason, event.attempts)
         if isinstance(exc, StoreUnavailable):
             # eventproc's own database (its connection, the event's
             # transaction, ctx.publish) failed: not the handler's fault.
@@ -188,8 +177,8 @@ class Dispatcher:
                 extra=_fields(event, action="store_unavailable"),
             )
             self.metrics.count(event.event_type, "store_unavailable")
-            return Failure(
-                lease, STORE_TROUBLE_DELAY_SECONDS, str(exc), event.attempts, counted=False
+            return WriteBack.rescheduled(
+                lease, STORE_TROUBLE_DELAY_SECONDS, str(exc), event.attempts
             )
         if isinstance(exc, TimeoutError):
             return self._fail(event, lease, handler, f"handler timed out after {timeout:g}s", exc)
@@ -233,7 +222,7 @@ class Dispatcher:
             extra=_fields(event, action="retry"),
         )
         self.metrics.count(event.event_type, "retried")
-        return Failure(lease, delay, message, event.attempts)
+        return WriteBack.retry(lease, delay, message, event.attempts)
 
     def _bury(
         self,
@@ -242,7 +231,7 @@ class Dispatcher:
         message: str,
         handler: Handler | None,
         exc: BaseException | None = None,
-    ) -> Burial:
+    ) -> WriteBack:
         logger.error(
             "Event dead-lettered after %d attempt(s): %s",
             event.attempts,
@@ -258,14 +247,13 @@ class Dispatcher:
                 extra=_fields(event, action="aggregate_blocked"),
             )
         detail = "".join(traceback.format_exception(exc)) if exc is not None else None
-        return Burial(
+        return WriteBack.dead_lettered(
             lease,
-            event,
             message,
-            retry_count=event.attempts,
-            error_detail=detail,
+            event.attempts,
+            detail=detail,
             handler=handler.name if handler else None,
-            error_fingerprint=fingerprint(message),
+            fingerprint=fingerprint(message),
         )
 
 
@@ -273,11 +261,17 @@ def _outcome_of(result: WriteBack | None) -> str:
     """The metric label of a handler call that raised."""
     if result is None:
         return "lease_lost"
-    if isinstance(result, Burial):
-        return "dead_lettered"
-    if isinstance(result, Failure):
-        return "retried" if result.counted else "rescheduled"
-    return "succeeded"
+    return _LABELS[result.kind]
+
+
+_LABELS = {
+    Kind.DEAD_LETTERED: "dead_lettered",
+    Kind.RETRY: "retried",
+    Kind.RESCHEDULED: "rescheduled",
+    Kind.SUCCEEDED: "succeeded",
+    Kind.SKIPPED: "succeeded",
+    Kind.COMMITTED: "succeeded",
+}
 
 
 def _fields(event: Event, **extra: object) -> dict[str, object]:

@@ -21,15 +21,15 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 
 from eventproc.completer import Completer
-from eventproc.dispatch import Committed, Dispatcher, WriteBack
+from eventproc.dispatch import Dispatcher
 from eventproc.errors import StoreConflict, StoreError, StoreUnavailable
-from eventproc.event import Event, Outcome
+from eventproc.event import Event
 from eventproc.metrics import Metrics
 from eventproc.processor_config import ProcessorConfig
 from eventproc.registry import Registry
 from eventproc.stats import Stats
 from eventproc.stepping import Stepped
-from eventproc.store.protocol import ClaimPolicy, Completion, Lease, Store
+from eventproc.store.protocol import ClaimPolicy, Kind, Lease, Store, WriteBack
 from eventproc.supervision import SideTasks
 
 logger = logging.getLogger("eventproc.processor")
@@ -459,8 +459,8 @@ class Processor:
                 self._busy -= 1
                 if result is not None:
                     self.completer.add(result)
-                buffered = not isinstance(result, Committed)
-                if run and not _succeeded(result):
+                buffered = result is None or result.kind is not Kind.COMMITTED
+                if run and not (result is not None and result.succeeded_run):
                     await self._give_back(run)
                     break
         finally:
@@ -677,9 +677,3 @@ def _runs(claimed: list[Event]) -> list[list[Event]]:
     for run in by_aggregate.values():
         run.sort(key=lambda e: (e.created_at or datetime.min.replace(tzinfo=UTC), e.id))
     return runs
-
-
-def _succeeded(result: WriteBack | None) -> bool:
-    return isinstance(result, Committed) or (
-        isinstance(result, Completion) and result.outcome is not Outcome.DEAD_LETTERED
-    )

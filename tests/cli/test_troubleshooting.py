@@ -14,8 +14,8 @@ import pytest
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from eventproc.event import NewEvent
-from eventproc.store import ClaimPolicy, SqlStore
-from eventproc.store.protocol import Burial, Completion, Failure, Lease
+from eventproc.store import ClaimPolicy, SqlStore, WriteBack
+from eventproc.store.protocol import Lease
 
 README = Path(__file__).resolve().parents[2] / "README.md"
 
@@ -69,16 +69,14 @@ async def fill(store: SqlStore) -> tuple[NewEvent, NewEvent, NewEvent, NewEvent]
         for event in await store.event_claim_many("t", ClaimPolicy(lease_seconds=30, limit=10))
     }
     assert set(claimed) == {dead.id, retrying.id, done.id}
-    await store.event_complete_many([Completion(Lease.of(claimed[done.id]))])
+    await store.event_write_back([WriteBack.succeeded(Lease.of(claimed[done.id]))])
     async with store.engine.begin() as connection:  # as the replaced service left its rows
         await connection.exec_driver_sql(
             f"UPDATE events SET metadata = NULL WHERE id = '{done.id}'"
         )
-    await store.event_dead_letter_many(
-        [Burial(Lease.of(claimed[dead.id]), claimed[dead.id], "boom", retry_count=1)]
-    )
-    await store.event_retry_many(
-        [Failure(Lease.of(claimed[retrying.id]), 3600, "flaky", attempt=1)]
+    await store.event_write_back([WriteBack.dead_lettered(Lease.of(claimed[dead.id]), "boom", 1)])
+    await store.event_write_back(
+        [WriteBack.retry(Lease.of(claimed[retrying.id]), 3600, "flaky", 1)]
     )
     await store.event_insert_many([fresh])
     return dead, retrying, fresh, done

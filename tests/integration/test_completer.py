@@ -9,7 +9,7 @@ from eventproc.completer import Completer
 from eventproc.event import NewEvent
 from eventproc.metrics import Metrics
 from eventproc.stats import Stats
-from eventproc.store import ClaimPolicy, Completion, Lease, SqlStore
+from eventproc.store import ClaimPolicy, Lease, SqlStore, WriteBack
 
 
 async def test_close_flushes_what_is_buffered_then_returns(store: SqlStore) -> None:
@@ -17,11 +17,11 @@ async def test_close_flushes_what_is_buffered_then_returns(store: SqlStore) -> N
     claimed = await store.event_claim_many("w:1", ClaimPolicy(30, False, 10))
     stats = Stats()
     completer = Completer(store, stats, Metrics())
-    completer.add(Completion(Lease.of(claimed[0])))
+    completer.add(WriteBack.succeeded(Lease.of(claimed[0])))
     running = asyncio.create_task(completer.run())
     await asyncio.sleep(0)  # the first flush starts
-    completer.add(Completion(Lease.of(claimed[1])))
-    completer.add(Completion(Lease.of(claimed[2])))
+    completer.add(WriteBack.succeeded(Lease.of(claimed[1])))
+    completer.add(WriteBack.succeeded(Lease.of(claimed[2])))
     completer.close()
     await asyncio.wait_for(running, 10)
     assert stats.success_count == 3
@@ -33,7 +33,7 @@ async def test_an_unexpected_error_keeps_the_results_for_the_next_try(
 ) -> None:
     await store.event_insert_many([NewEvent("t", {}) for _ in range(2)])
     claimed = await store.event_claim_many("w:1", ClaimPolicy(30, False, 10))
-    original = store.event_complete_many
+    original = store.event_write_back
     calls = 0
 
     async def broken_once(*args: Any, **kwargs: Any) -> int:
@@ -43,12 +43,12 @@ async def test_an_unexpected_error_keeps_the_results_for_the_next_try(
             raise RuntimeError("a bug, not the database")
         return await original(*args, **kwargs)
 
-    monkeypatch.setattr(store, "event_complete_many", broken_once)
+    monkeypatch.setattr(store, "event_write_back", broken_once)
     stats = Stats()
     completer = Completer(store, stats, Metrics())
     running = asyncio.create_task(completer.run())
     for event in claimed:
-        completer.add(Completion(Lease.of(event)))
+        completer.add(WriteBack.succeeded(Lease.of(event)))
     await asyncio.wait_for(completer.wait_written(), 10)
     completer.close()
     await asyncio.wait_for(running, 10)

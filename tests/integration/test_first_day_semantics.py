@@ -17,8 +17,8 @@ from eventproc.errors import Conflict
 from eventproc.processor import Processor
 from eventproc.processor_config import ProcessorConfig
 from eventproc.retry import RetryPolicy
-from eventproc.store import SqlStore
-from eventproc.store.protocol import ClaimPolicy, Failure, Lease
+from eventproc.store import SqlStore, WriteBack
+from eventproc.store.protocol import ClaimPolicy, Lease
 
 # The replaced service's replay SQL, and its SQLite spelling.
 SEED_REPLAY = {
@@ -203,7 +203,7 @@ async def test_manual_claim_conflicts_say_what_is_in_the_way(store: SqlStore) ->
     policy = ClaimPolicy(lease_seconds=5)
     [first] = await store.event_claim_many("w:0", ClaimPolicy(lease_seconds=5, limit=1))
     assert first.id == head.id
-    await store.event_retry_many([Failure(Lease.of(first), 600, "LookupError: boom", 1)])
+    await store.event_write_back([WriteBack.retry(Lease.of(first), 600, "LookupError: boom", 1)])
     with pytest.raises(Conflict) as raised:
         await store.event_claim_one(later.id, "w:1", policy)
     message = str(raised.value)

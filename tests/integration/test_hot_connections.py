@@ -6,7 +6,7 @@ from sqlalchemy import text
 
 from eventproc.errors import StoreUnavailable
 from eventproc.event import NewEvent
-from eventproc.store import ClaimPolicy, Completion, Lease, SqlStore
+from eventproc.store import ClaimPolicy, Lease, SqlStore, WriteBack
 from eventproc.store.postgres import HOT_CONNECTIONS, PostgresStore
 from support.waiting import eventually
 
@@ -43,15 +43,15 @@ async def test_a_killed_claim_connection_is_replaced(pg_store: SqlStore, pg_url:
             failures += 1
             assert failures <= HOT_CONNECTIONS, "dead connections went back to the idle list"
     assert {e.id for e in first}.isdisjoint(e.id for e in second) and len(second) == 5
-    done = [Completion(Lease.of(event)) for event in first + second]
-    assert await pg_store.event_complete_many(done) == 10
+    done = [WriteBack.succeeded(Lease.of(event)) for event in first + second]
+    assert await pg_store.event_write_back(done) == 10
 
 
 async def test_claims_reuse_a_few_connections(pg_store: SqlStore, pg_url: str) -> None:
     await pg_store.event_insert_many([NewEvent("t", {"n": n}) for n in range(100)])
     for n in range(20):
         claimed = await pg_store.event_claim_many(f"w:{n}", POLICY)
-        await pg_store.event_complete_many([Completion(Lease.of(e)) for e in claimed])
+        await pg_store.event_write_back([WriteBack.succeeded(Lease.of(e)) for e in claimed])
     admin = await asyncpg.connect(pg_url)
     try:
         sessions = await admin.fetchval(
@@ -86,6 +86,6 @@ async def test_sqlalchemy_only_url_options_do_not_reach_the_driver(pg_url: str) 
         await store.migrate()
         await store.event_insert_many([NewEvent("t", {})])
         [claimed] = await store.event_claim_many("w:1", POLICY)
-        assert await store.event_complete_many([Completion(Lease.of(claimed))]) == 1
+        assert await store.event_write_back([WriteBack.succeeded(Lease.of(claimed))]) == 1
     finally:
         await store.close()

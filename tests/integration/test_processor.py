@@ -18,7 +18,7 @@ from eventproc.processor import Processor
 from eventproc.processor_config import ProcessorConfig
 from eventproc.retry import RetryPolicy
 from eventproc.store import EventFilter, SqlStore
-from eventproc.store.protocol import ClaimPolicy, Completion
+from eventproc.store.protocol import ClaimPolicy, WriteBack
 
 
 def config(**overrides: object) -> ProcessorConfig:
@@ -424,7 +424,7 @@ def watch_claims(
     failed = False
 
     async def claim(
-        token: str, policy: ClaimPolicy, *, completing: Sequence[Completion] = ()
+        token: str, policy: ClaimPolicy, *, completing: Sequence[WriteBack] = ()
     ) -> list[Event]:
         nonlocal active, failed
         assert policy.limit >= 1, policy  # never LIMIT 0 (or "no limit" on SQLite)

@@ -7,7 +7,7 @@ import pytest
 
 from eventproc.errors import StoreUnavailable
 from eventproc.event import NewEvent
-from eventproc.store import ClaimPolicy, Completion, Lease, SqlStore
+from eventproc.store import ClaimPolicy, Lease, SqlStore, WriteBack
 
 
 def policy(limit: int = 100, *, ordered: bool = True, lease: float = 30) -> ClaimPolicy:
@@ -49,8 +49,8 @@ async def test_expired_lease_is_claimable_again(store: SqlStore) -> None:
     assert second.id == first.id
     assert second.attempts == 2
     # The first claimer lost its lease: its write-back is fenced out.
-    assert await store.event_complete_many([Completion(Lease.of(first))]) == 0
-    assert await store.event_complete_many([Completion(Lease.of(second))]) == 1
+    assert await store.event_write_back([WriteBack.succeeded(Lease.of(first))]) == 0
+    assert await store.event_write_back([WriteBack.succeeded(Lease.of(second))]) == 1
 
 
 async def test_aggregate_gate_releases_one_event_at_a_time(store: SqlStore) -> None:
@@ -62,7 +62,7 @@ async def test_aggregate_gate_releases_one_event_at_a_time(store: SqlStore) -> N
     assert {e.payload["n"] for e in claimed} == {0, "free"}
     assert await store.event_claim_many("w:2", policy()) == []
     head = next(e for e in claimed if e.payload["n"] == 0)
-    await store.event_complete_many([Completion(Lease.of(head))])
+    await store.event_write_back([WriteBack.succeeded(Lease.of(head))])
     [following] = await store.event_claim_many("w:2", policy())
     assert following.payload["n"] == 1
 
@@ -76,7 +76,7 @@ async def test_aggregate_order_holds_within_one_publish_batch(store: SqlStore) -
     for round_ in range(50):
         [event] = await store.event_claim_many(f"w:{round_}", policy())
         seen.append(event.payload["n"])
-        await store.event_complete_many([Completion(Lease.of(event))])
+        await store.event_write_back([WriteBack.succeeded(Lease.of(event))])
     assert seen == list(range(50))
 
 
@@ -117,7 +117,7 @@ async def test_claim_one_reports_why_it_cannot(store: SqlStore) -> None:
     assert claimed.locked_by == "w:1"
     with pytest.raises(Conflict, match="being processed"):
         await store.event_claim_one(first.id, "w:2", policy())
-    await store.event_complete_many([Completion(Lease.of(claimed))])
+    await store.event_write_back([WriteBack.succeeded(Lease.of(claimed))])
     with pytest.raises(Conflict, match="already processed"):
         await store.event_claim_one(first.id, "w:2", policy())
 
@@ -125,13 +125,13 @@ async def test_claim_one_reports_why_it_cannot(store: SqlStore) -> None:
 async def test_dead_lettered_event_blocks_its_aggregate_until_discarded(
     store: SqlStore,
 ) -> None:
-    from eventproc.store import Burial
+    from eventproc.store import WriteBack
 
     aggregate = uuid.uuid4()
     first, second = (NewEvent("t", {"n": n}, aggregate_id=aggregate) for n in range(2))
     await store.event_insert_many([first, second])
     [head] = await store.event_claim_many("w:1", policy())
-    await store.event_dead_letter_many([Burial(Lease.of(head), head, "poison", 5)])
+    await store.event_write_back([WriteBack.dead_lettered(Lease.of(head), "poison", 5)])
     assert await store.event_claim_many("w:2", policy()) == []  # block (default)
     [blocked] = await store.aggregates_blocked()
     assert blocked.aggregate_id == aggregate and blocked.event_id == first.id
@@ -146,26 +146,25 @@ async def test_dead_lettered_event_blocks_its_aggregate_until_discarded(
 
 
 async def test_park_policy_lets_the_aggregate_move_on(store: SqlStore) -> None:
-    from eventproc.store import Burial
+    from eventproc.store import WriteBack
 
     aggregate = uuid.uuid4()
     first, second = (NewEvent("t", {"n": n}, aggregate_id=aggregate) for n in range(2))
     await store.event_insert_many([first, second])
     parked = ClaimPolicy(lease_seconds=30, ordered=True, limit=10, block_on_dead_letters=False)
     [head] = await store.event_claim_many("w:1", parked)
-    await store.event_dead_letter_many([Burial(Lease.of(head), head, "poison", 5)])
+    await store.event_write_back([WriteBack.dead_lettered(Lease.of(head), "poison", 5)])
     [following] = await store.event_claim_many("w:2", parked)
     assert following.id == second.id
 
 
 async def test_retrying_event_is_reported_as_blocking(store: SqlStore) -> None:
-    from eventproc.store import Failure
 
     aggregate = uuid.uuid4()
     first, second = (NewEvent("t", {"n": n}, aggregate_id=aggregate) for n in range(2))
     await store.event_insert_many([first, second])
     [head] = await store.event_claim_many("w:1", policy())
-    await store.event_retry_many([Failure(Lease.of(head), 60, "later", 1)])
+    await store.event_write_back([WriteBack.retry(Lease.of(head), 60, "later", 1)])
     assert await store.event_claim_many("w:2", policy()) == []
     [blocked] = await store.aggregates_blocked()
     assert blocked.reason == "retrying" and blocked.retry_at is not None
@@ -184,7 +183,7 @@ async def test_taking_over_a_head_revokes_the_stalled_run(store: SqlStore) -> No
     assert head.id == run[0].id and head.attempts == 2
     # The stalled worker can no longer keep (or complete) the rest of its run.
     assert await store.event_renew_leases([Lease.of(e) for e in run[1:]], 30) == set()
-    assert await store.event_complete_many([Completion(Lease.of(run[1]))]) == 0
+    assert await store.event_write_back([WriteBack.succeeded(Lease.of(run[1]))]) == 0
 
 
 async def test_claimed_events_carry_their_metadata_or_an_empty_dict(store: SqlStore) -> None:

@@ -3,8 +3,8 @@
 import asyncio
 import uuid
 
-from eventproc.event import NewEvent, Outcome
-from eventproc.store import ClaimPolicy, Completion, Lease, SqlStore
+from eventproc.event import NewEvent
+from eventproc.store import ClaimPolicy, Lease, SqlStore, WriteBack
 from support.runs import run_with_head_taken_over
 
 
@@ -17,8 +17,8 @@ async def test_a_claim_completes_what_it_carries_and_claims_the_rest(store: SqlS
     await store.event_insert_many(new)
     first = await store.event_claim_many("w:1", policy(limit=2))
     carried = [
-        Completion(Lease.of(first[0])),
-        Completion(Lease.of(first[1]), Outcome.SKIPPED),
+        WriteBack.succeeded(Lease.of(first[0])),
+        WriteBack.skipped(Lease.of(first[1])),
     ]
     second = await store.event_claim_many("w:2", policy(), completing=carried)
     assert sorted(e.payload["n"] for e in second) == [2, 3]
@@ -32,7 +32,7 @@ async def test_a_claim_completes_what_it_carries_and_claims_the_rest(store: SqlS
 async def test_carried_completions_are_fenced_on_their_token(store: SqlStore) -> None:
     await store.event_insert_many([NewEvent("t", {})])
     [claimed] = await store.event_claim_many("w:1", policy())
-    stale = Completion(Lease(claimed.id, "w:stale"))
+    stale = WriteBack.succeeded(Lease(claimed.id, "w:stale"))
     assert await store.event_claim_many("w:2", policy(), completing=[stale]) == []
     row = await store.event_get(claimed.id)
     assert row is not None and not row.processed and row.locked_by == "w:1"
@@ -45,7 +45,7 @@ async def test_an_event_the_claim_completes_is_not_claimed_again(store: SqlStore
     [claimed] = await store.event_claim_many("w:1", policy(lease=0.05))
     await asyncio.sleep(0.1)
     again = await store.event_claim_many(
-        "w:2", policy(), completing=[Completion(Lease.of(claimed))]
+        "w:2", policy(), completing=[WriteBack.succeeded(Lease.of(claimed))]
     )
     assert again == []
     row = await store.event_get(claimed.id)
@@ -60,14 +60,14 @@ async def test_a_carried_completion_frees_the_next_event_of_its_aggregate(store:
     assert head.payload["n"] == 0
     assert await store.event_claim_many("w:1", policy(ordered=True)) == []
     [following] = await store.event_claim_many(
-        "w:2", policy(ordered=True), completing=[Completion(Lease.of(head))]
+        "w:2", policy(ordered=True), completing=[WriteBack.succeeded(Lease.of(head))]
     )
     assert following.payload["n"] == 1
 
 
 async def test_an_ordered_claim_does_not_complete_past_a_head_taken_over(store: SqlStore) -> None:
     run = await run_with_head_taken_over(store)
-    late = [Completion(Lease.of(run[1]))]
+    late = [WriteBack.succeeded(Lease.of(run[1]))]
     assert await store.event_claim_many("A:2", policy(ordered=True), completing=late) == []
     row = await store.event_get(run[1].id)
     assert row is not None and not row.processed

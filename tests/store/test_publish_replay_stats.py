@@ -6,13 +6,11 @@ from sqlalchemy import text
 
 from eventproc.event import NewEvent
 from eventproc.store import (
-    Burial,
     ClaimPolicy,
-    Completion,
     EventFilter,
-    Failure,
     Lease,
     SqlStore,
+    WriteBack,
 )
 
 POLICY = ClaimPolicy(lease_seconds=30, ordered=False, limit=100)
@@ -47,7 +45,7 @@ async def test_replay_gives_fresh_budget(store: SqlStore) -> None:
     event = NewEvent("t", {})
     await store.event_insert_many([event])
     [claimed] = await store.event_claim_many("w:1", POLICY)
-    await store.event_dead_letter_many([Burial(Lease.of(claimed), claimed, "x", 1)])
+    await store.event_write_back([WriteBack.dead_lettered(Lease.of(claimed), "x", 1)])
     assert await store.event_replay([event.id]) == 1
     row = await store.event_get(event.id)
     assert row is not None and not row.processed and row.attempts == 0
@@ -63,10 +61,10 @@ async def test_seed_raw_sql_replay_resets_budget(store: SqlStore, backend: str) 
     await store.event_insert_many([event])
     for n in range(2):  # two failed attempts, then a success
         [claimed] = await store.event_claim_many(f"w:{n}", POLICY)
-        await store.event_retry_many([Failure(Lease.of(claimed), 0, "e", n + 1)])
+        await store.event_write_back([WriteBack.retry(Lease.of(claimed), 0, "e", n + 1)])
     [claimed] = await store.event_claim_many("w:2", POLICY)
     assert claimed.attempts == 3
-    await store.event_complete_many([Completion(Lease.of(claimed))])
+    await store.event_write_back([WriteBack.succeeded(Lease.of(claimed))])
     merge = (
         "metadata || '{\"replayed\": true}'::jsonb"
         if backend == "postgres"
@@ -94,7 +92,7 @@ async def test_list_filters(store: SqlStore) -> None:
 async def test_stats_snapshot(store: SqlStore) -> None:
     await store.event_insert_many([NewEvent("t", {}) for _ in range(4)])
     [claimed, *_] = await store.event_claim_many("w:1", ClaimPolicy(30, False, 2))
-    await store.event_dead_letter_many([Burial(Lease.of(claimed), claimed, "x", 1)])
+    await store.event_write_back([WriteBack.dead_lettered(Lease.of(claimed), "x", 1)])
     stats = await store.stats_snapshot()
     assert stats.backlog == 3 and stats.in_flight == 1 and stats.due == 2
     assert stats.dead_letters == 1 and stats.oldest_pending_at is not None

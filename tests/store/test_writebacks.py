@@ -1,10 +1,10 @@
-"""Completion, retry, dead-lettering, release, renewal: all fenced on the claim token."""
+"""retry, dead-lettering, release, renewal: all fenced on the claim token."""
 
 import asyncio
 import uuid
 
 from eventproc.event import NewEvent, Outcome
-from eventproc.store import Burial, ClaimPolicy, Completion, Failure, Lease, SqlStore
+from eventproc.store import ClaimPolicy, Lease, SqlStore, WriteBack
 from support.runs import run_with_head_taken_over
 
 POLICY = ClaimPolicy(lease_seconds=30, ordered=False, limit=100)
@@ -18,7 +18,7 @@ async def claim_one(store: SqlStore, event: NewEvent, token: str = "w:1"):  # ty
 
 async def test_complete_marks_processed_and_merges_metadata(store: SqlStore) -> None:
     claimed = await claim_one(store, NewEvent("t", {}, metadata={"trace": "abc"}))
-    assert await store.event_complete_many([Completion(Lease.of(claimed))]) == 1
+    assert await store.event_write_back([WriteBack.succeeded(Lease.of(claimed))]) == 1
     row = await store.event_get(claimed.id)
     assert row is not None
     assert row.processed and row.outcome == Outcome.SUCCEEDED
@@ -30,21 +30,21 @@ async def test_complete_marks_processed_and_merges_metadata(store: SqlStore) -> 
 
 async def test_complete_with_wrong_token_changes_nothing(store: SqlStore) -> None:
     claimed = await claim_one(store, NewEvent("t", {}))
-    assert await store.event_complete_many([Completion(Lease(claimed.id, "w:other"))]) == 0
+    assert await store.event_write_back([WriteBack.succeeded(Lease(claimed.id, "w:other"))]) == 0
     row = await store.event_get(claimed.id)
     assert row is not None and not row.processed and row.locked_by == "w:1"
 
 
 async def test_skipped_outcome_is_recorded(store: SqlStore) -> None:
     claimed = await claim_one(store, NewEvent("t", {}))
-    await store.event_complete_many([Completion(Lease.of(claimed), Outcome.SKIPPED)])
+    await store.event_write_back([WriteBack.skipped(Lease.of(claimed))])
     row = await store.event_get(claimed.id)
     assert row is not None and row.processed and row.outcome == "skipped"
 
 
 async def test_retry_schedules_and_records_error(store: SqlStore) -> None:
     claimed = await claim_one(store, NewEvent("t", {}, metadata={"keep": 1}))
-    await store.event_retry_many([Failure(Lease.of(claimed), 0.2, "boom", attempt=1)])
+    await store.event_write_back([WriteBack.retry(Lease.of(claimed), 0.2, "boom", 1)])
     row = await store.event_get(claimed.id)
     assert row is not None and not row.processed and row.locked_by is None
     assert row.next_attempt_at is not None
@@ -58,18 +58,20 @@ async def test_retry_schedules_and_records_error(store: SqlStore) -> None:
 
 async def test_uncounted_retry_gives_the_attempt_back(store: SqlStore) -> None:
     claimed = await claim_one(store, NewEvent("t", {}))
-    await store.event_retry_many([Failure(Lease.of(claimed), 0, "later", 1, counted=False)])
+    await store.event_write_back([WriteBack.rescheduled(Lease.of(claimed), 0, "later", 1)])
     row = await store.event_get(claimed.id)
     assert row is not None and row.attempts == 0 and "retry_count" not in row.metadata
 
 
 async def test_dead_letter_inserts_row_and_closes_event_together(store: SqlStore) -> None:
     claimed = await claim_one(store, NewEvent("t", {"x": 1}))
-    stale = Burial(Lease(claimed.id, "w:stale"), claimed, "nope", 5)
-    assert await store.event_dead_letter_many([stale]) == 0
+    stale = WriteBack.dead_lettered(Lease(claimed.id, "w:stale"), "nope", 5)
+    assert await store.event_write_back([stale]) == 0
     assert await store.dead_letter_list() == []
-    burial = Burial(Lease.of(claimed), claimed, "it broke", 5, "Traceback ...", "mod.fn")
-    assert await store.event_dead_letter_many([burial]) == 1
+    burial = WriteBack.dead_lettered(
+        Lease.of(claimed), "it broke", 5, detail="Traceback ...", handler="mod.fn"
+    )
+    assert await store.event_write_back([burial]) == 1
     row = await store.event_get(claimed.id)
     assert row is not None and row.processed and row.outcome == "dead_lettered"
     [letter] = await store.dead_letter_list()
@@ -88,12 +90,12 @@ async def claim_many(store: SqlStore, count: int) -> list:  # type: ignore[type-
 async def test_a_batch_of_retries_is_written_together_and_fenced(store: SqlStore) -> None:
     a, b, c, d = await claim_many(store, 4)
     failures = [
-        Failure(Lease.of(a), 60, "boom a", attempt=1),
-        Failure(Lease.of(b), 60, "later", attempt=1, counted=False),
-        Failure(Lease.of(c), 60, "x" * 5000, attempt=1),
-        Failure(Lease(d.id, "w:stale"), 60, "fenced out", attempt=1),
+        WriteBack.retry(Lease.of(a), 60, "boom a", 1),
+        WriteBack.rescheduled(Lease.of(b), 60, "later", 1),
+        WriteBack.retry(Lease.of(c), 60, "x" * 5000, 1),
+        WriteBack.retry(Lease(d.id, "w:stale"), 60, "fenced out", 1),
     ]
-    assert await store.event_retry_many(failures) == 3
+    assert await store.event_write_back(failures) == 3
     rows = {event.id: await store.event_get(event.id) for event in (a, b, c, d)}
     assert rows[a.id] is not None and rows[a.id].metadata["last_error"] == "boom a"
     assert rows[b.id] is not None and rows[b.id].attempts == 0
@@ -108,11 +110,13 @@ async def test_a_batch_of_retries_is_written_together_and_fenced(store: SqlStore
 async def test_a_batch_of_dead_letters_is_written_together_and_fenced(store: SqlStore) -> None:
     a, b, c = await claim_many(store, 3)
     burials = [
-        Burial(Lease.of(a), a, "broke a", 2, None, "h.a", "broke <x>"),
-        Burial(Lease.of(b), b, "broke b", 3, "Traceback b", None, "broke <x>"),
-        Burial(Lease(c.id, "w:stale"), c, "fenced out", 1),
+        WriteBack.dead_lettered(Lease.of(a), "broke a", 2, handler="h.a", fingerprint="broke <x>"),
+        WriteBack.dead_lettered(
+            Lease.of(b), "broke b", 3, detail="Traceback b", fingerprint="broke <x>"
+        ),
+        WriteBack.dead_lettered(Lease(c.id, "w:stale"), "fenced out", 1),
     ]
-    assert await store.event_dead_letter_many(burials) == 2
+    assert await store.event_write_back(burials) == 2
     letters = {letter.event_id: letter for letter in await store.dead_letter_list()}
     assert set(letters) == {a.id, b.id}
     assert letters[a.id].handler == "h.a" and letters[a.id].retry_count == 2
@@ -147,7 +151,7 @@ async def test_renew_extends_only_held_leases(store: SqlStore) -> None:
 async def test_transaction_commits_handler_writes_with_completion(store: SqlStore) -> None:
     claimed = await claim_one(store, NewEvent("t", {}))
     follow_up = NewEvent("follow", {})
-    async with store.event_transaction(Completion(Lease.of(claimed))) as conn:
+    async with store.event_transaction(Lease.of(claimed)) as conn:
         await store.event_insert_many([follow_up], conn)
     row = await store.event_get(claimed.id)
     assert row is not None and row.processed
@@ -160,7 +164,7 @@ async def test_transaction_rolls_back_on_error(store: SqlStore) -> None:
     claimed = await claim_one(store, NewEvent("t", {}))
     follow_up = NewEvent("follow", {})
     with pytest.raises(RuntimeError):
-        async with store.event_transaction(Completion(Lease.of(claimed))) as conn:
+        async with store.event_transaction(Lease.of(claimed)) as conn:
             await store.event_insert_many([follow_up], conn)
             raise RuntimeError("handler failed")
     row = await store.event_get(claimed.id)
@@ -175,7 +179,7 @@ async def test_transaction_refuses_a_lost_lease(store: SqlStore) -> None:
 
     claimed = await claim_one(store, NewEvent("t", {}))
     with pytest.raises(LeaseLost):
-        async with store.event_transaction(Completion(Lease(claimed.id, "w:stale"))):
+        async with store.event_transaction(Lease(claimed.id, "w:stale")):
             raise AssertionError("the handler must not run")
 
 
@@ -184,12 +188,12 @@ async def test_in_order_completion_waits_for_a_predecessor_taken_over(store: Sql
     # worker B took first over. A's late write-back must not mark second done
     # ahead of first's new handling.
     run = await run_with_head_taken_over(store)
-    late = [Completion(Lease.of(event)) for event in run]
-    assert await store.event_complete_many(late, in_order=True) == 0
+    late = [WriteBack.succeeded(Lease.of(event)) for event in run]
+    assert await store.event_write_back(late, in_order=True) == 0
     second_now = await store.event_get(run[1].id)
     assert second_now is not None and not second_now.processed
     # Without the ordering rule (ORDERING=none) the same write-back lands.
-    assert await store.event_complete_many(late) == 1
+    assert await store.event_write_back(late) == 1
 
 
 async def test_in_order_completion_of_a_whole_run_in_one_call(store: SqlStore) -> None:
@@ -200,7 +204,7 @@ async def test_in_order_completion_of_a_whole_run_in_one_call(store: SqlStore) -
     assert len(run) == 3
     # The successors' statement runs first (one statement per outcome): the
     # head counts as done because this same call completes it.
-    completions = [Completion(Lease.of(event)) for event in run[1:]] + [
-        Completion(Lease.of(run[0]), Outcome.SKIPPED)
+    completions = [WriteBack.succeeded(Lease.of(event)) for event in run[1:]] + [
+        WriteBack.skipped(Lease.of(run[0]))
     ]
-    assert await store.event_complete_many(completions, in_order=True) == 3
+    assert await store.event_write_back(completions, in_order=True) == 3

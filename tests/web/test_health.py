@@ -85,14 +85,14 @@ async def test_metrics_are_prometheus_text(client: httpx.AsyncClient, runtime: R
 
 async def test_health_lists_blocked_aggregates(client: httpx.AsyncClient, runtime: Runtime) -> None:
     from eventproc.config import AggregateFailure
-    from eventproc.store import Burial, ClaimPolicy, Lease
+    from eventproc.store import ClaimPolicy, Lease, WriteBack
 
     runtime.settings.aggregate_failure = AggregateFailure.BLOCK  # park (the default) holds nothing
     aggregate = uuid.uuid4()
     events = [NewEvent("t.ok", {}, aggregate_id=aggregate, aggregate_type="user") for _ in range(3)]
     await runtime.store.event_insert_many(events)
     [head] = await runtime.store.event_claim_many("w:1", ClaimPolicy(30, True, 5))
-    await runtime.store.event_dead_letter_many([Burial(Lease.of(head), head, "x", 5)])
+    await runtime.store.event_write_back([WriteBack.dead_lettered(Lease.of(head), "x", 5)])
     [blocked] = (await client.get("/health")).json()["blockedAggregates"]
     assert blocked["aggregateId"] == str(aggregate) and blocked["aggregateType"] == "user"
     assert blocked["blockedBy"] == str(events[0].id) and blocked["waiting"] == 2

@@ -6,7 +6,7 @@ import pytest
 
 from eventproc.event import NewEvent
 from eventproc.runtime import Runtime
-from eventproc.store import ClaimPolicy, Completion, Lease
+from eventproc.store import ClaimPolicy, Lease, WriteBack
 
 
 async def test_process_event_runs_the_event(client: httpx.AsyncClient, runtime: Runtime) -> None:
@@ -57,7 +57,7 @@ async def test_process_event_already_processed(client: httpx.AsyncClient, runtim
     response = await client.post("/process-event", json={"event_id": str(event.id)})
     assert response.status_code == 409
     assert "other:1" in response.json()["error"]
-    await runtime.store.event_complete_many([Completion(Lease.of(claimed))])
+    await runtime.store.event_write_back([WriteBack.succeeded(Lease.of(claimed))])
     response = await client.post("/process-event", json={"event_id": str(event.id)})
     assert response.status_code == 400 and response.json() == {"error": "Event already processed"}
 

@@ -3,14 +3,13 @@
 from eventproc.store.protocol import (
     BlockedAggregate,
     BlockedSummary,
-    Burial,
     ClaimPolicy,
-    Completion,
     EventFilter,
-    Failure,
+    Kind,
     Lease,
     Store,
     StoreStats,
+    WriteBack,
 )
 from eventproc.store.sqlstore import SqlStore
 
@@ -44,14 +43,13 @@ def open_store(
 __all__ = [
     "BlockedAggregate",
     "BlockedSummary",
-    "Burial",
     "ClaimPolicy",
-    "Completion",
     "EventFilter",
-    "Failure",
+    "Kind",
     "Lease",
     "SqlStore",
     "Store",
     "StoreStats",
+    "WriteBack",
     "open_store",
 ]

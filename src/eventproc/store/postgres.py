@@ -34,12 +34,11 @@ from eventproc.event import Event, NewEvent
 from eventproc.store import queries
 from eventproc.store.pg_url import ConnectionKind, PgUrl, UrlError
 from eventproc.store.protocol import (
-    Burial,
     ClaimPolicy,
-    Completion,
-    Failure,
+    Kind,
     Lease,
     SchemaHook,
+    WriteBack,
 )
 from eventproc.store.schema import events
 from eventproc.store.sqlstore import (
@@ -231,7 +230,7 @@ class PostgresStore(SqlStore):
 
     @translated
     async def event_claim_many(
-        self, token: str, policy: ClaimPolicy, *, completing: Sequence[Completion] = ()
+        self, token: str, policy: ClaimPolicy, *, completing: Sequence[WriteBack] = ()
     ) -> list[Event]:
         window = claim_window(policy.limit)
         args: list[Any] = [token, policy.lease_seconds, policy.limit, window]
@@ -252,7 +251,7 @@ class PostgresStore(SqlStore):
 
     @translated
     async def event_complete_many(
-        self, completions: Sequence[Completion], *, in_order: bool = False
+        self, completions: Sequence[WriteBack], *, in_order: bool = False
     ) -> int:
         if not completions:
             return 0
@@ -266,7 +265,7 @@ class PostgresStore(SqlStore):
         return int(status.rsplit(" ", 1)[-1])
 
     @translated
-    async def event_retry_many(self, failures: Sequence[Failure]) -> int:
+    async def event_retry_many(self, failures: Sequence[WriteBack]) -> int:
         """One statement for the whole batch (queries/postgresql.sql), waiting for the flush."""
         if not failures:
             return 0
@@ -275,16 +274,16 @@ class PostgresStore(SqlStore):
             [failure.lease.event_id for failure in ordered],
             [failure.lease.token for failure in ordered],
             [failure.delay_seconds for failure in ordered],
-            [failure.error[:ERROR_CHARS] for failure in ordered],
+            [(failure.error or "")[:ERROR_CHARS] for failure in ordered],
             [failure.attempt for failure in ordered],
-            [failure.counted for failure in ordered],
+            [failure.kind is Kind.RETRY for failure in ordered],
         )
         async with self.begin() as conn:
             result = await conn.exec_driver_sql(QUERIES["event_retry"], args)
         return max(result.rowcount, 0)
 
     @translated
-    async def event_dead_letter_many(self, burials: Sequence[Burial]) -> int:
+    async def event_dead_letter_many(self, burials: Sequence[WriteBack]) -> int:
         """Close the events and insert their dead letters: one statement for the batch."""
         if not burials:
             return 0
@@ -292,11 +291,11 @@ class PostgresStore(SqlStore):
         args = (
             [burial.lease.event_id for burial in ordered],
             [burial.lease.token for burial in ordered],
-            [burial.error_message for burial in ordered],
-            [burial.retry_count for burial in ordered],
-            [burial.error_detail for burial in ordered],
+            [burial.error for burial in ordered],
+            [burial.attempt for burial in ordered],
+            [burial.detail for burial in ordered],
             [burial.handler for burial in ordered],
-            [burial.error_fingerprint for burial in ordered],
+            [burial.fingerprint for burial in ordered],
             self.worker_name,
         )
         async with self.begin() as conn:
@@ -389,14 +388,14 @@ class PostgresStore(SqlStore):
 
 
 def _completion_arrays(
-    completions: Sequence[Completion],
+    completions: Sequence[WriteBack],
 ) -> tuple[list[uuid.UUID], list[str], list[str]]:
     """ids, tokens and outcomes, sorted by id (lock order: see fenced())."""
     ordered = sorted(completions, key=lambda completion: completion.lease.event_id)
     return (
         [completion.lease.event_id for completion in ordered],
         [completion.lease.token for completion in ordered],
-        [completion.outcome.value for completion in ordered],
+        [completion.closing.value for completion in ordered if completion.closing],
     )
 
 

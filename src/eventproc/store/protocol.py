@@ -5,6 +5,7 @@ Every backend implements this Protocol and passes the same contract suite
 check of the URL in the caller.
 """
 
+import enum
 import uuid
 from collections.abc import Awaitable, Callable, Sequence
 from contextlib import AbstractAsyncContextManager
@@ -34,38 +35,87 @@ class Lease:
         return cls(event.id, event.locked_by)
 
 
-@dataclass(frozen=True, slots=True)
-class Completion:
-    lease: Lease
-    outcome: Outcome = Outcome.SUCCEEDED
+class Kind(enum.StrEnum):
+    """What a handler call came to, as the store writes it back."""
+
+    SUCCEEDED = "succeeded"
+    SKIPPED = "skipped"  # no handler for the type: closed without running anything
+    RETRY = "retry"  # counted failure: back to pending after a backoff
+    RESCHEDULED = "rescheduled"  # RetryLater or eventproc's own database trouble: uncounted
+    DEAD_LETTERED = "dead_lettered"
+    COMMITTED = "committed"  # a transactional handler wrote its own completion
+
+
+_CLOSING = {Kind.SUCCEEDED: Outcome.SUCCEEDED, Kind.SKIPPED: Outcome.SKIPPED}
 
 
 @dataclass(frozen=True, slots=True)
-class Failure:
-    """Reschedule after ``delay_seconds``.
+class WriteBack:
+    """The one result type: every outcome of a claim, written back fenced on its lease.
 
-    ``counted`` failures record ``retry_count``/``last_error``; an uncounted
-    one (``RetryLater``) gives its attempt back.
+    Build it with the class methods; a batch of any mix goes to
+    ``Store.event_write_back`` in one statement (one transaction on SQLite).
+    ``attempt`` is the attempt that ended (a dead letter's retry_count);
+    ``delay_seconds`` applies to RETRY and RESCHEDULED.
     """
 
     lease: Lease
-    delay_seconds: float
-    error: str
-    attempt: int
-    counted: bool = True
-
-
-@dataclass(frozen=True, slots=True)
-class Burial:
-    """Dead-letter the event: insert the dead letter and close the event, atomically."""
-
-    lease: Lease
-    event: Event
-    error_message: str
-    retry_count: int
-    error_detail: str | None = None
+    kind: Kind
+    attempt: int = 0
+    delay_seconds: float = 0.0
+    error: str | None = None
+    detail: str | None = None  # a dead letter's traceback
     handler: str | None = None
-    error_fingerprint: str | None = None
+    fingerprint: str | None = None
+
+    @classmethod
+    def succeeded(cls, lease: Lease) -> "WriteBack":
+        return cls(lease, Kind.SUCCEEDED)
+
+    @classmethod
+    def skipped(cls, lease: Lease) -> "WriteBack":
+        return cls(lease, Kind.SKIPPED)
+
+    @classmethod
+    def committed(cls, lease: Lease) -> "WriteBack":
+        return cls(lease, Kind.COMMITTED)
+
+    @classmethod
+    def retry(cls, lease: Lease, delay_seconds: float, error: str, attempt: int) -> "WriteBack":
+        return cls(lease, Kind.RETRY, attempt, delay_seconds, error)
+
+    @classmethod
+    def rescheduled(
+        cls, lease: Lease, delay_seconds: float, reason: str, attempt: int
+    ) -> "WriteBack":
+        return cls(lease, Kind.RESCHEDULED, attempt, delay_seconds, reason)
+
+    @classmethod
+    def dead_lettered(
+        cls,
+        lease: Lease,
+        error: str,
+        attempt: int,
+        *,
+        detail: str | None = None,
+        handler: str | None = None,
+        fingerprint: str | None = None,
+    ) -> "WriteBack":
+        return cls(lease, Kind.DEAD_LETTERED, attempt, 0.0, error, detail, handler, fingerprint)
+
+    @property
+    def closing(self) -> Outcome | None:
+        """The outcome a success closes its event with (None: not a success to write)."""
+        return _CLOSING.get(self.kind)
+
+    @property
+    def succeeded_run(self) -> bool:
+        """Whether the next event of its run may go on (the event is done, not failed)."""
+        return self.kind in (Kind.SUCCEEDED, Kind.SKIPPED, Kind.COMMITTED)
+
+    @property
+    def rescheduling(self) -> bool:
+        return self.kind in (Kind.RETRY, Kind.RESCHEDULED)
 
 
 @dataclass(frozen=True, slots=True)
@@ -157,24 +207,20 @@ class Store(Protocol):
     async def event_get(self, event_id: uuid.UUID) -> Event | None: ...
     async def event_list(self, query: EventFilter) -> list[Event]: ...
     async def event_claim_many(
-        self, token: str, policy: ClaimPolicy, *, completing: Sequence[Completion] = ()
+        self, token: str, policy: ClaimPolicy, *, completing: Sequence[WriteBack] = ()
     ) -> list[Event]: ...
     async def event_claim_one(
         self, event_id: uuid.UUID, token: str, policy: ClaimPolicy
     ) -> Event: ...
-    async def event_complete_many(
-        self, completions: Sequence[Completion], *, in_order: bool = False
+    async def event_write_back(
+        self, batch: Sequence[WriteBack], *, in_order: bool = False
     ) -> int: ...
-    async def event_retry_many(self, failures: Sequence[Failure]) -> int: ...
-    async def event_dead_letter_many(self, burials: Sequence[Burial]) -> int: ...
     async def event_release_many(self, leases: Sequence[Lease]) -> int: ...
     async def event_renew_leases(
         self, leases: Sequence[Lease], lease_seconds: float
     ) -> set[uuid.UUID]: ...
     async def event_replay(self, event_ids: Sequence[uuid.UUID]) -> int: ...
-    def event_transaction(
-        self, completion: Completion
-    ) -> AbstractAsyncContextManager[AsyncConnection]: ...
+    def event_transaction(self, lease: Lease) -> AbstractAsyncContextManager[AsyncConnection]: ...
 
     async def dead_letter_list(self, limit: int = 100) -> list[DeadLetter]: ...
     async def dead_letter_delete(self, ids: Sequence[uuid.UUID]) -> int: ...

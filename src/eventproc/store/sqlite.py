@@ -25,12 +25,11 @@ from sqlalchemy.ext.asyncio import AsyncConnection, create_async_engine
 from eventproc.event import Event
 from eventproc.store import queries
 from eventproc.store.protocol import (
-    Burial,
     ClaimPolicy,
-    Completion,
-    Failure,
+    Kind,
     Lease,
     SchemaHook,
+    WriteBack,
 )
 from eventproc.store.schema import events, metadata
 from eventproc.store.sqlite_hot import HotPath
@@ -100,7 +99,7 @@ class SqliteStore(SqlStore):
 
     @translated
     async def event_claim_many(
-        self, token: str, policy: ClaimPolicy, *, completing: Sequence[Completion] = ()
+        self, token: str, policy: ClaimPolicy, *, completing: Sequence[WriteBack] = ()
     ) -> list[Event]:
         window = claim_window(policy.limit)
         async with self._write_lock:
@@ -111,7 +110,7 @@ class SqliteStore(SqlStore):
 
     @translated
     async def event_complete_many(
-        self, completions: Sequence[Completion], *, in_order: bool = False
+        self, completions: Sequence[WriteBack], *, in_order: bool = False
     ) -> int:
         async with self._write_lock:
             return await self._hot.complete(
@@ -155,7 +154,7 @@ class SqliteStore(SqlStore):
         )
 
     @translated
-    async def event_retry_many(self, failures: Sequence[Failure]) -> int:
+    async def event_retry_many(self, failures: Sequence[WriteBack]) -> int:
         """One statement for the whole batch (see queries/sqlite.sql)."""
         if not failures:
             return 0
@@ -164,9 +163,9 @@ class SqliteStore(SqlStore):
                 "id": str(failure.lease.event_id),
                 "token": failure.lease.token,
                 "delay": f"+{failure.delay_seconds:.3f} seconds",
-                "error": failure.error[:ERROR_CHARS],
+                "error": (failure.error or "")[:ERROR_CHARS],
                 "attempt": failure.attempt,
-                "counted": failure.counted,
+                "counted": failure.kind is Kind.RETRY,
             }
             for failure in failures
         ]
@@ -174,7 +173,7 @@ class SqliteStore(SqlStore):
             return await self._hot.write("event_retry", {"rows": json.dumps(rows)})
 
     @translated
-    async def event_dead_letter_many(self, burials: Sequence[Burial]) -> int:
+    async def event_dead_letter_many(self, burials: Sequence[WriteBack]) -> int:
         """The dead letters and the closed events, one transaction for the batch."""
         if not burials:
             return 0
@@ -182,11 +181,11 @@ class SqliteStore(SqlStore):
             {
                 "id": str(burial.lease.event_id),
                 "token": burial.lease.token,
-                "error": burial.error_message,
-                "retry_count": burial.retry_count,
-                "detail": burial.error_detail,
+                "error": burial.error,
+                "retry_count": burial.attempt,
+                "detail": burial.detail,
                 "handler": burial.handler,
-                "fingerprint": burial.error_fingerprint,
+                "fingerprint": burial.fingerprint,
                 "letter_id": str(uuid.uuid4()),
             }
             for burial in burials

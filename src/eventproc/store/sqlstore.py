@@ -45,14 +45,13 @@ from eventproc.event import DeadLetter, Event, NewEvent, Outcome
 from eventproc.store.protocol import (
     BlockedAggregate,
     BlockedSummary,
-    Burial,
     ClaimPolicy,
-    Completion,
     EventFilter,
-    Failure,
+    Kind,
     Lease,
     SchemaHook,
     StoreStats,
+    WriteBack,
 )
 from eventproc.store.queries import Backend
 from eventproc.store.schema import dead_letters, events
@@ -211,11 +210,12 @@ def event_from_returned(
     )
 
 
-def by_outcome(completions: Sequence[Completion]) -> dict[Outcome, list[Lease]]:
+def by_outcome(completions: Sequence[WriteBack]) -> dict[Outcome, list[Lease]]:
     """One completion statement per outcome: the outcome is a parameter of it."""
     grouped: dict[Outcome, list[Lease]] = {}
     for completion in completions:
-        grouped.setdefault(completion.outcome, []).append(completion.lease)
+        assert completion.closing is not None
+        grouped.setdefault(completion.closing, []).append(completion.lease)
     return grouped
 
 
@@ -454,7 +454,7 @@ class SqlStore(ABC):
 
     @abstractmethod
     async def event_claim_many(
-        self, token: str, policy: ClaimPolicy, *, completing: Sequence[Completion] = ()
+        self, token: str, policy: ClaimPolicy, *, completing: Sequence[WriteBack] = ()
     ) -> list[Event]:
         """Claim up to ``policy.limit`` events, ordered for handling.
 
@@ -743,9 +743,19 @@ class SqlStore(ABC):
             ),
         }
 
+    async def event_write_back(self, batch: Sequence[WriteBack], *, in_order: bool = False) -> int:
+        """Write a batch of results back, fenced on each claim's token."""
+        done = await self.event_complete_many(
+            [item for item in batch if item.closing is not None], in_order=in_order
+        )
+        done += await self.event_retry_many([item for item in batch if item.rescheduling])
+        return done + await self.event_dead_letter_many(
+            [item for item in batch if item.kind is Kind.DEAD_LETTERED]
+        )
+
     @abstractmethod
     async def event_complete_many(
-        self, completions: Sequence[Completion], *, in_order: bool = False
+        self, completions: Sequence[WriteBack], *, in_order: bool = False
     ) -> int:
         """Write successes back (fenced on each claim's token): each backend's fast path.
 
@@ -757,7 +767,7 @@ class SqlStore(ABC):
         """
 
     @asynccontextmanager
-    async def event_transaction(self, completion: Completion) -> AsyncIterator[AsyncConnection]:
+    async def event_transaction(self, lease: Lease) -> AsyncIterator[AsyncConnection]:
         """A transaction that holds the event's row and completes it on exit.
 
         The fence is taken first, so another worker cannot claim the event
@@ -772,11 +782,11 @@ class SqlStore(ABC):
             async with _translated_cm(), self.begin() as conn:
                 held = await conn.execute(
                     update(events)
-                    .where(self.fenced([completion.lease]))
+                    .where(self.fenced([lease]))
                     .values(locked_until=events.c.locked_until)
                 )
                 if held.rowcount != 1:
-                    raise LeaseLost(f"lease on {completion.lease.event_id} was lost")
+                    raise LeaseLost(f"lease on {lease.event_id} was lost")
                 try:
                     yield conn
                 except (sa_exc.SQLAlchemyError, StoreError, GeneratorExit):
@@ -786,19 +796,19 @@ class SqlStore(ABC):
                     raise _HandlerRaised from exc
                 await conn.execute(
                     update(events)
-                    .where(self.fenced([completion.lease]))
-                    .values(**self._completion_values(completion.outcome))
+                    .where(self.fenced([lease]))
+                    .values(**self._completion_values(Outcome.SUCCEEDED))
                 )
         except _HandlerRaised:
             assert raised is not None
             raise raised from None
 
     @abstractmethod
-    async def event_retry_many(self, failures: Sequence[Failure]) -> int:
+    async def event_retry_many(self, failures: Sequence[WriteBack]) -> int:
         """Reschedule failed events (fenced): one named query for the batch."""
 
     @abstractmethod
-    async def event_dead_letter_many(self, burials: Sequence[Burial]) -> int:
+    async def event_dead_letter_many(self, burials: Sequence[WriteBack]) -> int:
         """Close events as dead-lettered and insert their dead letters, atomically."""
 
     @translated
