@@ -91,17 +91,17 @@ def activity(frames: list[tuple[str, str]]) -> str:
         return GREENLET
     if _has(frames, "", "event_claim_many"):
         return "claim statement (event_claim_many), outside the greenlet"
-    if _has(frames, "", "event_complete_many") or _has(frames, "completer.py"):
+    if _has(frames, "", "event_complete_many") or _has(frames, "eventproc/engine/completer.py"):
         return "completion statement (Completer.flush), outside the greenlet"
     if _has(frames, "logging/") or _has(frames, "eventproc/logs.py"):
         return "logging (one INFO line per event: record, JSON, write)"
     if _has(frames, "prometheus_client"):
         return "metrics (prometheus_client)"
-    if _has(frames, "eventproc/dispatch.py") or _has(frames, "handlers.py"):
+    if _has(frames, "eventproc/engine/dispatch.py") or _has(frames, "handlers.py"):
         return "dispatcher + handler (rest)"
-    if _has(frames, "eventproc/processor.py"):
+    if _has(frames, "eventproc/engine/"):
         return "processor loop (task creation, bookkeeping)"
-    if _has(frames, "", "listen") or _has(frames, "", "_keep_leases"):
+    if _has(frames, "", "listen") or _has(frames, "eventproc/engine/leases.py"):
         return "listener / lease keeper"
     if _has(frames, "asyncio/"):
         return "event loop + asyncpg protocol callbacks (rest)"

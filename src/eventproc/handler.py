@@ -2,7 +2,7 @@
 
 import logging
 from collections.abc import Awaitable, Callable, Sequence
-from typing import Any, Protocol
+from typing import Any, Protocol, TypeAlias
 
 from sqlalchemy.ext.asyncio import AsyncConnection
 
@@ -10,11 +10,13 @@ from eventproc.event import Event, NewEvent
 
 logger = logging.getLogger("eventproc.handler")
 
+# The open transaction a transactional handler writes in. Named here so that
+# the engine passes it on without importing SQLAlchemy itself.
+Connection: TypeAlias = AsyncConnection
+
 
 class Publisher(Protocol):
-    async def __call__(
-        self, events: Sequence[NewEvent], connection: AsyncConnection | None
-    ) -> None: ...
+    async def __call__(self, events: Sequence[NewEvent], connection: Connection | None) -> None: ...
 
 
 class HandlerContext:
@@ -42,7 +44,7 @@ class HandlerContext:
         attempt: int,
         worker_id: str,
         publisher: Publisher,
-        connection: AsyncConnection | None = None,
+        connection: Connection | None = None,
     ) -> None:
         self.event = event
         self.payload = payload

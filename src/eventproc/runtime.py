@@ -22,9 +22,9 @@ import uvicorn
 
 from eventproc import __version__
 from eventproc.config import AggregateFailure, Ordering, Settings
+from eventproc.engine import Processor, default_worker_id
 from eventproc.errors import EventprocError, StoreError, StoreUnavailable
 from eventproc.metrics import Metrics
-from eventproc.processor import Processor, default_worker_id
 from eventproc.registry import Registry, load_registry
 from eventproc.stats import Stats
 from eventproc.store import BlockedSummary, SqlStore, StoreStats, open_store

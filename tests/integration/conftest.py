@@ -3,7 +3,7 @@ from collections.abc import AsyncIterator, Awaitable, Callable
 
 import pytest
 
-from eventproc.processor import Processor
+from eventproc.engine import Processor
 
 
 @pytest.fixture

@@ -5,7 +5,7 @@ import uuid
 from collections.abc import Awaitable, Callable
 
 from eventproc import Event, HandlerContext, NewEvent, Registry
-from eventproc.processor import Processor
+from eventproc.engine import Processor
 from eventproc.processor_config import ProcessorConfig
 from eventproc.store import SqlStore, open_store
 from support.waiting import eventually

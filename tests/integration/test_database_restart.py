@@ -6,7 +6,7 @@ from collections.abc import Iterator
 import pytest
 
 from eventproc import Event, HandlerContext, NewEvent, Registry
-from eventproc.processor import Processor
+from eventproc.engine import Processor
 from eventproc.processor_config import ProcessorConfig
 from eventproc.store import open_store
 from support.cluster import Cluster

@@ -16,10 +16,10 @@ import asyncpg
 import pytest
 from sqlalchemy import text
 
+from eventproc.engine import Processor
 from eventproc.errors import StoreError
 from eventproc.event import Event, NewEvent
 from eventproc.handler import HandlerContext
-from eventproc.processor import Processor
 from eventproc.processor_config import ProcessorConfig
 from eventproc.registry import Registry
 from eventproc.store import ClaimPolicy, SqlStore, open_store

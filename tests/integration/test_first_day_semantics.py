@@ -13,8 +13,8 @@ from sqlalchemy import text
 
 from eventproc import Event, HandlerContext, NewEvent, PermanentError, Registry
 from eventproc.config import load_settings
+from eventproc.engine import Processor
 from eventproc.errors import Conflict
-from eventproc.processor import Processor
 from eventproc.processor_config import ProcessorConfig
 from eventproc.retry import RetryPolicy
 from eventproc.store import SqlStore, WriteBack

@@ -13,7 +13,7 @@ from sqlalchemy import event as sa_event
 from sqlalchemy.engine import make_url
 
 from eventproc import Event, HandlerContext, NewEvent, Registry
-from eventproc.processor import Processor
+from eventproc.engine import Processor
 from eventproc.processor_config import ProcessorConfig
 from eventproc.store import SqlStore, open_store
 from support.proxy import Proxy

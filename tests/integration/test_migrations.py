@@ -9,7 +9,7 @@ from alembic.migration import MigrationContext
 from sqlalchemy import Connection
 
 from eventproc import Event, HandlerContext, NewEvent, Registry
-from eventproc.processor import Processor
+from eventproc.engine import Processor
 from eventproc.store import open_store
 from eventproc.store.protocol import ClaimPolicy
 from eventproc.store.schema import metadata

@@ -13,8 +13,8 @@ import pytest
 from pydantic import BaseModel
 
 from eventproc import Event, HandlerContext, NewEvent, PermanentError, Registry, RetryLater
+from eventproc.engine import Processor
 from eventproc.errors import StoreError, StoreUnavailable
-from eventproc.processor import Processor
 from eventproc.processor_config import ProcessorConfig
 from eventproc.retry import RetryPolicy
 from eventproc.store import EventFilter, SqlStore

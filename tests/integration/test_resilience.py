@@ -10,7 +10,7 @@ from pathlib import Path
 from sqlalchemy.engine import make_url
 
 from eventproc import Event, HandlerContext, NewEvent, Registry
-from eventproc.processor import Processor
+from eventproc.engine import Processor
 from eventproc.processor_config import ProcessorConfig
 from eventproc.retry import RetryPolicy
 from eventproc.store import SqlStore, open_store

@@ -3,7 +3,7 @@
 import asyncio
 
 from eventproc import Event, HandlerContext, NewEvent, Registry
-from eventproc.processor import Processor
+from eventproc.engine import Processor
 from eventproc.processor_config import ProcessorConfig
 from eventproc.store import open_store
 

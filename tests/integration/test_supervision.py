@@ -8,7 +8,7 @@ from typing import Any
 import pytest
 
 from eventproc import Event, HandlerContext, NewEvent, Registry
-from eventproc.processor import Processor
+from eventproc.engine import Processor
 from eventproc.processor_config import ProcessorConfig
 from eventproc.store import EventFilter, SqlStore
 from eventproc.supervision import SideTaskCrashed

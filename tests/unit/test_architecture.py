@@ -1,10 +1,11 @@
 """Import rules and shape, read from the source with ``ast``.
 
-The processor never writes SQL; the store never calls handlers; the engine
-never imports a handler pack, and a pack imports only eventproc's public API
-(the names in ``eventproc.__all__`` and the module ``eventproc.columns``);
+The engine never writes SQL (it imports no SQLAlchemy and reaches the store
+only through its protocol); the store never calls handlers; eventproc never
+imports a handler pack, and a pack imports only eventproc's public API (the
+names in ``eventproc.__all__`` and the module ``eventproc.columns``);
 ``runtime`` does not import ``http``; nothing in eventproc imports in a
-cycle; no function in ``src/`` is over 60 lines.
+cycle; no function in ``src/`` is over 60 lines, no engine module over 400.
 """
 
 import ast
@@ -19,6 +20,8 @@ import eventproc.columns
 SRC = Path(eventproc.__file__).parent
 PACK = SRC.parent / "yachtparty"
 MAX_FUNCTION_LINES = 60
+ENGINE = SRC / "engine"
+MAX_ENGINE_MODULE_LINES = 400
 
 # The public API: a module, and the names a pack may import from it.
 PUBLIC_MODULES: dict[str, types.ModuleType] = {
@@ -29,16 +32,23 @@ PUBLIC_MODULES: dict[str, types.ModuleType] = {
 # module -> eventproc modules it must not import
 FORBIDDEN = {
     "store": (
-        "eventproc.processor",
-        "eventproc.dispatch",
+        "eventproc.engine",
         "eventproc.registry",
         "eventproc.http",
         "eventproc.runtime",
         "eventproc.cli",
         "eventproc.handler",
     ),
-    "processor.py": ("sqlalchemy", "asyncpg", "aiosqlite", "eventproc.http"),
-    "completer.py": ("sqlalchemy", "asyncpg", "aiosqlite"),
+    # The dispatcher gets the connection type through eventproc.handler.
+    "engine": (
+        "sqlalchemy",
+        "asyncpg",
+        "aiosqlite",
+        "eventproc.http",
+        "eventproc.runtime",
+        "eventproc.app",
+        "eventproc.cli",
+    ),
     "http": (
         "sqlalchemy",
         "asyncpg",
@@ -153,6 +163,19 @@ def test_layers_are_respected() -> None:
     assert problems == []
 
 
+def test_the_engine_reaches_the_store_only_through_its_protocol() -> None:
+    store_imports = {
+        f"{path.relative_to(SRC)} imports {module}"
+        for path in sorted(ENGINE.rglob("*.py"))
+        for module in imports_of(path)
+        if module == "eventproc.store" or module.startswith("eventproc.store.")
+    }
+    assert store_imports  # the walk sees the engine's imports at all
+    assert {
+        line for line in store_imports if not line.endswith("eventproc.store.protocol")
+    } == set()
+
+
 def test_the_pack_imports_only_the_public_api() -> None:
     problems = []
     for path in sorted(PACK.rglob("*.py")):
@@ -220,5 +243,16 @@ def test_no_function_is_over_60_lines() -> None:
         for path in sorted(SRC.parent.rglob("*.py"))
         for node in _functions(path)
         if node.end_lineno is not None and node.end_lineno - node.lineno + 1 > MAX_FUNCTION_LINES
+    ]
+    assert too_long == []
+
+
+def test_no_engine_module_is_over_400_lines() -> None:
+    modules = sorted(ENGINE.rglob("*.py"))
+    assert len(modules) > 5  # the engine is where this test thinks it is
+    too_long = [
+        f"{path.relative_to(SRC.parent)} ({lines} lines)"
+        for path in modules
+        if (lines := len(path.read_text().splitlines())) > MAX_ENGINE_MODULE_LINES
     ]
     assert too_long == []

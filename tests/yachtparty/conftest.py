@@ -17,8 +17,8 @@ from sqlalchemy import ColumnElement, Table, select
 
 from eventproc import Event, NewEvent
 from eventproc.columns import db_now
+from eventproc.engine import Processor
 from eventproc.event import DeadLetter
-from eventproc.processor import Processor
 from eventproc.processor_config import ProcessorConfig
 from eventproc.retry import RetryPolicy
 from eventproc.store import EventFilter, SqlStore, open_store

@@ -8,19 +8,26 @@ is at least once).
 
 A busy worker's successes usually ride back with its next claim instead
 (:meth:`Completer.take`): one statement and one commit per batch instead of
-two. The completer holds them for that only while the processor says a
-claim is coming, and never longer than HOLD_SECONDS.
+two. The completer holds them for that only while :class:`Slots` says a
+claim is coming, and never longer than HOLD_SECONDS. Only the producer takes
+them (:meth:`Completer.take`, then ``carried`` or ``give_back``).
+
+The completer never calls into the rest of the engine: it publishes every
+write-back on :attr:`Completer.flushes` (with the retry delays it wrote) and
+sets ``Slots.wakeup``; the producer takes them from there, claims again and
+remembers when the retries fall due.
 """
 
 import asyncio
 import contextlib
 import logging
 import time
-from collections.abc import Callable
 from dataclasses import dataclass
 
+from eventproc.engine.slots import Slots
 from eventproc.errors import StoreError, StoreUnavailable
 from eventproc.metrics import Metrics
+from eventproc.processor_config import ProcessorConfig
 from eventproc.stats import Stats
 from eventproc.store.protocol import Kind, Store, WriteBack
 
@@ -40,6 +47,14 @@ class Carried:
     since: float  # when the oldest of them was added (monotonic)
 
 
+@dataclass(frozen=True, slots=True)
+class Flushed:
+    """A write-back that landed, as published on :attr:`Completer.flushes`."""
+
+    at: float  # monotonic, just after the write: retry delays count from here
+    retry_delays: tuple[float, ...]  # of the retries and reschedules it wrote
+
+
 class Completer:
     def __init__(
         self,
@@ -47,16 +62,17 @@ class Completer:
         stats: Stats,
         metrics: Metrics,
         *,
-        on_flushed: Callable[[list[float]], None] = lambda delays: None,
+        slots: Slots | None = None,
         in_order: bool = False,
-        claim_coming: Callable[[], bool] = lambda: False,
     ) -> None:
         self.store = store
-        self.in_order = in_order  # ORDERING=aggregate: see Store.event_complete_many
+        self.in_order = in_order  # ORDERING=aggregate: see Store.event_write_back
         self.stats = stats
         self.metrics = metrics
-        self.on_flushed = on_flushed
-        self.claim_coming = claim_coming
+        # Read only: whether a claim is coming (without a producer, none is).
+        self.slots = slots if slots is not None else Slots(ProcessorConfig())
+        # Every write-back that landed, for the producer (River's subscribeCh).
+        self.flushes: asyncio.Queue[Flushed] = asyncio.Queue()
         # Results in the order they were added. Successes only (``closing``)
         # may ride back with a claim; a failure in the buffer means a flush.
         self._batch: list[WriteBack] = []
@@ -135,7 +151,7 @@ class Completer:
             or self._waiters
             or not self._batch
             or self._failing
-            or not self.claim_coming()
+            or not self.slots.claim_coming()
         ):
             return 0.0
         return max(self._oldest + HOLD_SECONDS - time.monotonic(), 0.0)
@@ -162,7 +178,7 @@ class Completer:
         self._release()
         self._record(batch.completions, batch.committed)
         await self._written_up_to(batch.upto)
-        self.on_flushed([])
+        self._publish(())
 
     def give_back(self, batch: Carried) -> None:
         """The claim that took ``batch`` failed: the batch is written the usual way."""
@@ -242,8 +258,12 @@ class Completer:
         await self._written_up_to(upto)
         # Retry delays count from now, after the write: never earlier than the
         # database's own next_attempt_at.
-        self.on_flushed([item.delay_seconds for item in batch if item.rescheduling])
+        self._publish(tuple(item.delay_seconds for item in batch if item.rescheduling))
         return True
+
+    def _publish(self, retry_delays: tuple[float, ...]) -> None:
+        self.flushes.put_nowait(Flushed(time.monotonic(), retry_delays))
+        self.slots.wakeup.set()
 
     def _keep(
         self,

@@ -12,17 +12,16 @@ from collections.abc import Sequence
 from types import CoroutineType
 
 from pydantic import ValidationError
-from sqlalchemy.ext.asyncio import AsyncConnection
 
+from eventproc.engine.runners import Stepped
 from eventproc.errors import LeaseLost, PermanentError, RetryLater, StoreUnavailable
 from eventproc.event import Event, NewEvent
 from eventproc.fingerprint import fingerprint
-from eventproc.handler import HandlerContext
+from eventproc.handler import Connection, HandlerContext
 from eventproc.logs import EventLine
 from eventproc.metrics import OTHER_TYPE, Metrics
 from eventproc.registry import Handler, Registry
 from eventproc.retry import RetryPolicy
-from eventproc.stepping import Stepped
 from eventproc.store.protocol import Kind, Lease, Store, WriteBack
 
 logger = logging.getLogger("eventproc.dispatch")
@@ -186,7 +185,7 @@ class Dispatcher:
         return self._fail(event, lease, handler, f"{type(exc).__name__}: {message}", exc)
 
     def _context(
-        self, event: Event, payload: object, connection: AsyncConnection | None
+        self, event: Event, payload: object, connection: Connection | None
     ) -> HandlerContext:
         return HandlerContext(
             event,
@@ -197,9 +196,7 @@ class Dispatcher:
             connection=connection,
         )
 
-    async def _publish(
-        self, events: Sequence[NewEvent], connection: AsyncConnection | None
-    ) -> None:
+    async def _publish(self, events: Sequence[NewEvent], connection: Connection | None) -> None:
         await self.store.event_insert_many(events, connection)
 
     def _fail(
