@@ -1,9 +1,8 @@
 #!/usr/bin/env python3
 """Plans and server-side times of the hot-path statements on a deep backlog.
 
-Takes the claim and completion statement texts the stores send
-(``postgres._CLAIM_SQL`` / ``_COMPLETE_SQL``, ``sqlite_hot._CLAIM_SQL`` /
-``_COMPLETE_SQL``) and runs them on a database holding ``-n`` pending
+Takes the claim and write-back named queries (store/queries/*.sql) with
+the arguments the store builds for them and runs them on a database holding ``-n`` pending
 events (over ``--aggregates`` aggregates), ``--in-flight`` of them already
 leased by another worker (as during a drain with CONCURRENCY=50), and the
 oldest ``--processed`` fraction already processed by plain UPDATEs without a
@@ -16,7 +15,7 @@ server with autovacuum off:
 - SQLite: ``EXPLAIN QUERY PLAN`` plus the statement's time (rolled back).
 
 Nothing here is timed end to end; it shows what the database does per claim
-and per completion batch. Internal API use (the ``_CLAIM_SQL`` texts) is
+and per completion batch. Internal API use (``eventproc.store.args``) is
 deliberate: this is a diagnostic for the store's developers.
 
 Usage (from the repository root):
@@ -28,7 +27,6 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import json
 import sqlite3
 import sys
 import time
@@ -37,49 +35,37 @@ from typing import Any
 
 from common import Backend, log
 
-Rendered = tuple[str, Any]  # SQL and its parameters: a list (PG, $n) or a dict (SQLite, :name)
+Rendered = tuple[str, Any]  # SQL and its arguments, in the positions both backends share
 
 
 def statements(kind: str, leases: list[Any], batch: int) -> dict[str, Rendered]:
-    """The hot-path statement texts exactly as the stores send them."""
-    from eventproc.store.sqlstore import claim_window
+    """The hot-path named queries with the arguments the store builds for them."""
+    from eventproc.store import args, queries
+    from eventproc.store.protocol import ClaimPolicy, WriteBack
 
-    window = claim_window(batch)
+    backend: queries.Backend = "postgresql" if kind == "pg" else "sqlite"
+    named = queries.load(backend)
+    done = [WriteBack.succeeded(lease) for lease in leases]
     out: dict[str, Rendered] = {}
-    if kind == "pg":
-        from eventproc.store import postgres
-
-        ids = [lease.event_id for lease in leases]
-        tokens = [lease.token for lease in leases]
-        outcomes = ["succeeded"] * len(leases)
-        for ordered in (False, True):
-            out[f"claim, ordered={ordered}"] = (
-                postgres._CLAIM_SQL[(ordered, True, False)],
-                ["bench", 30.0, batch, window],
+    for ordered in (False, True):
+        policy = ClaimPolicy(30.0, ordered=ordered, limit=batch, block_on_dead_letters=False)
+        name = queries.claim_query(ordered=ordered, block_on_dead_letters=False, carrying=False)
+        out[f"claim, ordered={ordered}"] = (named[name], args.claim("bench", policy, "bench"))
+        if kind == "pg":  # SQLite's carrying claim is the write-back, then the claim
+            carrying = queries.claim_query(
+                ordered=ordered, block_on_dead_letters=False, carrying=True
             )
             out[f"claim carrying {len(leases)} completions, ordered={ordered}"] = (
-                postgres._CLAIM_SQL[(ordered, True, True)],
-                ["bench", 30.0, batch, window, ids, tokens, outcomes, "bench"],
+                named[carrying],
+                args.claim("bench", policy, "bench", done),
             )
-        out[f"completion of {len(leases)} events"] = (
-            postgres._COMPLETE_SQL,
-            [ids, tokens, outcomes, "bench", False],
-        )
-        return out
-    from eventproc.store import sqlite_hot
-
-    for ordered in (False, True):
-        out[f"claim, ordered={ordered}"] = (
-            sqlite_hot._CLAIM_SQL[(ordered, True)],
-            {"token": "bench", "lease": "+30.000 seconds", "limit": batch, "window": window},
-        )
-    ids = json.dumps([str(lease.event_id) for lease in leases])
-    token = leases[0].token if leases else "none"
-    out[f"completion of {len(leases)} events"] = (
-        sqlite_hot._COMPLETE_SQL,
-        {"outcome": "succeeded", "worker": "bench", "token": token, "ids": ids,
-         "in_order": False, "flushed": "[]"},
-    )  # fmt: skip
+    write_back = named["event_write_back"]
+    if kind != "pg":  # the successes' statement: the first of the write-back
+        write_back = queries.sqlite_statements(write_back)[0]
+    out[f"write-back of {len(leases)} successes"] = (
+        write_back,
+        args.write_back(done, "bench", in_order=False),
+    )
     return out
 
 
@@ -138,9 +124,12 @@ async def explain_pg(
 
 
 def explain_sqlite(backend: Backend, sqls: dict[str, Rendered]) -> None:
+    from eventproc.store.sqlite.driver import _encoded
+
     conn = sqlite3.connect(str(backend.path), isolation_level=None)
     try:
-        for name, (sql, params) in sqls.items():
+        for name, (sql, arguments) in sqls.items():
+            params = _encoded(arguments)[: max(_positions(sql), default=0)]
             plan = conn.execute("EXPLAIN QUERY PLAN " + sql, params).fetchall()
             conn.execute("BEGIN")
             t0 = time.perf_counter()
@@ -151,6 +140,12 @@ def explain_sqlite(backend: Backend, sqls: dict[str, Rendered]) -> None:
             print("\n".join(f"    {r[3]}" for r in plan))
     finally:
         conn.close()
+
+
+def _positions(sql: str) -> list[int]:
+    import re
+
+    return [int(n) for n in re.findall(r"\?(\d+)", sql)]
 
 
 async def main(argv: list[str]) -> int:

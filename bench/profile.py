@@ -72,7 +72,7 @@ def _has(frames: list[tuple[str, str]], file_part: str, func: str | None = None)
 
 GREENLET = "SQLAlchemy execute() internals, in its greenlet (claim or completion)"
 STATEMENTS = ("claim statement", "completion statement", GREENLET)
-BUILDERS = ("claim_statement", "claimable", "fenced", "_completion_values", "merged_metadata")
+BUILDERS = ("claim", "write_back", "leases", "insert", "successes")  # store/args.py
 
 
 def activity(frames: list[tuple[str, str]]) -> str:
@@ -91,7 +91,7 @@ def activity(frames: list[tuple[str, str]]) -> str:
         return GREENLET
     if _has(frames, "", "event_claim_many"):
         return "claim statement (event_claim_many), outside the greenlet"
-    if _has(frames, "", "event_complete_many") or _has(frames, "eventproc/engine/completer.py"):
+    if _has(frames, "", "event_write_back") or _has(frames, "eventproc/engine/completer.py"):
         return "completion statement (Completer.flush), outside the greenlet"
     if _has(frames, "logging/") or _has(frames, "eventproc/logs.py"):
         return "logging (one INFO line per event: record, JSON, write)"
@@ -119,7 +119,11 @@ def layer(frames: list[tuple[str, str]]) -> str:
         return "SQLAlchemy compile (cache miss)"
     if _has(frames, "sqlalchemy/pool/"):
         return "SQLAlchemy pool checkout / checkin / reset"
-    if _has(frames, "", "row_to_event") or _has(frames, "sqlalchemy/engine/result.py"):
+    if (
+        _has(frames, "", "row_to_event")
+        or _has(frames, "", "event_from_returned")
+        or _has(frames, "sqlalchemy/engine/result.py")
+    ):
         return "row conversion (Row -> Event)"
     if any(_has(frames, "eventproc/store/", b) for b in BUILDERS):
         return "statement construction in eventproc (Core objects built per call)"

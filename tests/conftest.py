@@ -12,7 +12,7 @@ from pathlib import Path
 import asyncpg
 import pytest
 
-from eventproc.store import SqlStore, open_store
+from eventproc.store import Store, open_store
 from support.databases import _dsn, drop_database, make_database
 
 SCRUBBED = (
@@ -81,7 +81,7 @@ async def truncate_postgres(url: str, extra_tables: tuple[str, ...] = ()) -> Non
 
 
 @pytest.fixture
-async def pg_store(pg_url: str) -> AsyncIterator[SqlStore]:
+async def pg_store(pg_url: str) -> AsyncIterator[Store]:
     await truncate_postgres(pg_url)
     store = open_store(pg_url, worker_name="test")
     yield store
@@ -94,7 +94,7 @@ def sqlite_url(tmp_path: Path) -> str:
 
 
 @pytest.fixture
-async def sqlite_store(sqlite_url: str) -> AsyncIterator[SqlStore]:
+async def sqlite_store(sqlite_url: str) -> AsyncIterator[Store]:
     store = open_store(sqlite_url, worker_name="test")
     await store.migrate()
     yield store
@@ -125,7 +125,7 @@ def store_url(backend: str, request: pytest.FixtureRequest) -> str:
 
 
 @pytest.fixture
-async def store(store_url: str) -> AsyncIterator[SqlStore]:
+async def store(store_url: str) -> AsyncIterator[Store]:
     """The contract-suite store: runs every test on SQLite and on PostgreSQL."""
     store = open_store(store_url, worker_name="test")
     yield store

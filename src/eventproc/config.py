@@ -17,7 +17,7 @@ from pydantic_settings import BaseSettings, SettingsConfigDict
 from eventproc.errors import ConfigError
 from eventproc.processor_config import ProcessorConfig
 from eventproc.retry import RetryPolicy
-from eventproc.store.pg_url import PgUrl, UrlError
+from eventproc.store.postgres.url import PgUrl, UrlError
 
 DEFAULT_SQLITE_PATH = "eventproc.db"
 # Settings whose value is never repeated in an error (it may hold a password).

@@ -27,7 +27,7 @@ from eventproc.errors import EventprocError, StoreError, StoreUnavailable
 from eventproc.metrics import Metrics
 from eventproc.registry import Registry, load_registry
 from eventproc.stats import Stats
-from eventproc.store import BlockedSummary, SqlStore, StoreStats, open_store
+from eventproc.store import BlockedSummary, Store, StoreStats, open_store
 
 logger = logging.getLogger("eventproc.runtime")
 
@@ -57,7 +57,7 @@ class Runtime:
         self.http_app = http_app
         self.worker_id = settings.worker_id or default_worker_id()
         self.registry = registry if registry is not None else load_registry(settings.handlers)
-        self.store: SqlStore = open_store(
+        self.store: Store = open_store(
             settings.effective_database_url,
             worker_name=self.worker_id,
             pool_size=min(max(settings.concurrency // 2, 5), 40),

@@ -14,7 +14,7 @@ import pytest
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from eventproc.event import NewEvent
-from eventproc.store import ClaimPolicy, SqlStore, WriteBack
+from eventproc.store import ClaimPolicy, Store, WriteBack
 from eventproc.store.protocol import Lease
 
 README = Path(__file__).resolve().parents[2] / "README.md"
@@ -57,7 +57,7 @@ def test_the_postgres_block_is_the_seeds_six_queries() -> None:
     ]
 
 
-async def fill(store: SqlStore) -> tuple[NewEvent, NewEvent, NewEvent, NewEvent]:
+async def fill(store: Store) -> tuple[NewEvent, NewEvent, NewEvent, NewEvent]:
     """One dead-lettered event, one retrying, one never tried, one processed with no metadata."""
     dead = NewEvent("test.broken", {"n": 1}, metadata={"source": "import"})
     retrying = NewEvent("test.flaky", {"n": 2})
@@ -89,7 +89,7 @@ async def run(connection: AsyncConnection, statement: str) -> list[tuple[object,
 
 @pytest.mark.parametrize("block", [0, 1], ids=["postgres-block", "sqlite-block"])
 async def test_each_query_runs_and_shows_what_the_readme_says(
-    store: SqlStore, backend: str, block: int
+    store: Store, backend: str, block: int
 ) -> None:
     statements = troubleshooting_blocks()[block]
     if (block == 0) != (backend == "postgres"):

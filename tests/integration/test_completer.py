@@ -13,13 +13,13 @@ from eventproc.event import NewEvent
 from eventproc.metrics import Metrics
 from eventproc.processor_config import ProcessorConfig
 from eventproc.stats import Stats
-from eventproc.store import ClaimPolicy, EventFilter, Kind, Lease, SqlStore, WriteBack
+from eventproc.store import ClaimPolicy, EventFilter, Kind, Lease, Store, WriteBack
 
 
 class CountingWrites:
     """The real store; records each event_write_back call."""
 
-    def __init__(self, store: SqlStore) -> None:
+    def __init__(self, store: Store) -> None:
         self._store = store
         self.calls: list[list[WriteBack]] = []
 
@@ -31,7 +31,7 @@ class CountingWrites:
         return await self._store.event_write_back(batch, in_order=in_order)
 
 
-async def test_close_flushes_what_is_buffered_then_returns(store: SqlStore) -> None:
+async def test_close_flushes_what_is_buffered_then_returns(store: Store) -> None:
     await store.event_insert_many([NewEvent("t", {}) for _ in range(3)])
     claimed = await store.event_claim_many("w:1", ClaimPolicy(30, False, 10))
     stats = Stats()
@@ -48,7 +48,7 @@ async def test_close_flushes_what_is_buffered_then_returns(store: SqlStore) -> N
 
 
 async def test_an_unexpected_error_keeps_the_results_for_the_next_try(
-    store: SqlStore, monkeypatch: pytest.MonkeyPatch
+    store: Store, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     await store.event_insert_many([NewEvent("t", {}) for _ in range(2)])
     claimed = await store.event_claim_many("w:1", ClaimPolicy(30, False, 10))
@@ -76,7 +76,7 @@ async def test_an_unexpected_error_keeps_the_results_for_the_next_try(
 
 
 async def test_a_mixed_batch_is_one_write_back_published_for_the_producer(
-    store: SqlStore,
+    store: Store,
 ) -> None:
     events = [NewEvent("t", {"n": n}) for n in range(4)]
     await store.event_insert_many(events)

@@ -7,7 +7,7 @@ from collections.abc import Awaitable, Callable
 from eventproc import Event, HandlerContext, NewEvent, Registry
 from eventproc.engine import Processor
 from eventproc.processor_config import ProcessorConfig
-from eventproc.store import SqlStore, open_store
+from eventproc.store import Store, open_store
 from support.waiting import eventually
 
 
@@ -44,7 +44,7 @@ async def test_two_processors_share_work_without_overlap(store_url: str) -> None
             await s.close()
 
 
-async def test_long_handler_keeps_its_lease(pg_store: SqlStore, pg_url: str) -> None:
+async def test_long_handler_keeps_its_lease(pg_store: Store, pg_url: str) -> None:
     registry = Registry()
     starts: list[str] = []
 
@@ -73,7 +73,7 @@ async def test_long_handler_keeps_its_lease(pg_store: SqlStore, pg_url: str) -> 
 
 
 async def test_notify_wakes_an_idle_processor_at_once(
-    pg_store: SqlStore, pg_url: str, running: Callable[[Processor], Awaitable[None]]
+    pg_store: Store, pg_url: str, running: Callable[[Processor], Awaitable[None]]
 ) -> None:
     registry = Registry()
     done = asyncio.Event()
@@ -93,7 +93,7 @@ async def test_notify_wakes_an_idle_processor_at_once(
 
 
 async def test_seed_raw_sql_replay_wakes_and_reprocesses(
-    pg_store: SqlStore, pg_url: str, running: Callable[[Processor], Awaitable[None]]
+    pg_store: Store, pg_url: str, running: Callable[[Processor], Awaitable[None]]
 ) -> None:
     import asyncpg
 
@@ -123,7 +123,7 @@ async def test_seed_raw_sql_replay_wakes_and_reprocesses(
 
 
 async def test_listener_reconnects_after_its_connection_is_killed(
-    pg_store: SqlStore, pg_url: str, running: Callable[[Processor], Awaitable[None]]
+    pg_store: Store, pg_url: str, running: Callable[[Processor], Awaitable[None]]
 ) -> None:
     import asyncpg
 
@@ -154,7 +154,7 @@ async def test_listener_reconnects_after_its_connection_is_killed(
     await asyncio.wait_for(done.wait(), 20)
 
 
-async def test_listen_false_runs_on_polling_alone(pg_store: SqlStore, pg_url: str) -> None:
+async def test_listen_false_runs_on_polling_alone(pg_store: Store, pg_url: str) -> None:
     import asyncpg
 
     registry = Registry()
@@ -182,7 +182,7 @@ async def test_listen_false_runs_on_polling_alone(pg_store: SqlStore, pg_url: st
     assert listeners == 0
 
 
-async def test_listener_accepts_libpq_sslmode_in_the_url(pg_store: SqlStore, pg_url: str) -> None:
+async def test_listener_accepts_libpq_sslmode_in_the_url(pg_store: Store, pg_url: str) -> None:
     registry = Registry()
     done = asyncio.Event()
 

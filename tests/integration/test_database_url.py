@@ -22,9 +22,9 @@ from eventproc.event import Event, NewEvent
 from eventproc.handler import HandlerContext
 from eventproc.processor_config import ProcessorConfig
 from eventproc.registry import Registry
-from eventproc.store import ClaimPolicy, SqlStore, open_store
-from eventproc.store.pg_url import ConnectionKind
-from eventproc.store.postgres import PostgresStore
+from eventproc.store import ClaimPolicy, Store, open_store
+from eventproc.store.postgres.driver import PostgresDriver
+from eventproc.store.postgres.url import ConnectionKind
 from support.waiting import eventually
 
 POLICY = ClaimPolicy(lease_seconds=30, ordered=False, limit=5)
@@ -35,7 +35,7 @@ def with_query(url: str, query: str) -> str:
 
 
 @contextlib.asynccontextmanager
-async def listening(store: SqlStore) -> AsyncIterator[asyncio.Event]:
+async def listening(store: Store) -> AsyncIterator[asyncio.Event]:
     """The store's LISTEN connection, running; the event is set at each wake-up."""
     woken = asyncio.Event()
     task = asyncio.create_task(store.listen(woken.set))
@@ -61,14 +61,14 @@ async def sessions_named(admin_url: str, name: str) -> list[asyncpg.Record]:
 
 
 async def test_application_name_names_pool_hot_path_and_listener(
-    pg_store: SqlStore, pg_url: str
+    pg_store: Store, pg_url: str
 ) -> None:
     name = f"ep-{uuid.uuid4().hex[:8]}"
-    store = PostgresStore(with_query(pg_url, f"application_name={name}"), worker_name="t")
+    store = Store(PostgresDriver(with_query(pg_url, f"application_name={name}"), worker_name="t"))
     try:
         async with store.begin() as conn:
             pooled = (await conn.execute(text("SHOW application_name"))).scalar_one()
-        async with store._driver() as hot:
+        async with store.driver._connection() as hot:
             hot_name = await hot.fetchval("SHOW application_name")
         async with listening(store):
             sessions = await sessions_named(pg_url, name)
@@ -79,20 +79,20 @@ async def test_application_name_names_pool_hot_path_and_listener(
     assert len(sessions) >= 3  # pool, hot path, listener
 
 
-async def test_connections_are_named_eventproc_by_default(pg_store: SqlStore, pg_url: str) -> None:
-    async with pg_store._driver() as hot:  # type: ignore[attr-defined]
+async def test_connections_are_named_eventproc_by_default(pg_store: Store, pg_url: str) -> None:
+    async with pg_store.driver._connection() as hot:  # type: ignore[attr-defined]
         assert await hot.fetchval("SHOW application_name") == "eventproc"
 
 
-async def test_options_settings_apply_to_every_connection(pg_store: SqlStore, pg_url: str) -> None:
+async def test_options_settings_apply_to_every_connection(pg_store: Store, pg_url: str) -> None:
     name = f"ep-{uuid.uuid4().hex[:8]}"
     options = "options=-c%20statement_timeout%3D4321ms%20-c%20application_name%3D" + name
-    store = PostgresStore(with_query(pg_url, options), worker_name="t", async_commit=True)
+    store = Store(PostgresDriver(with_query(pg_url, options), worker_name="t", async_commit=True))
     try:
         async with store.begin() as conn:
             pooled = (await conn.execute(text("SHOW statement_timeout"))).scalar_one()
             plan = (await conn.execute(text("SHOW plan_cache_mode"))).scalar_one()
-        async with store._driver() as hot:
+        async with store.driver._connection() as hot:
             hot_timeout = await hot.fetchval("SHOW statement_timeout")
             hot_commit = await hot.fetchval("SHOW synchronous_commit")
         async with listening(store):
@@ -138,9 +138,9 @@ def _socket_of(connection: asyncpg.Connection) -> socket.socket:
 
 async def test_keepalive_parameters_are_set_on_the_sockets(pg_url: str) -> None:
     url = with_query(pg_url, "keepalives_idle=37&keepalives_interval=7&keepalives_count=4")
-    store = PostgresStore(url, worker_name="t")
+    store = Store(PostgresDriver(url, worker_name="t"))
     try:
-        async with store._driver() as hot:
+        async with store.driver._connection() as hot:
             hot_socket = _socket_of(hot)
             hot_options = (
                 hot_socket.getsockopt(socket.SOL_SOCKET, socket.SO_KEEPALIVE),
@@ -157,10 +157,10 @@ async def test_keepalive_parameters_are_set_on_the_sockets(pg_url: str) -> None:
     assert hot_options[0] != 0 and hot_options[1:] == (37, 7, 4)
     assert pooled_idle == 37
 
-    listen_args = PostgresStore(pg_url, worker_name="t")._listen_connect_args
-    off = PostgresStore(with_query(pg_url, "keepalives=0"), worker_name="t")
+    listen_args = Store(PostgresDriver(pg_url, worker_name="t")).driver._listen_connect_args
+    off = Store(PostgresDriver(with_query(pg_url, "keepalives=0"), worker_name="t"))
     try:
-        async with off._driver() as hot:
+        async with off.driver._connection() as hot:
             assert _socket_of(hot).getsockopt(socket.SOL_SOCKET, socket.SO_KEEPALIVE) == 0
     finally:
         await off.close()
@@ -187,31 +187,33 @@ async def test_target_session_attrs_is_honoured(pg_url: str) -> None:
 
 async def test_sslmode_reaches_every_connection(pg_url: str) -> None:
     # The test server has ssl=off: require must fail on each kind, disable must work.
-    required = PostgresStore(with_query(pg_url, "sslmode=require"), worker_name="t")
+    required = Store(PostgresDriver(with_query(pg_url, "sslmode=require"), worker_name="t"))
     try:
         with pytest.raises(StoreError):
             await required.ping()
         with pytest.raises(StoreError):
-            async with required._driver():
+            async with required.driver._connection():
                 pass
         with pytest.raises((ConnectionError, OSError, asyncpg.PostgresError)):
-            await asyncpg.connect(**required._listen_connect_args)
+            await asyncpg.connect(**required.driver._listen_connect_args)
     finally:
         await required.close()
-    disabled = PostgresStore(with_query(pg_url, "sslmode=disable"), worker_name="t")
+    disabled = Store(PostgresDriver(with_query(pg_url, "sslmode=disable"), worker_name="t"))
     try:
         await disabled.ping()
-        assert disabled.target.driver_args(ConnectionKind.LISTEN)["dsn"].endswith("sslmode=disable")
+        assert disabled.driver.target.driver_args(ConnectionKind.LISTEN)["dsn"].endswith(
+            "sslmode=disable"
+        )
     finally:
         await disabled.close()
 
 
-async def test_pgbouncer_and_cache_options_work_end_to_end(pg_store: SqlStore, pg_url: str) -> None:
+async def test_pgbouncer_and_cache_options_work_end_to_end(pg_store: Store, pg_url: str) -> None:
     """Issue 13's URL options: typed, and none of them reaches the LISTEN connection."""
     url = with_query(
         pg_url, "pgbouncer=true&statement_cache_size=0&prepared_statement_cache_size=0"
     )
-    store = PostgresStore(url, worker_name="t")
+    store = Store(PostgresDriver(url, worker_name="t"))
     registry = Registry()
     done = asyncio.Event()
 
@@ -222,7 +224,7 @@ async def test_pgbouncer_and_cache_options_work_end_to_end(pg_store: SqlStore, p
     processor = Processor(store, registry, ProcessorConfig(poll_interval_ms=3_600_000))
     task = asyncio.create_task(processor.run())
     try:
-        async with store._driver() as hot:
+        async with store.driver._connection() as hot:
             assert hot._stmt_cache.get_max_size() == 0
         await asyncio.sleep(0.5)  # the listener connects
         await pg_store.event_insert_many([NewEvent("t.ping", {})])  # another engine: NOTIFY only
@@ -238,13 +240,13 @@ async def test_pgbouncer_and_cache_options_work_end_to_end(pg_store: SqlStore, p
         processor.stop()
         await task
         await store.close()
-    assert store.target.pooler is True
+    assert store.driver.target.pooler is True
 
 
 async def test_listener_reconnects_with_the_same_arguments(pg_url: str) -> None:
     """A killed listener comes back with its application_name (its arguments are kept)."""
     name = f"ep-{uuid.uuid4().hex[:8]}"
-    store = PostgresStore(with_query(pg_url, f"application_name={name}"), worker_name="t")
+    store = Store(PostgresDriver(with_query(pg_url, f"application_name={name}"), worker_name="t"))
     try:
         async with listening(store) as woken:
             [first] = [r for r in await sessions_named(pg_url, name) if "LISTEN" in r["query"]]

@@ -17,7 +17,7 @@ from eventproc.engine import Processor
 from eventproc.errors import Conflict
 from eventproc.processor_config import ProcessorConfig
 from eventproc.retry import RetryPolicy
-from eventproc.store import SqlStore, WriteBack
+from eventproc.store import Store, WriteBack
 from eventproc.store.protocol import ClaimPolicy, Lease
 
 # The replaced service's replay SQL, and its SQLite spelling.
@@ -33,16 +33,16 @@ SEED_REPLAY = {
 }
 
 
-def backend_of(store: SqlStore) -> str:
+def backend_of(store: Store) -> str:
     return store.backend
 
 
-def sql_id(store: SqlStore, event_id: uuid.UUID) -> str:
+def sql_id(store: Store, event_id: uuid.UUID) -> str:
     """A uuid as hand-written SQL gives it (both backends read the dashed form)."""
     return str(event_id)
 
 
-async def execute(store: SqlStore, sql: str, **params: Any) -> int:
+async def execute(store: Store, sql: str, **params: Any) -> int:
     async with store.engine.begin() as conn:
         return (await conn.execute(text(sql), params)).rowcount
 
@@ -70,7 +70,7 @@ def flaky_registry(bad: set[int]) -> Registry:
 
 
 async def test_seed_replay_closes_the_dead_letter_and_keeps_its_history(
-    store: SqlStore,
+    store: Store,
 ) -> None:
     bad = {1}
     registry = flaky_registry(bad)
@@ -99,7 +99,7 @@ async def test_seed_replay_closes_the_dead_letter_and_keeps_its_history(
     assert previous["last_error"].startswith("LookupError: User ")
 
 
-async def test_replaying_a_still_bad_event_leaves_one_open_dead_letter(store: SqlStore) -> None:
+async def test_replaying_a_still_bad_event_leaves_one_open_dead_letter(store: Store) -> None:
     registry = flaky_registry({1})
     event = NewEvent("t.flaky", {"n": 1, "user": "u"})
     await store.event_insert_many([event])
@@ -116,7 +116,7 @@ async def test_replaying_a_still_bad_event_leaves_one_open_dead_letter(store: Sq
     assert len(current.metadata["previous_failures"]) == 3
 
 
-async def test_previous_failures_are_bounded(store: SqlStore) -> None:
+async def test_previous_failures_are_bounded(store: Store) -> None:
     registry = flaky_registry({1})
     event = NewEvent("t.flaky", {"n": 1, "user": "u"})
     await store.event_insert_many([event])
@@ -128,7 +128,7 @@ async def test_previous_failures_are_bounded(store: SqlStore) -> None:
         assert len(current.metadata["previous_failures"]) == min(round_ + 1, 10)
 
 
-async def test_dead_letters_carry_a_fingerprint_and_a_plain_message(store: SqlStore) -> None:
+async def test_dead_letters_carry_a_fingerprint_and_a_plain_message(store: Store) -> None:
     registry = flaky_registry({1, 2})
     users = [str(uuid.uuid4()), str(uuid.uuid4())]
     await store.event_insert_many(
@@ -155,7 +155,7 @@ async def test_dead_letters_carry_a_fingerprint_and_a_plain_message(store: SqlSt
     assert [tuple(group) for group in groups] == [("LookupError: User <uuid> not found", 2)]
 
 
-async def test_a_row_inserted_with_processed_null_is_pending(store: SqlStore) -> None:
+async def test_a_row_inserted_with_processed_null_is_pending(store: Store) -> None:
     registry = Registry()
     seen: list[uuid.UUID] = []
 
@@ -183,7 +183,7 @@ async def test_a_row_inserted_with_processed_null_is_pending(store: SqlStore) ->
     assert seen == [ids[1]]
 
 
-async def test_setting_processed_to_null_is_a_replay(store: SqlStore) -> None:
+async def test_setting_processed_to_null_is_a_replay(store: Store) -> None:
     registry = flaky_registry(set())
     event = NewEvent("t.flaky", {"n": 0, "user": "u"})
     await store.event_insert_many([event])
@@ -195,7 +195,7 @@ async def test_setting_processed_to_null_is_a_replay(store: SqlStore) -> None:
     assert current is not None and current.processed is False and current.outcome is None
 
 
-async def test_manual_claim_conflicts_say_what_is_in_the_way(store: SqlStore) -> None:
+async def test_manual_claim_conflicts_say_what_is_in_the_way(store: Store) -> None:
     aggregate = uuid.uuid4()
     head = NewEvent("t.flaky", {"n": 1, "user": "u"}, aggregate_id=aggregate)
     later = NewEvent("t.flaky", {"n": 0, "user": "u"}, aggregate_id=aggregate)
@@ -265,7 +265,7 @@ async def test_park_is_the_default_and_block_is_reported(
         await runtime.store.close()
 
 
-async def test_our_own_database_trouble_does_not_spend_the_budget(pg_store: SqlStore) -> None:
+async def test_our_own_database_trouble_does_not_spend_the_budget(pg_store: Store) -> None:
     registry = Registry()
     attempts: list[int] = []
 
@@ -294,7 +294,7 @@ async def test_our_own_database_trouble_does_not_spend_the_budget(pg_store: SqlS
     assert await pg_store.dead_letter_list() == []
 
 
-async def test_metrics_series_stay_bounded_and_every_attempt_is_timed(store: SqlStore) -> None:
+async def test_metrics_series_stay_bounded_and_every_attempt_is_timed(store: Store) -> None:
     from prometheus_client import generate_latest
 
     from eventproc.metrics import Metrics
@@ -380,11 +380,11 @@ async def test_adopting_a_seed_table_makes_its_null_rows_pending(fresh_pg_url: s
 
 
 async def test_old_dead_letters_do_not_crowd_out_a_blocked_aggregate(
-    store: SqlStore, monkeypatch: pytest.MonkeyPatch
+    store: Store, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    from eventproc.store import sqlstore
+    from eventproc.store import summaries
 
-    monkeypatch.setattr(sqlstore, "BLOCKED_SCAN", 2)
+    monkeypatch.setattr(summaries, "BLOCKED_SCAN", 2)
     registry = Registry()
 
     @registry.handler("t.poison")

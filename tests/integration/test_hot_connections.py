@@ -6,14 +6,14 @@ from sqlalchemy import text
 
 from eventproc.errors import StoreUnavailable
 from eventproc.event import NewEvent
-from eventproc.store import ClaimPolicy, Lease, SqlStore, WriteBack
-from eventproc.store.postgres import HOT_CONNECTIONS, PostgresStore
+from eventproc.store import ClaimPolicy, Lease, Store, WriteBack
+from eventproc.store.postgres.driver import HOT_CONNECTIONS, PostgresDriver
 from support.waiting import eventually
 
 POLICY = ClaimPolicy(lease_seconds=30, ordered=False, limit=5)
 
 
-async def test_a_killed_claim_connection_is_replaced(pg_store: SqlStore, pg_url: str) -> None:
+async def test_a_killed_claim_connection_is_replaced(pg_store: Store, pg_url: str) -> None:
     await pg_store.event_insert_many([NewEvent("t", {"n": n}) for n in range(10)])
     first = await pg_store.event_claim_many("w:1", POLICY)
     admin = await asyncpg.connect(pg_url)
@@ -47,7 +47,7 @@ async def test_a_killed_claim_connection_is_replaced(pg_store: SqlStore, pg_url:
     assert await pg_store.event_write_back(done) == 10
 
 
-async def test_claims_reuse_a_few_connections(pg_store: SqlStore, pg_url: str) -> None:
+async def test_claims_reuse_a_few_connections(pg_store: Store, pg_url: str) -> None:
     await pg_store.event_insert_many([NewEvent("t", {"n": n}) for n in range(100)])
     for n in range(20):
         claimed = await pg_store.event_claim_many(f"w:{n}", POLICY)
@@ -66,9 +66,9 @@ async def test_claims_reuse_a_few_connections(pg_store: SqlStore, pg_url: str) -
 
 @pytest.mark.parametrize("async_commit", [True, False])
 async def test_only_the_hot_path_commits_asynchronously(pg_url: str, async_commit: bool) -> None:
-    store = PostgresStore(pg_url, worker_name="test", async_commit=async_commit)
+    store = Store(PostgresDriver(pg_url, worker_name="test", async_commit=async_commit))
     try:
-        async with store._driver() as hot:
+        async with store.driver._connection() as hot:
             hot_setting = await hot.fetchval("SHOW synchronous_commit")
         async with store.begin() as conn:
             pooled = (await conn.execute(text("SHOW synchronous_commit"))).scalar_one()
@@ -81,7 +81,7 @@ async def test_only_the_hot_path_commits_asynchronously(pg_url: str, async_commi
 async def test_sqlalchemy_only_url_options_do_not_reach_the_driver(pg_url: str) -> None:
     # PgBouncer users put prepared_statement_cache_size=0 in the URL for SQLAlchemy.
     url = pg_url + ("&" if "?" in pg_url else "?") + "prepared_statement_cache_size=0"
-    store = PostgresStore(url, worker_name="test")
+    store = Store(PostgresDriver(url, worker_name="test"))
     try:
         await store.migrate()
         await store.event_insert_many([NewEvent("t", {})])

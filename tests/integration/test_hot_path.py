@@ -15,7 +15,7 @@ from sqlalchemy.engine import make_url
 from eventproc import Event, HandlerContext, NewEvent, Registry
 from eventproc.engine import Processor
 from eventproc.processor_config import ProcessorConfig
-from eventproc.store import SqlStore, open_store
+from eventproc.store import Store, open_store
 from support.proxy import Proxy
 
 EVENTS = 1000
@@ -34,7 +34,7 @@ def noop_registry() -> Registry:
     return registry
 
 
-async def drain(store: SqlStore) -> Processor:
+async def drain(store: Store) -> Processor:
     processor = Processor(
         store, noop_registry(), ProcessorConfig(batch_size=20, concurrency=50, ordered=True)
     )
@@ -42,7 +42,7 @@ async def drain(store: SqlStore) -> Processor:
     return processor
 
 
-async def test_postgres_round_trips_per_event_stay_batched(pg_store: SqlStore, pg_url: str) -> None:
+async def test_postgres_round_trips_per_event_stay_batched(pg_store: Store, pg_url: str) -> None:
     await pg_store.event_insert_many([NewEvent("t.noop", {"n": n}) for n in range(EVENTS)])
     url = make_url(pg_url)
     proxy = Proxy(url.host or "127.0.0.1", url.port or 5432)
@@ -62,7 +62,7 @@ async def test_postgres_round_trips_per_event_stay_batched(pg_store: SqlStore, p
     assert round_trips / EVENTS <= MAX_REQUESTS_PER_EVENT, round_trips
 
 
-async def test_sqlite_requests_per_event_stay_batched(sqlite_store: SqlStore) -> None:
+async def test_sqlite_requests_per_event_stay_batched(sqlite_store: Store) -> None:
     await sqlite_store.event_insert_many([NewEvent("t.noop", {"n": n}) for n in range(EVENTS)])
     requests: list[str] = []
 
@@ -80,7 +80,7 @@ async def test_sqlite_requests_per_event_stay_batched(sqlite_store: SqlStore) ->
         if not statement.startswith(("BEGIN", "COMMIT", "ROLLBACK")):
             requests.append(statement.split(None, 1)[0])
 
-    await sqlite_store._hot._run(trace)  # type: ignore[attr-defined]
+    await sqlite_store.driver._writer._run(trace)  # type: ignore[attr-defined]
     requests.clear()
     sa_event.listen(sqlite_store.engine.sync_engine, "before_cursor_execute", through_sqlalchemy)
     try:

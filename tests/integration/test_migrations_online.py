@@ -13,7 +13,7 @@ import asyncpg
 import pytest
 
 from eventproc.errors import StoreError, StoreUnavailable
-from eventproc.store import SqlStore, open_store
+from eventproc.store import Store, open_store
 from eventproc.store.migrations.concurrent import LEASE_NAME
 from eventproc.store.migrations.indexes import CONCURRENT_INDEXES
 from eventproc.store.migrations.online import LockPolicy, upgrade_online
@@ -33,7 +33,7 @@ async def admin(fresh_pg_url: str) -> AsyncIterator[asyncpg.Connection]:
 
 
 @pytest.fixture
-async def migrated(fresh_pg_url: str) -> AsyncIterator[SqlStore]:
+async def migrated(fresh_pg_url: str) -> AsyncIterator[Store]:
     """A store on a fully migrated database whose events_pending_idx is to be built again."""
     store = open_store(fresh_pg_url)
     await store.migrate()
@@ -88,7 +88,7 @@ def test_every_index_of_the_shared_tables_is_built_concurrently() -> None:
 
 
 async def test_an_invalid_index_left_by_a_failed_build_is_rebuilt(
-    migrated: SqlStore, admin: asyncpg.Connection
+    migrated: Store, admin: asyncpg.Connection
 ) -> None:
     # A concurrent build that fails (here a unique index over duplicates)
     # leaves the index in the catalog, INVALID: IF NOT EXISTS alone skips it.
@@ -109,7 +109,7 @@ async def test_an_invalid_index_left_by_a_failed_build_is_rebuilt(
 
 
 async def test_a_build_terminated_midway_is_finished_by_the_next_migrate(
-    migrated: SqlStore, admin: asyncpg.Connection, fresh_pg_url: str
+    migrated: Store, admin: asyncpg.Connection, fresh_pg_url: str
 ) -> None:
     writer, transaction = await _open_writer(fresh_pg_url)
     building = asyncio.create_task(migrated.migrate())
@@ -134,7 +134,7 @@ async def test_a_build_terminated_midway_is_finished_by_the_next_migrate(
 
 
 async def test_a_second_starter_waits_for_the_build_in_progress(
-    migrated: SqlStore, admin: asyncpg.Connection, fresh_pg_url: str
+    migrated: Store, admin: asyncpg.Connection, fresh_pg_url: str
 ) -> None:
     second = open_store(fresh_pg_url)
     writer, transaction = await _open_writer(fresh_pg_url)
@@ -157,7 +157,7 @@ async def test_a_second_starter_waits_for_the_build_in_progress(
 
 
 async def test_the_lease_of_a_builder_that_died_is_taken_over(
-    migrated: SqlStore, admin: asyncpg.Connection
+    migrated: Store, admin: asyncpg.Connection
 ) -> None:
     # A `migrate` killed with -9 cannot release its lease: it expires.
     await admin.execute(

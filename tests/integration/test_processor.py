@@ -17,7 +17,7 @@ from eventproc.engine import Processor
 from eventproc.errors import StoreError, StoreUnavailable
 from eventproc.processor_config import ProcessorConfig
 from eventproc.retry import RetryPolicy
-from eventproc.store import EventFilter, SqlStore
+from eventproc.store import EventFilter, Store
 from eventproc.store.protocol import ClaimPolicy, WriteBack
 
 
@@ -32,7 +32,7 @@ def config(**overrides: object) -> ProcessorConfig:
     return ProcessorConfig(**values)  # type: ignore[arg-type]
 
 
-async def test_processes_all_events_and_counts_them(store: SqlStore) -> None:
+async def test_processes_all_events_and_counts_them(store: Store) -> None:
     registry = Registry()
     seen: list[int] = []
 
@@ -49,7 +49,7 @@ async def test_processes_all_events_and_counts_them(store: SqlStore) -> None:
 
 
 async def test_failing_handler_retries_with_growing_delays_then_dead_letters_once(
-    store: SqlStore,
+    store: Store,
 ) -> None:
     registry = Registry()
     attempts: list[float] = []
@@ -80,7 +80,7 @@ async def test_failing_handler_retries_with_growing_delays_then_dead_letters_onc
     assert processor.stats.error_count == 3 and processor.stats.dead_letter_count == 1
 
 
-async def test_permanent_error_dead_letters_at_once(store: SqlStore) -> None:
+async def test_permanent_error_dead_letters_at_once(store: Store) -> None:
     registry = Registry()
 
     @registry.handler("t.perm")
@@ -99,7 +99,7 @@ class Payload(BaseModel):
     count: int
 
 
-async def test_invalid_payload_dead_letters_naming_fields(store: SqlStore) -> None:
+async def test_invalid_payload_dead_letters_naming_fields(store: Store) -> None:
     registry = Registry()
     ran: list[Payload] = []
 
@@ -118,7 +118,7 @@ async def test_invalid_payload_dead_letters_naming_fields(store: SqlStore) -> No
 
 
 async def test_unknown_type_is_skipped_with_warning(
-    store: SqlStore, caplog: pytest.LogCaptureFixture
+    store: Store, caplog: pytest.LogCaptureFixture
 ) -> None:
     event = NewEvent("nobody.handles.this", {})
     await store.event_insert_many([event])
@@ -129,7 +129,7 @@ async def test_unknown_type_is_skipped_with_warning(
     assert "No handler registered for event type: nobody.handles.this" in caplog.text
 
 
-async def test_retry_later_does_not_spend_the_budget(store: SqlStore) -> None:
+async def test_retry_later_does_not_spend_the_budget(store: Store) -> None:
     registry = Registry()
     calls: list[int] = []
 
@@ -147,7 +147,7 @@ async def test_retry_later_does_not_spend_the_budget(store: SqlStore) -> None:
     assert row is not None and row.outcome == "succeeded"
 
 
-async def test_handler_timeout_counts_as_failure(store: SqlStore) -> None:
+async def test_handler_timeout_counts_as_failure(store: Store) -> None:
     registry = Registry()
 
     @registry.handler("t.hang", timeout_seconds=0.05)
@@ -160,7 +160,7 @@ async def test_handler_timeout_counts_as_failure(store: SqlStore) -> None:
     assert "timed out after 0.05s" in letter.error_message
 
 
-async def test_a_handler_returning_any_awaitable_runs_under_its_timeout(store: SqlStore) -> None:
+async def test_a_handler_returning_any_awaitable_runs_under_its_timeout(store: Store) -> None:
     registry = Registry()
 
     def never(event: Event, ctx: HandlerContext) -> "asyncio.Future[None]":
@@ -181,7 +181,7 @@ async def test_a_handler_returning_any_awaitable_runs_under_its_timeout(store: S
     assert processor.stats.success_count == 1
 
 
-async def test_a_handler_that_starts_quickly_then_waits_still_times_out(store: SqlStore) -> None:
+async def test_a_handler_that_starts_quickly_then_waits_still_times_out(store: Store) -> None:
     registry = Registry()
 
     @registry.handler("t.late", timeout_seconds=0.1)
@@ -198,7 +198,7 @@ async def test_a_handler_that_starts_quickly_then_waits_still_times_out(store: S
     assert time.monotonic() - began < 5
 
 
-async def test_transactional_handler_commits_effects_with_outcome(store: SqlStore) -> None:
+async def test_transactional_handler_commits_effects_with_outcome(store: Store) -> None:
     registry = Registry()
 
     @registry.handler("t.tx", transactional=True)
@@ -221,7 +221,7 @@ async def test_transactional_handler_commits_effects_with_outcome(store: SqlStor
     assert len(followups) == 1
 
 
-async def test_aggregate_events_run_one_at_a_time_in_order(store: SqlStore) -> None:
+async def test_aggregate_events_run_one_at_a_time_in_order(store: Store) -> None:
     registry = Registry()
     running: set[uuid.UUID] = set()
     order: dict[uuid.UUID, list[int]] = {}
@@ -247,7 +247,7 @@ async def test_aggregate_events_run_one_at_a_time_in_order(store: SqlStore) -> N
     assert len(order) == 5
 
 
-async def test_failed_event_blocks_its_aggregate_until_it_succeeds(store: SqlStore) -> None:
+async def test_failed_event_blocks_its_aggregate_until_it_succeeds(store: Store) -> None:
     registry = Registry()
     order: list[int] = []
 
@@ -266,7 +266,7 @@ async def test_failed_event_blocks_its_aggregate_until_it_succeeds(store: SqlSto
 
 
 async def test_event_claimed_over_budget_is_dead_lettered_without_running(
-    store: SqlStore,
+    store: Store,
 ) -> None:
     from eventproc.store import ClaimPolicy
 
@@ -288,7 +288,7 @@ async def test_event_claimed_over_budget_is_dead_lettered_without_running(
     assert "claimed 5 times without finishing" in letter.error_message
 
 
-async def test_polling_disabled_processes_only_on_request(store: SqlStore) -> None:
+async def test_polling_disabled_processes_only_on_request(store: Store) -> None:
     registry = Registry()
     seen: list[int] = []
 
@@ -311,7 +311,7 @@ async def test_polling_disabled_processes_only_on_request(store: SqlStore) -> No
     await task
 
 
-async def test_park_moves_on_block_waits(store: SqlStore) -> None:
+async def test_park_moves_on_block_waits(store: Store) -> None:
     registry = Registry()
     handled: list[int] = []
 
@@ -333,7 +333,7 @@ async def test_park_moves_on_block_waits(store: SqlStore) -> None:
     assert handled == [1, 2]
 
 
-async def test_burst_on_one_aggregate_drains_in_runs_and_in_order(store: SqlStore) -> None:
+async def test_burst_on_one_aggregate_drains_in_runs_and_in_order(store: Store) -> None:
     registry = Registry()
     order: list[int] = []
 
@@ -365,7 +365,7 @@ async def test_burst_on_one_aggregate_drains_in_runs_and_in_order(store: SqlStor
 
 
 async def test_transactional_event_in_a_run_commits_after_its_predecessor(
-    store: SqlStore,
+    store: Store,
 ) -> None:
     from sqlalchemy import select
 
@@ -410,7 +410,7 @@ class ClaimWatch:
 
 
 def watch_claims(
-    store: SqlStore,
+    store: Store,
     monkeypatch: pytest.MonkeyPatch,
     *,
     fail_second_of_a_pair: bool = False,
@@ -454,7 +454,7 @@ def watch_claims(
 
 
 async def test_claims_at_once_1_keeps_one_claim_out(
-    store: SqlStore, monkeypatch: pytest.MonkeyPatch
+    store: Store, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     registry = Registry()
 
@@ -473,7 +473,7 @@ async def test_claims_at_once_1_keeps_one_claim_out(
 
 
 async def test_a_deep_backlog_is_claimed_by_several_claims_at_once(
-    store: SqlStore, monkeypatch: pytest.MonkeyPatch
+    store: Store, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     registry = Registry()
     seen: list[int] = []
@@ -503,7 +503,7 @@ async def test_a_deep_backlog_is_claimed_by_several_claims_at_once(
 
 
 async def test_quick_handlers_let_the_next_claim_go_out_before_the_batch_is_handled(
-    store: SqlStore, monkeypatch: pytest.MonkeyPatch
+    store: Store, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     # Handlers that never wait: one batch beyond CONCURRENCY may be claimed,
     # so two full claims are out together even with CONCURRENCY = BATCH_SIZE.
@@ -526,7 +526,7 @@ async def test_quick_handlers_let_the_next_claim_go_out_before_the_batch_is_hand
 
 
 async def test_events_claimed_beyond_concurrency_wait_for_a_slot(
-    store: SqlStore, monkeypatch: pytest.MonkeyPatch
+    store: Store, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     registry = Registry()
     running = busiest = 0
@@ -557,7 +557,7 @@ async def test_events_claimed_beyond_concurrency_wait_for_a_slot(
 
 
 async def test_a_claim_that_fails_beside_another_loses_none_of_the_others_events(
-    store: SqlStore, monkeypatch: pytest.MonkeyPatch
+    store: Store, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     registry = Registry()
     seen: list[int] = []
@@ -580,7 +580,7 @@ async def test_a_claim_that_fails_beside_another_loses_none_of_the_others_events
 
 
 async def test_a_busy_worker_writes_successes_back_with_its_claims(
-    store: SqlStore, monkeypatch: pytest.MonkeyPatch
+    store: Store, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     registry = Registry()
 
@@ -600,7 +600,7 @@ async def test_a_busy_worker_writes_successes_back_with_its_claims(
 
 
 async def test_successes_a_failed_claim_carried_are_written_later(
-    store: SqlStore, monkeypatch: pytest.MonkeyPatch
+    store: Store, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     registry = Registry()
     seen: list[int] = []
@@ -620,7 +620,7 @@ async def test_successes_a_failed_claim_carried_are_written_later(
 
 
 async def test_cancelling_run_stops_its_claimers(
-    store: SqlStore, monkeypatch: pytest.MonkeyPatch
+    store: Store, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     registry = Registry()
 
@@ -645,7 +645,7 @@ async def test_cancelling_run_stops_its_claimers(
     assert (await store.stats_snapshot()).backlog > 0  # it was cancelled mid-backlog
 
 
-async def test_the_in_flight_gauge_reads_running_handlers_at_scrape_time(store: SqlStore) -> None:
+async def test_the_in_flight_gauge_reads_running_handlers_at_scrape_time(store: Store) -> None:
     registry = Registry()
     started = asyncio.Semaphore(0)
     release = asyncio.Event()
@@ -668,7 +668,7 @@ async def test_the_in_flight_gauge_reads_running_handlers_at_scrape_time(store: 
     assert scrape("eventproc_in_flight") == 0
 
 
-async def test_handlers_that_wait_run_side_by_side(store: SqlStore) -> None:
+async def test_handlers_that_wait_run_side_by_side(store: Store) -> None:
     # Each handler waits until all ten are waiting at once: this finishes
     # only if a handler that waits hands the queue on to another runner.
     registry = Registry()
@@ -694,7 +694,7 @@ CURRENT_EVENT: contextvars.ContextVar[str | None] = contextvars.ContextVar(
 )
 
 
-async def test_each_handler_runs_in_a_context_of_its_own(store: SqlStore) -> None:
+async def test_each_handler_runs_in_a_context_of_its_own(store: Store) -> None:
     registry = Registry()
     seen: list[str | None] = []
 
@@ -711,7 +711,7 @@ async def test_each_handler_runs_in_a_context_of_its_own(store: SqlStore) -> Non
     assert seen == [None] * 30
 
 
-async def test_a_handler_timing_out_leaves_the_others_alone(store: SqlStore) -> None:
+async def test_a_handler_timing_out_leaves_the_others_alone(store: Store) -> None:
     registry = Registry()
 
     @registry.handler("t.mixed", timeout_seconds=0.2)
@@ -734,7 +734,7 @@ async def test_a_handler_timing_out_leaves_the_others_alone(store: SqlStore) -> 
 
 
 async def test_a_handler_cancelled_from_outside_does_not_strand_the_queue(
-    store: SqlStore,
+    store: Store,
 ) -> None:
     registry = Registry()
     handled: list[int] = []
@@ -755,7 +755,7 @@ async def test_a_handler_cancelled_from_outside_does_not_strand_the_queue(
 
 
 async def test_a_claim_that_loses_a_deadlock_is_retried_without_an_outage(
-    store: SqlStore, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+    store: Store, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
 ) -> None:
     from eventproc.errors import StoreConflict
 

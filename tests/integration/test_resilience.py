@@ -13,14 +13,14 @@ from eventproc import Event, HandlerContext, NewEvent, Registry
 from eventproc.engine import Processor
 from eventproc.processor_config import ProcessorConfig
 from eventproc.retry import RetryPolicy
-from eventproc.store import SqlStore, open_store
+from eventproc.store import Store, open_store
 from support.processes import worker_env
 from support.proxy import Proxy
 from support.waiting import eventually
 
 
 async def test_worker_killed_mid_handler_is_picked_up_after_lease(
-    pg_store: SqlStore, pg_url: str, tmp_path: Path
+    pg_store: Store, pg_url: str, tmp_path: Path
 ) -> None:
     from support import handlers
 
@@ -67,7 +67,7 @@ async def test_worker_killed_mid_handler_is_picked_up_after_lease(
     assert row is not None and row.outcome == "succeeded" and row.attempts == 2
 
 
-async def test_survives_the_database_going_away(pg_store: SqlStore, pg_url: str) -> None:
+async def test_survives_the_database_going_away(pg_store: Store, pg_url: str) -> None:
     url = make_url(pg_url)
     proxy = Proxy(url.host or "127.0.0.1", url.port or 5432)
     await proxy.start()
@@ -111,7 +111,7 @@ async def test_survives_the_database_going_away(pg_store: SqlStore, pg_url: str)
     assert (await pg_store.stats_snapshot()).backlog == 0
 
 
-async def test_shutdown_finishes_quick_handlers_and_releases_slow_ones(store: SqlStore) -> None:
+async def test_shutdown_finishes_quick_handlers_and_releases_slow_ones(store: Store) -> None:
     registry = Registry()
 
     @registry.handler("t.quick")

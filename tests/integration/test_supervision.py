@@ -10,14 +10,14 @@ import pytest
 from eventproc import Event, HandlerContext, NewEvent, Registry
 from eventproc.engine import Processor
 from eventproc.processor_config import ProcessorConfig
-from eventproc.store import EventFilter, SqlStore
+from eventproc.store import EventFilter, Store
 from eventproc.supervision import SideTaskCrashed
 
 
 class Faulty:
     """The real store, with one method replaced by a bug."""
 
-    def __init__(self, store: SqlStore, **broken: Callable[..., Any]) -> None:
+    def __init__(self, store: Store, **broken: Callable[..., Any]) -> None:
         self._store = store
         self._broken = broken
 
@@ -25,7 +25,7 @@ class Faulty:
         return self._broken.get(name) or getattr(self._store, name)
 
 
-async def test_a_crashed_lease_renewal_stops_the_processor(store: SqlStore) -> None:
+async def test_a_crashed_lease_renewal_stops_the_processor(store: Store) -> None:
     registry = Registry()
     started = asyncio.Event()
 
@@ -50,7 +50,7 @@ async def test_a_crashed_lease_renewal_stops_the_processor(store: SqlStore) -> N
     assert event is not None and event.locked_by is None and not event.processed
 
 
-async def test_a_crashed_listener_stops_the_processor(store: SqlStore) -> None:
+async def test_a_crashed_listener_stops_the_processor(store: Store) -> None:
     async def listen(_wake: object) -> None:
         raise RuntimeError("listener bug")
 

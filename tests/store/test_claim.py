@@ -7,14 +7,14 @@ import pytest
 
 from eventproc.errors import StoreUnavailable
 from eventproc.event import NewEvent
-from eventproc.store import ClaimPolicy, Lease, SqlStore, WriteBack
+from eventproc.store import ClaimPolicy, Lease, Store, WriteBack, runs
 
 
 def policy(limit: int = 100, *, ordered: bool = True, lease: float = 30) -> ClaimPolicy:
     return ClaimPolicy(lease_seconds=lease, ordered=ordered, limit=limit)
 
 
-async def test_claim_takes_lease_and_counts_attempt(store: SqlStore) -> None:
+async def test_claim_takes_lease_and_counts_attempt(store: Store) -> None:
     [event_id] = [e.id for e in [NewEvent("t", {"n": 1})]]
     await store.event_insert_many([NewEvent("t", {"n": 1}, id=event_id)])
     [claimed] = await store.event_claim_many("w:1", policy())
@@ -26,7 +26,7 @@ async def test_claim_takes_lease_and_counts_attempt(store: SqlStore) -> None:
     assert await store.event_claim_many("w:2", policy()) == []
 
 
-async def test_claim_orders_by_priority_then_fifo(store: SqlStore) -> None:
+async def test_claim_orders_by_priority_then_fifo(store: Store) -> None:
     events = [NewEvent("t", {"n": n}) for n in range(5)]
     urgent = NewEvent("t", {"n": "urgent"}, priority=5)
     await store.event_insert_many(events)
@@ -35,13 +35,13 @@ async def test_claim_orders_by_priority_then_fifo(store: SqlStore) -> None:
     assert [e.payload["n"] for e in claimed] == ["urgent", 0, 1]
 
 
-async def test_claim_respects_limit(store: SqlStore) -> None:
+async def test_claim_respects_limit(store: Store) -> None:
     await store.event_insert_many([NewEvent("t", {}) for _ in range(30)])
     assert len(await store.event_claim_many("w:1", policy(limit=20))) == 20
     assert len(await store.event_claim_many("w:2", policy(limit=20))) == 10
 
 
-async def test_expired_lease_is_claimable_again(store: SqlStore) -> None:
+async def test_expired_lease_is_claimable_again(store: Store) -> None:
     await store.event_insert_many([NewEvent("t", {})])
     [first] = await store.event_claim_many("w:1", policy(lease=0.05))
     await asyncio.sleep(0.1)
@@ -53,7 +53,7 @@ async def test_expired_lease_is_claimable_again(store: SqlStore) -> None:
     assert await store.event_write_back([WriteBack.succeeded(Lease.of(second))]) == 1
 
 
-async def test_aggregate_gate_releases_one_event_at_a_time(store: SqlStore) -> None:
+async def test_aggregate_gate_releases_one_event_at_a_time(store: Store) -> None:
     aggregate = uuid.uuid4()
     chain = [NewEvent("t", {"n": n}, aggregate_id=aggregate) for n in range(3)]
     free = NewEvent("t", {"n": "free"})
@@ -67,7 +67,7 @@ async def test_aggregate_gate_releases_one_event_at_a_time(store: SqlStore) -> N
     assert following.payload["n"] == 1
 
 
-async def test_aggregate_order_holds_within_one_publish_batch(store: SqlStore) -> None:
+async def test_aggregate_order_holds_within_one_publish_batch(store: Store) -> None:
     aggregate = uuid.uuid4()
     await store.event_insert_many(
         [NewEvent("t", {"n": n}, aggregate_id=aggregate) for n in range(50)]
@@ -80,13 +80,13 @@ async def test_aggregate_order_holds_within_one_publish_batch(store: SqlStore) -
     assert seen == list(range(50))
 
 
-async def test_unordered_claim_ignores_aggregates(store: SqlStore) -> None:
+async def test_unordered_claim_ignores_aggregates(store: Store) -> None:
     aggregate = uuid.uuid4()
     await store.event_insert_many([NewEvent("t", {}, aggregate_id=aggregate) for _ in range(3)])
     assert len(await store.event_claim_many("w:1", policy(ordered=False))) == 3
 
 
-async def test_concurrent_claimers_never_share_an_event(store: SqlStore) -> None:
+async def test_concurrent_claimers_never_share_an_event(store: Store) -> None:
     await store.event_insert_many([NewEvent("t", {"n": n}) for n in range(300)])
 
     async def claimer(name: str) -> list[uuid.UUID]:
@@ -101,7 +101,7 @@ async def test_concurrent_claimers_never_share_an_event(store: SqlStore) -> None
     assert len(every) == len(set(every)) == 300
 
 
-async def test_claim_one_reports_why_it_cannot(store: SqlStore) -> None:
+async def test_claim_one_reports_why_it_cannot(store: Store) -> None:
     import pytest
 
     from eventproc.errors import Conflict, NotFound
@@ -123,7 +123,7 @@ async def test_claim_one_reports_why_it_cannot(store: SqlStore) -> None:
 
 
 async def test_dead_lettered_event_blocks_its_aggregate_until_discarded(
-    store: SqlStore,
+    store: Store,
 ) -> None:
     from eventproc.store import WriteBack
 
@@ -145,7 +145,7 @@ async def test_dead_lettered_event_blocks_its_aggregate_until_discarded(
     assert following.id == second.id
 
 
-async def test_park_policy_lets_the_aggregate_move_on(store: SqlStore) -> None:
+async def test_park_policy_lets_the_aggregate_move_on(store: Store) -> None:
     from eventproc.store import WriteBack
 
     aggregate = uuid.uuid4()
@@ -158,7 +158,7 @@ async def test_park_policy_lets_the_aggregate_move_on(store: SqlStore) -> None:
     assert following.id == second.id
 
 
-async def test_retrying_event_is_reported_as_blocking(store: SqlStore) -> None:
+async def test_retrying_event_is_reported_as_blocking(store: Store) -> None:
 
     aggregate = uuid.uuid4()
     first, second = (NewEvent("t", {"n": n}, aggregate_id=aggregate) for n in range(2))
@@ -170,7 +170,7 @@ async def test_retrying_event_is_reported_as_blocking(store: SqlStore) -> None:
     assert blocked.reason == "retrying" and blocked.retry_at is not None
 
 
-async def test_taking_over_a_head_revokes_the_stalled_run(store: SqlStore) -> None:
+async def test_taking_over_a_head_revokes_the_stalled_run(store: Store) -> None:
     aggregate = uuid.uuid4()
     await store.event_insert_many(
         [NewEvent("t", {"n": n}, aggregate_id=aggregate) for n in range(4)]
@@ -186,7 +186,7 @@ async def test_taking_over_a_head_revokes_the_stalled_run(store: SqlStore) -> No
     assert await store.event_write_back([WriteBack.succeeded(Lease.of(run[1]))]) == 0
 
 
-async def test_claimed_events_carry_their_metadata_or_an_empty_dict(store: SqlStore) -> None:
+async def test_claimed_events_carry_their_metadata_or_an_empty_dict(store: Store) -> None:
     await store.event_insert_many(
         [NewEvent("t", {"n": 1}), NewEvent("t", {"n": 2}, metadata={"source": "crm"})]
     )
@@ -195,7 +195,7 @@ async def test_claimed_events_carry_their_metadata_or_an_empty_dict(store: SqlSt
 
 
 async def test_a_claim_whose_run_work_fails_gives_its_events_back(
-    store: SqlStore, monkeypatch: pytest.MonkeyPatch
+    store: Store, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     aggregate = uuid.uuid4()
     await store.event_insert_many(
@@ -205,7 +205,7 @@ async def test_a_claim_whose_run_work_fails_gives_its_events_back(
     async def broken(*args: object) -> None:
         raise StoreUnavailable("injected: lost the connection while adding followers")
 
-    monkeypatch.setattr(store, "extend_runs", broken)
+    monkeypatch.setattr(runs, "extend_runs", broken)
     with pytest.raises(StoreUnavailable):
         await store.event_claim_many("w:1", ClaimPolicy(30, ordered=True, limit=10, follow=True))
     monkeypatch.undo()

@@ -4,7 +4,7 @@ import asyncio
 import uuid
 
 from eventproc.event import NewEvent
-from eventproc.store import ClaimPolicy, Lease, SqlStore, WriteBack
+from eventproc.store import ClaimPolicy, Lease, Store, WriteBack
 from support.runs import run_with_head_taken_over
 
 
@@ -12,7 +12,7 @@ def policy(limit: int = 10, *, ordered: bool = False, lease: float = 30) -> Clai
     return ClaimPolicy(lease_seconds=lease, ordered=ordered, limit=limit, follow=False)
 
 
-async def test_a_claim_completes_what_it_carries_and_claims_the_rest(store: SqlStore) -> None:
+async def test_a_claim_completes_what_it_carries_and_claims_the_rest(store: Store) -> None:
     new = [NewEvent("t", {"n": n}, metadata={"n": n}) for n in range(4)]
     await store.event_insert_many(new)
     first = await store.event_claim_many("w:1", policy(limit=2))
@@ -29,7 +29,7 @@ async def test_a_claim_completes_what_it_carries_and_claims_the_rest(store: SqlS
         assert row.metadata["n"] == event.payload["n"]
 
 
-async def test_carried_completions_are_fenced_on_their_token(store: SqlStore) -> None:
+async def test_carried_completions_are_fenced_on_their_token(store: Store) -> None:
     await store.event_insert_many([NewEvent("t", {})])
     [claimed] = await store.event_claim_many("w:1", policy())
     stale = WriteBack.succeeded(Lease(claimed.id, "w:stale"))
@@ -38,7 +38,7 @@ async def test_carried_completions_are_fenced_on_their_token(store: SqlStore) ->
     assert row is not None and not row.processed and row.locked_by == "w:1"
 
 
-async def test_an_event_the_claim_completes_is_not_claimed_again(store: SqlStore) -> None:
+async def test_an_event_the_claim_completes_is_not_claimed_again(store: Store) -> None:
     # Its lease ran out while the result waited: it looks available to the
     # claim, but the same statement completes it.
     await store.event_insert_many([NewEvent("t", {})])
@@ -52,7 +52,7 @@ async def test_an_event_the_claim_completes_is_not_claimed_again(store: SqlStore
     assert row is not None and row.processed and row.attempts == 1
 
 
-async def test_a_carried_completion_frees_the_next_event_of_its_aggregate(store: SqlStore) -> None:
+async def test_a_carried_completion_frees_the_next_event_of_its_aggregate(store: Store) -> None:
     aggregate = uuid.uuid4()
     chain = [NewEvent("t", {"n": n}, aggregate_id=aggregate) for n in range(3)]
     await store.event_insert_many(chain)
@@ -65,7 +65,7 @@ async def test_a_carried_completion_frees_the_next_event_of_its_aggregate(store:
     assert following.payload["n"] == 1
 
 
-async def test_an_ordered_claim_does_not_complete_past_a_head_taken_over(store: SqlStore) -> None:
+async def test_an_ordered_claim_does_not_complete_past_a_head_taken_over(store: Store) -> None:
     run = await run_with_head_taken_over(store)
     late = [WriteBack.succeeded(Lease.of(run[1]))]
     assert await store.event_claim_many("A:2", policy(ordered=True), completing=late) == []

@@ -15,6 +15,18 @@ def test_both_backends_define_the_same_names() -> None:
     assert set(queries.load("postgresql")) == set(queries.load("sqlite"))
 
 
+def _highest(pattern: str, text: str) -> int:
+    return max((int(n) for n in re.findall(pattern, text)), default=0)
+
+
+def test_both_backends_take_the_same_arguments_in_the_same_positions() -> None:
+    # The store builds one argument list per operation for both backends.
+    postgresql, sqlite = queries.load("postgresql"), queries.load("sqlite")
+    for name, text in postgresql.items():
+        assert _highest(r"\$(\d+)", text) == _highest(r"\?(\d+)", sqlite[name]), name
+        assert not re.search(r"(?<!:):[a-z_]+", sqlite[name].replace("'", "")), name
+
+
 @pytest.mark.parametrize("ordered", [True, False])
 @pytest.mark.parametrize("block", [True, False])
 @pytest.mark.parametrize("carrying", [True, False])
@@ -28,7 +40,7 @@ def test_every_claim_the_processor_can_ask_for_is_named(
 
 def test_no_statement_is_assembled_in_python() -> None:
     store = Path(queries.__file__).parents[1]
-    for module in store.glob("*.py"):
+    for module in store.rglob("*.py"):
         source = module.read_text()
         for match in re.finditer(r'f"""|f\'\'\'', source):
             line = source.count("\n", 0, match.start()) + 1
@@ -72,7 +84,7 @@ async def test_every_sqlite_query_prepares(sqlite_store: object, sqlite_url: str
     try:
         for name, text in queries.load("sqlite").items():
             for statement in queries.sqlite_statements(text):
-                params = dict.fromkeys(re.findall(r":(\w+)", statement))
+                params = [None] * _highest(r"\?(\d+)", statement)
                 try:
                     connection.execute(f"EXPLAIN {statement}", params)
                 except sqlite3.Error as exc:

@@ -9,14 +9,14 @@ from eventproc.store import (
     ClaimPolicy,
     EventFilter,
     Lease,
-    SqlStore,
+    Store,
     WriteBack,
 )
 
 POLICY = ClaimPolicy(lease_seconds=30, ordered=False, limit=100)
 
 
-async def test_insert_is_idempotent_by_id(store: SqlStore) -> None:
+async def test_insert_is_idempotent_by_id(store: Store) -> None:
     event = NewEvent("t", {"a": [1, 2]}, aggregate_id=uuid.uuid4(), aggregate_type="user")
     assert await store.event_insert_many([event]) == 1
     assert await store.event_insert_many([event]) == 0
@@ -26,7 +26,7 @@ async def test_insert_is_idempotent_by_id(store: SqlStore) -> None:
     assert row.aggregate_id == event.aggregate_id and row.version == 1 and not row.processed
 
 
-async def test_plain_sql_insert_with_seed_columns_is_claimable(store: SqlStore) -> None:
+async def test_plain_sql_insert_with_seed_columns_is_claimable(store: Store) -> None:
     event_id = uuid.uuid4()
     async with store.engine.begin() as conn:
         await conn.execute(
@@ -41,7 +41,7 @@ async def test_plain_sql_insert_with_seed_columns_is_claimable(store: SqlStore) 
     assert claimed.attempts == 1 and claimed.priority == 0
 
 
-async def test_replay_gives_fresh_budget(store: SqlStore) -> None:
+async def test_replay_gives_fresh_budget(store: Store) -> None:
     event = NewEvent("t", {})
     await store.event_insert_many([event])
     [claimed] = await store.event_claim_many("w:1", POLICY)
@@ -56,7 +56,7 @@ async def test_replay_gives_fresh_budget(store: SqlStore) -> None:
     assert again.attempts == 1
 
 
-async def test_seed_raw_sql_replay_resets_budget(store: SqlStore, backend: str) -> None:
+async def test_seed_raw_sql_replay_resets_budget(store: Store, backend: str) -> None:
     event = NewEvent("t", {}, metadata={"origin": "svc"})
     await store.event_insert_many([event])
     for n in range(2):  # two failed attempts, then a success
@@ -82,14 +82,14 @@ async def test_seed_raw_sql_replay_resets_budget(store: SqlStore, backend: str) 
     assert again.attempts == 1
 
 
-async def test_list_filters(store: SqlStore) -> None:
+async def test_list_filters(store: Store) -> None:
     await store.event_insert_many([NewEvent("a", {}), NewEvent("a", {}), NewEvent("b", {})])
     assert len(await store.event_list(EventFilter(event_type="a"))) == 2
     assert len(await store.event_list(EventFilter(processed=False, limit=1))) == 1
     assert await store.event_list(EventFilter(processed=True)) == []
 
 
-async def test_stats_snapshot(store: SqlStore) -> None:
+async def test_stats_snapshot(store: Store) -> None:
     await store.event_insert_many([NewEvent("t", {}) for _ in range(4)])
     [claimed, *_] = await store.event_claim_many("w:1", ClaimPolicy(30, False, 2))
     await store.event_write_back([WriteBack.dead_lettered(Lease.of(claimed), "x", 1)])
@@ -98,18 +98,18 @@ async def test_stats_snapshot(store: SqlStore) -> None:
     assert stats.dead_letters == 1 and stats.oldest_pending_at is not None
 
 
-async def test_local_publish_wakes_this_process(store: SqlStore) -> None:
+async def test_local_publish_wakes_this_process(store: Store) -> None:
     woken: list[int] = []
     store.add_local_waker(lambda: woken.append(1))
     await store.event_insert_many([NewEvent("t", {})])
     assert woken == [1]
 
 
-async def test_the_store_names_its_backend(store: SqlStore, backend: str) -> None:
+async def test_the_store_names_its_backend(store: Store, backend: str) -> None:
     assert store.backend == {"postgres": "postgresql", "sqlite": "sqlite"}[backend]
 
 
-async def test_ping_reads_database_clock(store: SqlStore) -> None:
+async def test_ping_reads_database_clock(store: Store) -> None:
     from datetime import UTC, datetime, timedelta
 
     now = await store.ping()

@@ -8,7 +8,7 @@ import pytest
 
 from eventproc import NewEvent
 from eventproc.errors import StoreError
-from eventproc.store import SqlStore, open_store
+from eventproc.store import Store, open_store
 from eventproc.store.protocol import ClaimPolicy
 
 
@@ -24,7 +24,7 @@ async def test_a_file_that_is_not_a_database_gives_a_store_error(tmp_path: Path)
 
 
 async def test_a_claim_waits_for_another_process_writer_then_goes_on(
-    sqlite_store: SqlStore, sqlite_url: str
+    sqlite_store: Store, sqlite_url: str
 ) -> None:
     await sqlite_store.event_insert_many([NewEvent("t.ok", {"n": n}) for n in range(5)])
     other = sqlite3.connect(sqlite_url.removeprefix("sqlite:///"), isolation_level=None)

@@ -4,19 +4,19 @@ import asyncio
 import uuid
 
 from eventproc.event import NewEvent, Outcome
-from eventproc.store import ClaimPolicy, Lease, SqlStore, WriteBack
+from eventproc.store import ClaimPolicy, Lease, Store, WriteBack
 from support.runs import run_with_head_taken_over
 
 POLICY = ClaimPolicy(lease_seconds=30, ordered=False, limit=100)
 
 
-async def claim_one(store: SqlStore, event: NewEvent, token: str = "w:1"):  # type: ignore[no-untyped-def]
+async def claim_one(store: Store, event: NewEvent, token: str = "w:1"):  # type: ignore[no-untyped-def]
     await store.event_insert_many([event])
     [claimed] = await store.event_claim_many(token, POLICY)
     return claimed
 
 
-async def test_complete_marks_processed_and_merges_metadata(store: SqlStore) -> None:
+async def test_complete_marks_processed_and_merges_metadata(store: Store) -> None:
     claimed = await claim_one(store, NewEvent("t", {}, metadata={"trace": "abc"}))
     assert await store.event_write_back([WriteBack.succeeded(Lease.of(claimed))]) == 1
     row = await store.event_get(claimed.id)
@@ -28,21 +28,21 @@ async def test_complete_marks_processed_and_merges_metadata(store: SqlStore) -> 
     assert "processed_at" in row.metadata
 
 
-async def test_complete_with_wrong_token_changes_nothing(store: SqlStore) -> None:
+async def test_complete_with_wrong_token_changes_nothing(store: Store) -> None:
     claimed = await claim_one(store, NewEvent("t", {}))
     assert await store.event_write_back([WriteBack.succeeded(Lease(claimed.id, "w:other"))]) == 0
     row = await store.event_get(claimed.id)
     assert row is not None and not row.processed and row.locked_by == "w:1"
 
 
-async def test_skipped_outcome_is_recorded(store: SqlStore) -> None:
+async def test_skipped_outcome_is_recorded(store: Store) -> None:
     claimed = await claim_one(store, NewEvent("t", {}))
     await store.event_write_back([WriteBack.skipped(Lease.of(claimed))])
     row = await store.event_get(claimed.id)
     assert row is not None and row.processed and row.outcome == "skipped"
 
 
-async def test_retry_schedules_and_records_error(store: SqlStore) -> None:
+async def test_retry_schedules_and_records_error(store: Store) -> None:
     claimed = await claim_one(store, NewEvent("t", {}, metadata={"keep": 1}))
     await store.event_write_back([WriteBack.retry(Lease.of(claimed), 0.2, "boom", 1)])
     row = await store.event_get(claimed.id)
@@ -56,14 +56,14 @@ async def test_retry_schedules_and_records_error(store: SqlStore) -> None:
     assert again.id == claimed.id and again.attempts == 2
 
 
-async def test_uncounted_retry_gives_the_attempt_back(store: SqlStore) -> None:
+async def test_uncounted_retry_gives_the_attempt_back(store: Store) -> None:
     claimed = await claim_one(store, NewEvent("t", {}))
     await store.event_write_back([WriteBack.rescheduled(Lease.of(claimed), 0, "later", 1)])
     row = await store.event_get(claimed.id)
     assert row is not None and row.attempts == 0 and "retry_count" not in row.metadata
 
 
-async def test_dead_letter_inserts_row_and_closes_event_together(store: SqlStore) -> None:
+async def test_dead_letter_inserts_row_and_closes_event_together(store: Store) -> None:
     claimed = await claim_one(store, NewEvent("t", {"x": 1}))
     stale = WriteBack.dead_lettered(Lease(claimed.id, "w:stale"), "nope", 5)
     assert await store.event_write_back([stale]) == 0
@@ -81,13 +81,13 @@ async def test_dead_letter_inserts_row_and_closes_event_together(store: SqlStore
     assert letter.original_created_at == claimed.created_at
 
 
-async def claim_many(store: SqlStore, count: int) -> list:  # type: ignore[type-arg]
+async def claim_many(store: Store, count: int) -> list:  # type: ignore[type-arg]
     await store.event_insert_many([NewEvent("t", {"n": n}) for n in range(count)])
     claimed = await store.event_claim_many("w:1", POLICY)
     return sorted(claimed, key=lambda event: event.payload["n"])
 
 
-async def test_a_batch_of_retries_is_written_together_and_fenced(store: SqlStore) -> None:
+async def test_a_batch_of_retries_is_written_together_and_fenced(store: Store) -> None:
     a, b, c, d = await claim_many(store, 4)
     failures = [
         WriteBack.retry(Lease.of(a), 60, "boom a", 1),
@@ -107,7 +107,7 @@ async def test_a_batch_of_retries_is_written_together_and_fenced(store: SqlStore
         assert row is not None and row.locked_by is None and row.next_attempt_at is not None
 
 
-async def test_a_batch_of_dead_letters_is_written_together_and_fenced(store: SqlStore) -> None:
+async def test_a_batch_of_dead_letters_is_written_together_and_fenced(store: Store) -> None:
     a, b, c = await claim_many(store, 3)
     burials = [
         WriteBack.dead_lettered(Lease.of(a), "broke a", 2, handler="h.a", fingerprint="broke <x>"),
@@ -130,14 +130,14 @@ async def test_a_batch_of_dead_letters_is_written_together_and_fenced(store: Sql
     assert row is not None and not row.processed and row.locked_by == "w:1"
 
 
-async def test_release_returns_event_without_spending_attempt(store: SqlStore) -> None:
+async def test_release_returns_event_without_spending_attempt(store: Store) -> None:
     claimed = await claim_one(store, NewEvent("t", {}))
     assert await store.event_release_many([Lease.of(claimed)]) == 1
     [again] = await store.event_claim_many("w:2", POLICY)
     assert again.attempts == 1
 
 
-async def test_renew_extends_only_held_leases(store: SqlStore) -> None:
+async def test_renew_extends_only_held_leases(store: Store) -> None:
     claimed = await claim_one(store, NewEvent("t", {}))
     renewed = await store.event_renew_leases(
         [Lease.of(claimed), Lease(uuid.uuid4(), "w:1")], lease_seconds=120
@@ -148,7 +148,7 @@ async def test_renew_extends_only_held_leases(store: SqlStore) -> None:
     assert row.locked_until > claimed.locked_until
 
 
-async def test_transaction_commits_handler_writes_with_completion(store: SqlStore) -> None:
+async def test_transaction_commits_handler_writes_with_completion(store: Store) -> None:
     claimed = await claim_one(store, NewEvent("t", {}))
     follow_up = NewEvent("follow", {})
     async with store.event_transaction(Lease.of(claimed)) as conn:
@@ -158,7 +158,7 @@ async def test_transaction_commits_handler_writes_with_completion(store: SqlStor
     assert await store.event_get(follow_up.id) is not None
 
 
-async def test_transaction_rolls_back_on_error(store: SqlStore) -> None:
+async def test_transaction_rolls_back_on_error(store: Store) -> None:
     import pytest
 
     claimed = await claim_one(store, NewEvent("t", {}))
@@ -172,7 +172,7 @@ async def test_transaction_rolls_back_on_error(store: SqlStore) -> None:
     assert await store.event_get(follow_up.id) is None
 
 
-async def test_transaction_refuses_a_lost_lease(store: SqlStore) -> None:
+async def test_transaction_refuses_a_lost_lease(store: Store) -> None:
     import pytest
 
     from eventproc.errors import LeaseLost
@@ -183,7 +183,7 @@ async def test_transaction_refuses_a_lost_lease(store: SqlStore) -> None:
             raise AssertionError("the handler must not run")
 
 
-async def test_in_order_completion_waits_for_a_predecessor_taken_over(store: SqlStore) -> None:
+async def test_in_order_completion_waits_for_a_predecessor_taken_over(store: Store) -> None:
     # A run [first, second] handled by worker A; while its results waited,
     # worker B took first over. A's late write-back must not mark second done
     # ahead of first's new handling.
@@ -196,7 +196,7 @@ async def test_in_order_completion_waits_for_a_predecessor_taken_over(store: Sql
     assert await store.event_write_back(late) == 1
 
 
-async def test_in_order_completion_of_a_whole_run_in_one_call(store: SqlStore) -> None:
+async def test_in_order_completion_of_a_whole_run_in_one_call(store: Store) -> None:
     aggregate = uuid.uuid4()
     events = [NewEvent("t", {"n": n}, aggregate_id=aggregate) for n in range(3)]
     await store.event_insert_many(events)

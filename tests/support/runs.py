@@ -5,11 +5,11 @@ import uuid
 from sqlalchemy import update
 
 from eventproc.event import Event, NewEvent
-from eventproc.store import ClaimPolicy, SqlStore
+from eventproc.store import ClaimPolicy, Store
 from eventproc.store.schema import events
 
 
-async def run_with_head_taken_over(store: SqlStore) -> list[Event]:
+async def run_with_head_taken_over(store: Store) -> list[Event]:
     """A run [n=1, n=2] of one aggregate claimed by worker A, whose head B then took over.
 
     As after an outage: B's claim committed, its revocation of A's run not

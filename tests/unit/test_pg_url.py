@@ -7,7 +7,7 @@ import ssl
 import asyncpg
 import pytest
 
-from eventproc.store.pg_url import ConnectionKind, PgUrl, UrlError, server_options
+from eventproc.store.postgres.url import ConnectionKind, PgUrl, UrlError, server_options
 
 KINDS = list(ConnectionKind)
 ASYNCPG_KEYWORDS = set(inspect.signature(asyncpg.connect).parameters)

@@ -4,7 +4,7 @@ import pytest
 from sqlalchemy import exc as sa_exc
 
 from eventproc.errors import StoreError, StoreUnavailable
-from eventproc.store.sqlstore import translate_error
+from eventproc.store.errors import translate_error
 
 
 class DriverError(Exception):
@@ -40,7 +40,7 @@ def test_deadlocks_and_serialization_failures_are_conflicts_to_retry_at_once() -
     import asyncpg
 
     from eventproc.errors import StoreConflict, StoreUnavailable
-    from eventproc.store.sqlstore import translate_error
+    from eventproc.store.errors import translate_error
 
     for exc in (
         asyncpg.exceptions.DeadlockDetectedError("deadlock detected"),

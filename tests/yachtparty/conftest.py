@@ -21,7 +21,7 @@ from eventproc.engine import Processor
 from eventproc.event import DeadLetter
 from eventproc.processor_config import ProcessorConfig
 from eventproc.retry import RetryPolicy
-from eventproc.store import EventFilter, SqlStore, open_store
+from eventproc.store import EventFilter, Store, open_store
 from yachtparty import registry
 from yachtparty.tables import (
     PACK_TABLES,
@@ -42,7 +42,7 @@ class Harness:
 
     retry = RETRY
 
-    def __init__(self, store: SqlStore, backend: str) -> None:
+    def __init__(self, store: Store, backend: str) -> None:
         self.store = store
         self.backend = backend
         self._phones = 0
@@ -172,7 +172,7 @@ class Harness:
 
 
 @pytest.fixture
-async def yp_store(store: SqlStore, backend: str) -> SqlStore:
+async def yp_store(store: Store, backend: str) -> Store:
     """The parametrised store with the pack's tables, empty (truncated on PostgreSQL)."""
     await store.migrate(registry.schema_hooks)
     if backend == "postgres":
@@ -182,7 +182,7 @@ async def yp_store(store: SqlStore, backend: str) -> SqlStore:
 
 
 @pytest.fixture
-def yp(yp_store: SqlStore, backend: str) -> Harness:
+def yp(yp_store: Store, backend: str) -> Harness:
     return Harness(yp_store, backend)
 
 
@@ -198,7 +198,7 @@ def empty_url(backend: str, tmp_path: Path, request: pytest.FixtureRequest) -> s
 
 
 @pytest.fixture
-async def empty_store(empty_url: str) -> AsyncIterator[SqlStore]:
+async def empty_store(empty_url: str) -> AsyncIterator[Store]:
     store = open_store(empty_url, worker_name="test")
     yield store
     await store.close()

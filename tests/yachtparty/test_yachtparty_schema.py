@@ -8,7 +8,7 @@ from typing import Any
 
 from sqlalchemy import inspect, select, update
 
-from eventproc.store import SqlStore
+from eventproc.store import Store
 from yachtparty import registry
 from yachtparty.tables import PACK_TABLES, credit_events, users
 
@@ -57,18 +57,18 @@ EXISTING_CONVERSATIONS = """
 """
 
 
-async def _tables(store: SqlStore) -> set[str]:
+async def _tables(store: Store) -> set[str]:
     async with store.engine.connect() as conn:
         return await conn.run_sync(lambda sync: set(inspect(sync).get_table_names()))
 
 
-async def _columns(store: SqlStore, table: str) -> dict[str, Any]:
+async def _columns(store: Store, table: str) -> dict[str, Any]:
     async with store.engine.connect() as conn:
         columns = await conn.run_sync(lambda sync: inspect(sync).get_columns(table))
     return {column["name"]: column for column in columns}
 
 
-async def test_migrate_creates_the_pack_tables_and_is_idempotent(empty_store: SqlStore) -> None:
+async def test_migrate_creates_the_pack_tables_and_is_idempotent(empty_store: Store) -> None:
     await empty_store.migrate(registry.schema_hooks)
     assert set(PACK_TABLES) <= await _tables(empty_store)
     assert len(PACK_TABLES) == 8
@@ -83,7 +83,7 @@ async def test_migrate_creates_the_pack_tables_and_is_idempotent(empty_store: Sq
     assert "metadata" in await _columns(empty_store, "conversations")
 
 
-async def test_existing_tables_and_data_are_left_alone(empty_store: SqlStore, backend: str) -> None:
+async def test_existing_tables_and_data_are_left_alone(empty_store: Store, backend: str) -> None:
     user_id, conversation_id = uuid.uuid4(), uuid.uuid4()
     uuid_type, time_type = (
         ("uuid", "timestamptz") if backend == "postgres" else ("CHAR(36)", "TEXT")

@@ -29,7 +29,7 @@ from eventproc.errors import StoreError, StoreUnavailable
 from eventproc.metrics import Metrics
 from eventproc.processor_config import ProcessorConfig
 from eventproc.stats import Stats
-from eventproc.store.protocol import Kind, Store, WriteBack
+from eventproc.store.protocol import Kind, Storage, WriteBack
 
 logger = logging.getLogger("eventproc.completer")
 
@@ -58,7 +58,7 @@ class Flushed:
 class Completer:
     def __init__(
         self,
-        store: Store,
+        store: Storage,
         stats: Stats,
         metrics: Metrics,
         *,

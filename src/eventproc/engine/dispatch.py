@@ -22,7 +22,7 @@ from eventproc.logs import EventLine
 from eventproc.metrics import OTHER_TYPE, Metrics
 from eventproc.registry import Handler, Registry
 from eventproc.retry import RetryPolicy
-from eventproc.store.protocol import Kind, Lease, Store, WriteBack
+from eventproc.store.protocol import Kind, Lease, Storage, WriteBack
 
 logger = logging.getLogger("eventproc.dispatch")
 log_processed = EventLine(logger, "Event processed", action="succeeded")
@@ -36,7 +36,7 @@ class Dispatcher:
     def __init__(
         self,
         registry: Registry,
-        store: Store,
+        store: Storage,
         *,
         retry: RetryPolicy,
         timeout_seconds: float,

@@ -12,7 +12,7 @@ from typing import Protocol
 from eventproc.errors import StoreError
 from eventproc.event import Event
 from eventproc.metrics import Metrics
-from eventproc.store.protocol import Lease, Store
+from eventproc.store.protocol import Lease, Storage
 
 logger = logging.getLogger("eventproc.processor")
 
@@ -24,7 +24,7 @@ class HeldRuns(Protocol):
 
 
 class Leases:
-    def __init__(self, store: Store, lease_seconds: float, metrics: Metrics) -> None:
+    def __init__(self, store: Storage, lease_seconds: float, metrics: Metrics) -> None:
         self.store = store
         self.lease_seconds = lease_seconds
         self.metrics = metrics

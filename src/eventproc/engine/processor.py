@@ -26,7 +26,7 @@ from eventproc.metrics import Metrics
 from eventproc.processor_config import ProcessorConfig
 from eventproc.registry import Registry
 from eventproc.stats import Stats
-from eventproc.store.protocol import ClaimPolicy, Store
+from eventproc.store.protocol import ClaimPolicy, Storage
 from eventproc.supervision import SideTasks
 
 logger = logging.getLogger("eventproc.processor")
@@ -41,7 +41,7 @@ def default_worker_id() -> str:
 class Processor:
     def __init__(
         self,
-        store: Store,
+        store: Storage,
         registry: Registry,
         config: ProcessorConfig | None = None,
         *,

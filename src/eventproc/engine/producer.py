@@ -24,7 +24,7 @@ from eventproc.errors import StoreConflict, StoreError, StoreUnavailable
 from eventproc.event import Event
 from eventproc.metrics import Metrics
 from eventproc.processor_config import ProcessorConfig
-from eventproc.store.protocol import ClaimPolicy, Store
+from eventproc.store.protocol import ClaimPolicy, Storage
 
 logger = logging.getLogger("eventproc.processor")
 
@@ -45,7 +45,7 @@ class Signals:
 class Producer:
     def __init__(
         self,
-        store: Store,
+        store: Storage,
         config: ProcessorConfig,
         slots: Slots,
         runners: Runners,

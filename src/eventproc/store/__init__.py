@@ -7,11 +7,10 @@ from eventproc.store.protocol import (
     EventFilter,
     Kind,
     Lease,
-    Store,
     StoreStats,
     WriteBack,
 )
-from eventproc.store.sqlstore import SqlStore
+from eventproc.store.store import Store
 
 
 def open_store(
@@ -20,23 +19,24 @@ def open_store(
     worker_name: str = "eventproc",
     pool_size: int = 10,
     async_commit: bool = True,
-) -> SqlStore:
+) -> Store:
     """Build (not connect) the store for ``url``: postgresql://… or sqlite:///…
 
-    ``async_commit``: see PostgresStore (SQLite's WAL with synchronous=NORMAL
+    ``async_commit``: see PostgresDriver (SQLite's WAL with synchronous=NORMAL
     already makes the same trade).
     """
     scheme = url.split(":", 1)[0].split("+", 1)[0]
     if scheme in ("postgresql", "postgres"):
-        from eventproc.store.postgres import PostgresStore
+        from eventproc.store.postgres.driver import PostgresDriver
 
-        return PostgresStore(
+        driver = PostgresDriver(
             url, worker_name=worker_name, pool_size=pool_size, async_commit=async_commit
         )
+        return Store(driver, worker_name=worker_name)
     if scheme == "sqlite":
-        from eventproc.store.sqlite import SqliteStore
+        from eventproc.store.sqlite.driver import SqliteDriver
 
-        return SqliteStore(url, worker_name=worker_name)
+        return Store(SqliteDriver(url), worker_name=worker_name)
     raise ValueError(f"unsupported database URL scheme {scheme!r}")
 
 
@@ -47,7 +47,6 @@ __all__ = [
     "EventFilter",
     "Kind",
     "Lease",
-    "SqlStore",
     "Store",
     "StoreStats",
     "WriteBack",

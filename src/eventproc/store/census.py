@@ -13,8 +13,10 @@ from datetime import datetime
 from sqlalchemy import func, inspect, select
 from sqlalchemy.ext.asyncio import AsyncConnection
 
+from eventproc.store.errors import translated
+from eventproc.store.rows import aware
 from eventproc.store.schema import events
-from eventproc.store.sqlstore import SqlStore, _aware, translated
+from eventproc.store.store import Store
 
 PENDING = "pending"
 
@@ -45,7 +47,7 @@ async def _has_events_table(connection: AsyncConnection) -> bool:
 
 
 @translated
-async def publishers(store: SqlStore) -> list[Publisher]:
+async def publishers(store: Store) -> list[Publisher]:
     """Every ``created_by`` in ``events`` with its count; empty when there is no table yet."""
     statement = select(events.c.created_by, func.count(), func.min(events.c.created_at)).group_by(
         events.c.created_by
@@ -55,14 +57,14 @@ async def publishers(store: SqlStore) -> list[Publisher]:
             return []
         rows = (await connection.execute(statement)).all()
     return [
-        Publisher(created_by, count, _aware(first) if first is not None else None)
+        Publisher(created_by, count, aware(first) if first is not None else None)
         for created_by, count, first in sorted(rows, key=lambda row: -row[1])
     ]
 
 
 @translated
 async def outcomes(
-    store: SqlStore, *, created_by: str | None = None, since: datetime | None = None
+    store: Store, *, created_by: str | None = None, since: datetime | None = None
 ) -> Outcomes:
     """Outcome counts of the events ``created_by`` published at or after ``since``."""
     statement = select(

@@ -1,8 +1,9 @@
-"""The storage seam: what the processor, admin and HTTP layers may ask of a store.
+"""The store's values (leases, write-backs, policies, summaries) and the engine's view of it.
 
-Every backend implements this Protocol and passes the same contract suite
-(tests/store). Differences between backends are capability flags, never a
-check of the URL in the caller.
+``Storage`` is what the engine may ask of the store: it depends on this
+Protocol, never on SQLAlchemy or a driver. ``eventproc.store.Store`` is the
+one implementation, over each backend's Driver (store/driver.py), and passes
+the contract suite (tests/store) on both backends.
 """
 
 import enum
@@ -192,7 +193,9 @@ class BlockedSummary:
         return max((self.database_now - min(since)).total_seconds(), 0.0)
 
 
-class Store(Protocol):
+class Storage(Protocol):
+    """What the engine may ask of the store (eventproc.store.Store is the one implementation)."""
+
     backend: Backend  # "postgresql" or "sqlite": names the named queries' file too
     url_for_display: str
 

@@ -80,3 +80,12 @@ def claim_query(*, ordered: bool, block_on_dead_letters: bool, carrying: bool) -
     if ordered:
         name += "_ordered_blocking" if block_on_dead_letters else "_ordered"
     return name + ("_carrying" if carrying else "")
+
+
+def claim_one_query(*, ordered: bool, block_on_dead_letters: bool) -> str:
+    """The name of the manual trigger's claim for these options."""
+    if not ordered:
+        return "event_claim_one"
+    return (
+        "event_claim_one_ordered_blocking" if block_on_dead_letters else "event_claim_one_ordered"
+    )

@@ -1,0 +1,90 @@
+"""Arguments of the named queries, built once for both backends.
+
+Positions follow the headers of store/queries/*.sql ($N on PostgreSQL, ?N
+on SQLite). Lists are one array per column; a driver encodes them for its
+database (asyncpg arrays; JSON arrays on SQLite).
+"""
+
+from collections.abc import Sequence
+from typing import Any
+
+from eventproc.event import NewEvent
+from eventproc.store.protocol import ClaimPolicy, Kind, Lease, WriteBack
+
+ERROR_CHARS = 2000  # of an error message kept in metadata.last_error
+CLAIM_WINDOW = 100  # available events an ordered claim looks at (see Store.event_claim_many)
+
+
+def claim_window(limit: int) -> int:
+    """Available events an ordered claim of ``limit`` tests against the aggregate gate."""
+    return max(CLAIM_WINDOW, limit * 5)
+
+
+def _by_id(items: Sequence[WriteBack]) -> list[WriteBack]:
+    # Sorted by id so that concurrent fenced updates of one worker (renewal,
+    # completion) lock shared rows in the same order more often; the plan
+    # decides the real order, so deadlocks still happen under load and are
+    # retried (40P01).
+    return sorted(items, key=lambda item: item.lease.event_id)
+
+
+def successes(batch: Sequence[WriteBack]) -> list[Any]:
+    """ids, tokens and outcomes of the successes in ``batch``."""
+    done = _by_id([item for item in batch if item.closing is not None])
+    return [
+        [item.lease.event_id for item in done],
+        [item.lease.token for item in done],
+        [item.closing.value for item in done if item.closing is not None],
+    ]
+
+
+def claim(
+    token: str, policy: ClaimPolicy, worker: str, completing: Sequence[WriteBack] = ()
+) -> list[Any]:
+    args: list[Any] = [token, policy.lease_seconds, policy.limit, claim_window(policy.limit)]
+    if completing:
+        args += [*successes(completing), worker]
+    return args
+
+
+def write_back(batch: Sequence[WriteBack], worker: str, *, in_order: bool) -> list[Any]:
+    retries = _by_id([item for item in batch if item.rescheduling])
+    letters = _by_id([item for item in batch if item.kind is Kind.DEAD_LETTERED])
+    return [
+        *successes(batch),
+        worker,
+        in_order,
+        [item.lease.event_id for item in retries],
+        [item.lease.token for item in retries],
+        [item.delay_seconds for item in retries],
+        [(item.error or "")[:ERROR_CHARS] for item in retries],
+        [item.attempt for item in retries],
+        [item.kind is Kind.RETRY for item in retries],
+        [item.lease.event_id for item in letters],
+        [item.lease.token for item in letters],
+        [item.error or "" for item in letters],
+        [item.attempt for item in letters],
+        [item.detail for item in letters],
+        [item.handler for item in letters],
+        [item.fingerprint for item in letters],
+    ]
+
+
+def leases(items: Sequence[Lease]) -> list[Any]:
+    ordered = sorted(items, key=lambda lease: lease.event_id)
+    return [[lease.event_id for lease in ordered], [lease.token for lease in ordered]]
+
+
+def insert(new_events: Sequence[NewEvent], dumps: Any) -> list[Any]:
+    """One list per column; payload and metadata as JSON text (``dumps``)."""
+    return [
+        [e.id for e in new_events],
+        [e.event_type for e in new_events],
+        [e.aggregate_id for e in new_events],
+        [e.aggregate_type for e in new_events],
+        [dumps(e.payload) for e in new_events],
+        [None if e.metadata is None else dumps(e.metadata) for e in new_events],
+        [e.version for e in new_events],
+        [e.created_by for e in new_events],
+        [e.priority for e in new_events],
+    ]

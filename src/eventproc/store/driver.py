@@ -1,0 +1,61 @@
+"""The seam under the Store: what each backend supplies, and nothing more.
+
+A driver runs named queries (store/queries/<backend>.sql, the same names and
+parameter positions on both backends), owns its connections and its clock,
+migrates its schema and watches for other processes' commits. Everything an
+operation means (which statement, which arguments, what the rows say) is
+written once, in store.py, above it.
+"""
+
+from collections.abc import Callable, Sequence
+from contextlib import AbstractAsyncContextManager
+from datetime import datetime
+from typing import Any, Protocol
+
+from sqlalchemy import ColumnElement
+from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
+
+from eventproc.event import Event
+from eventproc.store.protocol import SchemaHook
+from eventproc.store.queries import Backend
+
+Row = Sequence[Any]
+
+
+class Driver(Protocol):
+    backend: Backend
+    url_for_display: str
+    engine: AsyncEngine  # writes through SQLAlchemy: handlers' transactions, packs
+    reader: AsyncEngine  # reads that never wait for a writer
+
+    def now(self) -> ColumnElement[datetime]:
+        """The clock every scheduling decision uses, for Core reads."""
+        ...
+
+    def begin(self) -> AbstractAsyncContextManager[AsyncConnection]:
+        """A SQLAlchemy write transaction (committed on exit, rolled back on error)."""
+        ...
+
+    async def fetch(self, name: str, args: Sequence[Any], *, durable: bool = False) -> list[Row]:
+        """Run a named query in a transaction of its own on the driver's fast path.
+
+        The rows of every statement it holds, in order. ``durable``: the commit
+        waits for the write to reach disk even where fast commits are allowed.
+        """
+        ...
+
+    async def run(self, conn: AsyncConnection, name: str, args: Sequence[Any]) -> list[Row]:
+        """Run a named query inside ``conn``'s open transaction; its rows."""
+        ...
+
+    def event(self, row: Row) -> Event:
+        """An Event from a claim's RETURNING row."""
+        ...
+
+    async def open(self) -> None: ...
+    async def close(self) -> None: ...
+    async def migrate(self, hooks: Sequence[SchemaHook]) -> None: ...
+
+    async def listen(self, on_wake: Callable[[], None]) -> None:
+        """Call ``on_wake`` whenever another process publishes; runs until cancelled."""
+        ...

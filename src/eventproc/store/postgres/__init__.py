@@ -1,0 +1,1 @@
+"""The PostgreSQL driver: asyncpg for the hot path, SQLAlchemy for the rest."""

@@ -1,0 +1,101 @@
+"""Rows into eventproc's values: one mapping per shape, for both backends."""
+
+import json
+import uuid
+from collections.abc import Callable, Sequence
+from datetime import UTC, datetime
+from typing import Any
+
+from sqlalchemy.engine import Row
+
+from eventproc.event import DeadLetter, Event
+
+
+def aware(value: Any) -> datetime:
+    """A timezone-aware datetime from what either backend returns for a time."""
+    if isinstance(value, str):
+        value = datetime.fromisoformat(value)
+    assert isinstance(value, datetime)
+    return value if value.tzinfo else value.replace(tzinfo=UTC)
+
+
+def as_uuid(value: Any) -> uuid.UUID | None:
+    """A uuid from a native one (PostgreSQL) or its text form (SQLite)."""
+    if value is None or isinstance(value, uuid.UUID):
+        return value
+    return uuid.UUID(str(value))
+
+
+def uuid_of(value: Any) -> uuid.UUID:
+    """A uuid from a column that is never NULL (an id)."""
+    return value if isinstance(value, uuid.UUID) else uuid.UUID(str(value))
+
+
+def as_time(value: Any) -> datetime | None:
+    return None if value is None else aware(value)
+
+
+def event_from_returned(
+    row: Sequence[Any],
+    *,
+    to_uuid: Callable[[Any], Any] = as_uuid,
+    to_time: Callable[[Any], Any] = as_time,
+) -> Event:
+    """An Event from a named query's RETURNING row (columns as in ``EVENT_COLUMNS``).
+
+    payload and metadata arrive as JSON text. The converters accept what
+    both backends return; a driver whose values are already right may pass
+    cheaper ones.
+    """
+    return Event(
+        id=to_uuid(row[0]),
+        event_type=row[1],
+        aggregate_id=to_uuid(row[2]),
+        aggregate_type=row[3],
+        payload=json.loads(row[4]),
+        metadata=(json.loads(row[5]) if row[5] is not None else None) or {},
+        processed=bool(row[6]),
+        version=row[7] if row[7] is not None else 1,
+        created_at=to_time(row[8]),
+        created_by=row[9],
+        priority=row[10],
+        attempts=row[11],
+        next_attempt_at=to_time(row[12]),
+        locked_by=row[13],
+        locked_until=to_time(row[14]),
+        processed_at=to_time(row[15]),
+        outcome=row[16],
+    )
+
+
+def row_to_event(row: Row[Any]) -> Event:
+    """An Event from a SQLAlchemy Core row of ``events``."""
+    values = row._mapping
+    return Event(
+        id=values["id"],
+        event_type=values["event_type"],
+        payload=values["payload"],
+        aggregate_id=values["aggregate_id"],
+        aggregate_type=values["aggregate_type"],
+        metadata=values["metadata"] or {},
+        processed=bool(values["processed"]),
+        version=values["version"] if values["version"] is not None else 1,
+        created_at=values["created_at"],
+        created_by=values["created_by"],
+        priority=values["priority"],
+        attempts=values["attempts"],
+        next_attempt_at=values["next_attempt_at"],
+        locked_by=values["locked_by"],
+        locked_until=values["locked_until"],
+        processed_at=values["processed_at"],
+        outcome=values["outcome"],
+    )
+
+
+def row_to_dead_letter(row: Row[Any]) -> DeadLetter:
+    return DeadLetter(**dict(row._mapping))
+
+
+def sorted_for_handling(claimed: list[Event]) -> list[Event]:
+    """Claim order: priority first, then oldest (runs are grouped later)."""
+    return sorted(claimed, key=lambda e: (-e.priority, e.created_at or datetime.min, e.id))

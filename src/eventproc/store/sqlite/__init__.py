@@ -1,0 +1,1 @@
+"""The SQLite driver: the embedded default, one file, WAL, serialized writers."""
