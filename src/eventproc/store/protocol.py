@@ -12,7 +12,7 @@ from collections.abc import Awaitable, Callable, Sequence
 from contextlib import AbstractAsyncContextManager
 from dataclasses import dataclass
 from datetime import datetime
-from typing import Protocol
+from typing import NamedTuple, Protocol
 
 from sqlalchemy.ext.asyncio import AsyncConnection
 
@@ -22,8 +22,7 @@ from eventproc.store.queries import Backend
 SchemaHook = Callable[[AsyncConnection], Awaitable[None]]
 
 
-@dataclass(frozen=True, slots=True)
-class Lease:
+class Lease(NamedTuple):
     """Identifies one claim of one event: every write-back is fenced on it."""
 
     event_id: uuid.UUID
@@ -50,14 +49,16 @@ class Kind(enum.StrEnum):
 _CLOSING = {Kind.SUCCEEDED: Outcome.SUCCEEDED, Kind.SKIPPED: Outcome.SKIPPED}
 
 
-@dataclass(frozen=True, slots=True)
-class WriteBack:
+class WriteBack(NamedTuple):
     """The one result type: every outcome of a claim, written back fenced on its lease.
 
     Build it with the class methods; a batch of any mix goes to
     ``Store.event_write_back`` in one statement (one transaction on SQLite).
     ``attempt`` is the attempt that ended (a dead letter's retry_count);
-    ``delay_seconds`` applies to RETRY and RESCHEDULED.
+    ``delay_seconds`` applies to RETRY and RESCHEDULED. A NamedTuple, not a
+    frozen dataclass: one is made per event, and a frozen dataclass's
+    ``__init__`` (a ``object.__setattr__`` per field) cost ~5 us of the
+    worker's ~40 us per event (timeit, 8 fields).
     """
 
     lease: Lease
