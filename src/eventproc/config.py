@@ -79,6 +79,9 @@ class Settings(BaseSettings):
     # Database.
     database_url: str | None = None
     supabase_url: str | None = None
+    # The most PostgreSQL connections one process opens, all kinds counted
+    # (store/postgres/footprint.py; README "Connections per process").
+    database_pool_size: int = Field(20, ge=3, le=1000)
 
     # Processing.
     concurrency: int = Field(50, ge=1, le=10_000)

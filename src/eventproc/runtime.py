@@ -60,7 +60,8 @@ class Runtime:
         self.store: Store = open_store(
             settings.effective_database_url,
             worker_name=self.worker_id,
-            pool_size=min(max(settings.concurrency // 2, 5), 40),
+            pool_size=settings.database_pool_size,
+            listen=settings.listen and settings.enable_polling,
             async_commit=settings.effective_async_commit,
         )
         self.stats = Stats()

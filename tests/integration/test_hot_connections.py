@@ -7,7 +7,7 @@ from sqlalchemy import text
 from eventproc.errors import StoreUnavailable
 from eventproc.event import NewEvent
 from eventproc.store import ClaimPolicy, Lease, Store, WriteBack
-from eventproc.store.postgres.driver import HOT_CONNECTIONS, PostgresDriver
+from eventproc.store.postgres.driver import PostgresDriver
 from support.waiting import eventually
 
 POLICY = ClaimPolicy(lease_seconds=30, ordered=False, limit=5)
@@ -41,7 +41,9 @@ async def test_a_killed_claim_connection_is_replaced(pg_store: Store, pg_url: st
             break
         except StoreUnavailable:  # a dead connection was tried: dropped, not kept
             failures += 1
-            assert failures <= HOT_CONNECTIONS, "dead connections went back to the idle list"
+            assert failures <= pg_store.driver.footprint.hot, (
+                "dead connections went back to the idle list"
+            )
     assert {e.id for e in first}.isdisjoint(e.id for e in second) and len(second) == 5
     done = [WriteBack.succeeded(Lease.of(event)) for event in first + second]
     assert await pg_store.event_write_back(done) == 10
@@ -60,8 +62,8 @@ async def test_claims_reuse_a_few_connections(pg_store: Store, pg_url: str) -> N
         )
     finally:
         await admin.close()
-    # The pool's own connections (publishing) plus at most HOT_CONNECTIONS.
-    assert sessions <= HOT_CONNECTIONS + 2
+    # The pool's own connections (publishing) plus at most the hot ones.
+    assert sessions <= pg_store.driver.footprint.hot + 2
 
 
 @pytest.mark.parametrize("async_commit", [True, False])

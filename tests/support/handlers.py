@@ -28,3 +28,9 @@ async def slow(event: Event, ctx: HandlerContext) -> None:
     (MARKS / f"{event.id}.{ctx.attempt}.started").touch()
     await asyncio.sleep(float(event.payload.get("seconds", 1)))
     (MARKS / f"{event.id}.{ctx.attempt}.done").touch()
+
+
+@registry.handler("test.tx_hold", transactional=True, description="Holds its transaction a while.")
+async def tx_hold(event: Event, ctx: HandlerContext) -> None:
+    await asyncio.sleep(float(event.payload.get("seconds", 0.2)))
+    (MARKS / f"{event.id}.{ctx.attempt}.done").touch()

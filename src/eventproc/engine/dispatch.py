@@ -127,8 +127,11 @@ class Dispatcher:
         limit_seconds: float,
     ) -> WriteBack:
         if handler.transactional:
-            async with asyncio.timeout(limit_seconds):
-                async with self.store.event_transaction(lease) as conn:
+            # The handler's time starts once it has its connection: waiting
+            # for one (DATABASE_POOL_SIZE reached) is backpressure, bounded by
+            # the pool's timeout (then StoreUnavailable: rescheduled, uncounted).
+            async with self.store.event_transaction(lease) as conn:
+                async with asyncio.timeout(limit_seconds):
                     await handler.func(event, self._context(event, payload, conn))
             return WriteBack.committed(lease)
         call = handler.func(event, self._context(event, payload, None))

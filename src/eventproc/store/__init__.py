@@ -17,20 +17,27 @@ def open_store(
     url: str,
     *,
     worker_name: str = "eventproc",
-    pool_size: int = 10,
+    pool_size: int | None = None,
+    listen: bool = True,
     async_commit: bool = True,
 ) -> Store:
     """Build (not connect) the store for ``url``: postgresql://… or sqlite:///…
 
+    ``pool_size``: the most connections this process opens (PostgreSQL; see
+    store/postgres/footprint.py), ``listen`` whether one of them is for LISTEN.
     ``async_commit``: see PostgresDriver (SQLite's WAL with synchronous=NORMAL
     already makes the same trade).
     """
     scheme = url.split(":", 1)[0].split("+", 1)[0]
     if scheme in ("postgresql", "postgres"):
-        from eventproc.store.postgres.driver import PostgresDriver
+        from eventproc.store.postgres.driver import DEFAULT_POOL_SIZE, PostgresDriver
 
         driver = PostgresDriver(
-            url, worker_name=worker_name, pool_size=pool_size, async_commit=async_commit
+            url,
+            worker_name=worker_name,
+            pool_size=pool_size or DEFAULT_POOL_SIZE,
+            listen=listen,
+            async_commit=async_commit,
         )
         return Store(driver, worker_name=worker_name)
     if scheme == "sqlite":

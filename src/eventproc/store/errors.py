@@ -18,7 +18,15 @@ from eventproc.errors import StoreConflict, StoreError, StoreUnavailable
 P = ParamSpec("P")
 T = TypeVar("T")
 
-UNAVAILABLE = (sa_exc.OperationalError, sa_exc.InterfaceError, OSError, TimeoutError)
+# sa_exc.TimeoutError: no pooled connection came free within the pool's
+# timeout (DATABASE_POOL_SIZE reached): backpressure, not a failure.
+UNAVAILABLE = (
+    sa_exc.OperationalError,
+    sa_exc.InterfaceError,
+    sa_exc.TimeoutError,
+    OSError,
+    TimeoutError,
+)
 
 # SQLSTATEs after which the same statement can simply be tried again:
 # connection exceptions (class 08), the server starting, stopping or in

@@ -24,6 +24,7 @@ from eventproc.event import Event
 from eventproc.store import queries
 from eventproc.store.driver import Row
 from eventproc.store.errors import translate_error
+from eventproc.store.postgres.footprint import POOL_TIMEOUT_SECONDS, Footprint
 from eventproc.store.postgres.listen import listen
 from eventproc.store.postgres.url import ConnectionKind, PgUrl, UrlError
 from eventproc.store.protocol import SchemaHook
@@ -31,7 +32,7 @@ from eventproc.store.rows import event_from_returned
 from eventproc.store.types import UTCDateTime
 
 QUERIES = queries.load("postgresql")
-HOT_CONNECTIONS = 4  # hot connections kept open between uses (see _connection)
+DEFAULT_POOL_SIZE = 20  # DATABASE_POOL_SIZE's default: 1 LISTEN, 4 hot, 15 pooled
 
 
 @final
@@ -39,13 +40,20 @@ class PostgresDriver:
     backend: queries.Backend = "postgresql"
 
     def __init__(
-        self, url: str, *, worker_name: str, pool_size: int = 10, async_commit: bool = True
+        self,
+        url: str,
+        *,
+        worker_name: str,
+        pool_size: int = DEFAULT_POOL_SIZE,
+        listen: bool = True,
+        async_commit: bool = True,
     ) -> None:
         try:
             self.target = PgUrl.parse(url)
         except UrlError as exc:
             raise ConfigError(f"DATABASE_URL: {exc}") from None
         self.worker_name = worker_name
+        self.footprint = Footprint.of(pool_size, listen=listen)
         # The claim's best plan depends on its LIMIT and on how much of the
         # table is pending; a cached generic plan (chosen from stale
         # statistics, e.g. with autovacuum off) was measured to cut a drain
@@ -53,8 +61,9 @@ class PostgresDriver:
         planning = {"plan_cache_mode": "force_custom_plan"}
         self.engine = create_async_engine(
             "postgresql+asyncpg://",  # everything else comes from the parsed URL
-            pool_size=pool_size,
-            max_overflow=pool_size * 2,
+            pool_size=self.footprint.pooled,
+            max_overflow=0,  # the cap is the cap: callers past it wait (see footprint.py)
+            pool_timeout=POOL_TIMEOUT_SECONDS,
             pool_recycle=1800,
             connect_args=self.target.engine_args(planning),
         )
@@ -72,6 +81,7 @@ class PostgresDriver:
         )
         self._listen_connect_args = self.target.driver_args(ConnectionKind.LISTEN)
         self._hot_idle: list[asyncpg.Connection] = []
+        self._hot_slots = asyncio.Semaphore(self.footprint.hot)
         self._closed = False
         self.url_for_display = self.target.display
 
@@ -129,10 +139,16 @@ class PostgresDriver:
 
         Kept apart from the SQLAlchemy pool: checking a connection out of it
         and back in (greenlets, pool events) cost more worker CPU than the
-        statement itself. At most HOT_CONNECTIONS stay open between uses;
-        one whose statement failed for any reason but a database error is
-        closed instead, so a broken socket is never used twice.
+        statement itself. At most ``footprint.hot`` are open at once (a
+        caller past them waits for one) and stay open between uses; one whose
+        statement failed for any reason but a database error is closed
+        instead, so a broken socket is never used twice.
         """
+        async with self._hot_slots, self._hot_connection() as connection:
+            yield connection
+
+    @contextlib.asynccontextmanager
+    async def _hot_connection(self) -> AsyncIterator[asyncpg.Connection]:
         connection = None
         while self._hot_idle and connection is None:
             connection = self._hot_idle.pop()
@@ -161,7 +177,7 @@ class PostgresDriver:
             raise
         finally:
             if connection is not None:
-                if self._closed or len(self._hot_idle) >= HOT_CONNECTIONS:
+                if self._closed or len(self._hot_idle) >= self.footprint.hot:
                     _discard(connection)
                 else:
                     self._hot_idle.append(connection)
