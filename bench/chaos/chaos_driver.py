@@ -501,7 +501,7 @@ class ChaosRun:
         )
 
     async def _publish(self, url: str) -> None:
-        store = open_store(url, worker_name="chaos-publisher", pool_size=2)
+        store = open_store(url, worker_name="chaos-publisher", pool_size=3, listen=False)
         batch_size = self.config.publish_batch
         try:
             index = 0
