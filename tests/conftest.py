@@ -3,6 +3,11 @@
 PostgreSQL comes from EVENTPROC_TEST_DATABASE_URL (an admin URL; default
 postgresql://postgres@127.0.0.1:5432/postgres). If it cannot be reached the
 tests that need it FAIL: they are never skipped.
+
+The contract suite (tests/store) and tests marked ``through_pgbouncer`` run
+on a third backend, ``pgbouncer``: the same PostgreSQL database through a
+real PgBouncer in transaction mode (support/pgbouncer.py), with
+``?pgbouncer=true`` in the URL.
 """
 
 import asyncio
@@ -13,7 +18,8 @@ import asyncpg
 import pytest
 
 from eventproc.store import Store, open_store
-from support.databases import _dsn, drop_database, make_database
+from support.databases import ADMIN_URL, _dsn, drop_database, make_database
+from support.pgbouncer import PgBouncer, PgBouncerError
 
 SCRUBBED = (
     "DATABASE_URL",
@@ -43,7 +49,25 @@ SCRUBBED = (
     "SHUTDOWN_GRACE_SECONDS",
     "ALLOW_UNAUTHENTICATED",
     "MAX_BODY_BYTES",
+    "POOLER",
 )
+BACKENDS = ["sqlite", "postgres"]
+POOLED_BACKENDS = [*BACKENDS, "pgbouncer"]
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    config.addinivalue_line(
+        "markers", "through_pgbouncer: also run on the backend behind a transaction pooler"
+    )
+
+
+def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
+    """tests/store and tests marked through_pgbouncer run on three backends, the others two."""
+    if "backend" not in metafunc.fixturenames:
+        return
+    pooled = metafunc.definition.get_closest_marker("through_pgbouncer") is not None
+    pooled = pooled or metafunc.definition.path.parent.name == "store"
+    metafunc.parametrize("backend", POOLED_BACKENDS if pooled else BACKENDS)
 
 
 @pytest.fixture(autouse=True)
@@ -101,17 +125,40 @@ async def sqlite_store(sqlite_url: str) -> AsyncIterator[Store]:
     await store.close()
 
 
-@pytest.fixture(params=["sqlite", "postgres"])
-def backend(request: pytest.FixtureRequest) -> str:
-    return str(request.param)
+@pytest.fixture(scope="session")
+def pgbouncer() -> Iterator[PgBouncer]:
+    """One PgBouncer in transaction mode for the session: server connections outlive tests."""
+    yield from _pooler("transaction")
+
+
+@pytest.fixture(scope="session")
+def session_pooler() -> Iterator[PgBouncer]:
+    """A PgBouncer in session mode (Supabase's session pooler, port 5432 of the pooler host)."""
+    yield from _pooler("session")
+
+
+def _pooler(mode: str) -> Iterator[PgBouncer]:
+    """A PgBouncer in ``mode`` in front of the test server; never skipped (fails instead)."""
+    try:
+        pooler = PgBouncer(ADMIN_URL, mode)
+        pooler.start()
+    except PgBouncerError as exc:
+        pytest.fail(f"{exc} (the pooler tests are never skipped)", pytrace=False)
+    try:
+        yield pooler
+    finally:
+        pooler.stop()
 
 
 @pytest.fixture
 def store_url(backend: str, request: pytest.FixtureRequest) -> str:
     """The URL of a ready (migrated, empty) database of the parametrised backend."""
-    if backend == "postgres":
+    if backend in ("postgres", "pgbouncer"):
         url = str(request.getfixturevalue("pg_url"))
         asyncio.run(truncate_postgres(url))
+        if backend == "pgbouncer":
+            pooler: PgBouncer = request.getfixturevalue("pgbouncer")
+            return pooler.url(url, pgbouncer="true")
         return url
     url = str(request.getfixturevalue("sqlite_url"))
 

@@ -184,7 +184,7 @@ def publish(
     async def go() -> None:
         from eventproc.store import open_store
 
-        store = open_store(settings.effective_database_url)
+        store = open_store(settings.effective_database_url, pooler=settings.pooler)
         try:
             await store.migrate()
             await store.event_insert_many([event])

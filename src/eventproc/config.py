@@ -17,9 +17,12 @@ from pydantic_settings import BaseSettings, SettingsConfigDict
 from eventproc.errors import ConfigError
 from eventproc.processor_config import ProcessorConfig
 from eventproc.retry import RetryPolicy
-from eventproc.store.postgres.url import PgUrl, UrlError
+from eventproc.store.postgres.url import PgUrl, Pooler, UrlError
 
 DEFAULT_SQLITE_PATH = "eventproc.db"
+# POLL_INTERVAL_MS's default behind a transaction pooler, where LISTEN cannot
+# wake workers: pickups within about a second, one cheap claim a second when idle.
+TRANSACTION_POOLER_POLL_MS = 1000
 # Settings whose value is never repeated in an error (it may hold a password).
 SECRET = frozenset({"database_url", "api_token"})
 _HOST_LABEL = re.compile(r"(?!-)[A-Za-z0-9_-]{1,63}(?<!-)")
@@ -82,6 +85,9 @@ class Settings(BaseSettings):
     # The most PostgreSQL connections one process opens, all kinds counted
     # (store/postgres/footprint.py; README "Connections per process").
     database_pool_size: int = Field(20, ge=3, le=1000)
+    # What stands between eventproc and PostgreSQL; ?pgbouncer=true in
+    # DATABASE_URL means transaction. README "Using it with Supabase".
+    pooler: Pooler = Pooler.NONE
 
     # Processing.
     concurrency: int = Field(50, ge=1, le=10_000)
@@ -110,7 +116,9 @@ class Settings(BaseSettings):
     # Largest request body the HTTP API reads: a bigger one is refused (413) as it arrives.
     max_body_bytes: int = Field(65_536, ge=1024, le=67_108_864)
 
-    @field_validator("log_level", "log_format", "ordering", "aggregate_failure", mode="before")
+    @field_validator(
+        "log_level", "log_format", "ordering", "aggregate_failure", "pooler", mode="before"
+    )
     @classmethod
     def _any_case(cls, value: Any) -> Any:
         """Node users write LOG_LEVEL=INFO as often as info: every enum setting takes any case."""
@@ -160,6 +168,32 @@ class Settings(BaseSettings):
                 raise Refused(f"DATABASE_URL: {exc}") from None
         return value
 
+    @model_validator(mode="after")
+    def _apply_pooler(self) -> Self:
+        """POOLER and the URL's pgbouncer= agree; a transaction pooler changes two defaults.
+
+        LISTEN cannot work through a transaction pooler (the LISTEN runs on
+        whichever server connection the pooler lends, and is left behind
+        there), so it is off and polling is faster unless they are set.
+        """
+        if self.database_url is None or self.database_url.startswith("sqlite"):
+            if self.pooler is not Pooler.NONE:
+                raise Refused(f"POOLER={self.pooler} needs a PostgreSQL DATABASE_URL")
+            return self
+        url = PgUrl.parse(self.database_url)
+        if "pooler" not in self.model_fields_set:
+            self.pooler = url.mode
+        try:
+            url.behind(self.pooler)
+        except UrlError as exc:
+            raise Refused(f"DATABASE_URL: {exc}") from None
+        if self.pooler is Pooler.TRANSACTION:
+            if "listen" not in self.model_fields_set:
+                self.listen = False
+            if "poll_interval_ms" not in self.model_fields_set:
+                self.poll_interval_ms = TRANSACTION_POOLER_POLL_MS
+        return self
+
     @property
     def is_production(self) -> bool:
         return self.environment.lower() in {"production", "prod"}
@@ -171,11 +205,14 @@ class Settings(BaseSettings):
         With ORDERING=aggregate, an event's completion and its successor's
         claim could both be forgotten by a database crash after the
         successor's handler ran; the event would then run again after its
-        successor. Waiting for the flush rules that out.
+        successor. Waiting for the flush rules that out. Behind a transaction
+        pooler no session setting holds, so every commit waits unless the
+        role's own default is off (ALTER ROLE ... SET synchronous_commit =
+        off, with ASYNC_COMMIT=true: the durable writes still wait).
         """
         if self.async_commit is not None:
             return self.async_commit
-        return self.ordering is Ordering.NONE
+        return self.ordering is Ordering.NONE and self.pooler is not Pooler.TRANSACTION
 
     @property
     def effective_database_url(self) -> str:
@@ -243,9 +280,9 @@ def load_settings(**overrides: Any) -> Settings:
         raise ConfigError(
             "SUPABASE_URL is set but DATABASE_URL is not: eventproc talks to Postgres "
             "directly. Set DATABASE_URL to your project's connection string "
-            "(Project Settings > Database, session mode, port 5432); LISTEN does not "
-            "pass the transaction pooler on port 6543 (if you must use it, set "
-            "LISTEN=false)."
+            "(Project Settings > Database: direct, or session mode with POOLER=session, "
+            "port 5432; the transaction pooler on port 6543 needs POOLER=transaction "
+            "and works without LISTEN)."
         )
     return settings
 

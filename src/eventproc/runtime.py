@@ -63,6 +63,7 @@ class Runtime:
             pool_size=settings.database_pool_size,
             listen=settings.listen and settings.enable_polling,
             async_commit=settings.effective_async_commit,
+            pooler=settings.pooler,
         )
         self.stats = Stats()
         self.metrics = Metrics()

@@ -4,6 +4,8 @@ import asyncio
 import uuid
 from collections.abc import Awaitable, Callable
 
+import pytest
+
 from eventproc import Event, HandlerContext, NewEvent, Registry
 from eventproc.engine import Processor
 from eventproc.processor_config import ProcessorConfig
@@ -11,6 +13,7 @@ from eventproc.store import Store, open_store
 from support.waiting import eventually
 
 
+@pytest.mark.through_pgbouncer
 async def test_two_processors_share_work_without_overlap(store_url: str) -> None:
     registry = Registry()
     running: set[uuid.UUID] = set()

@@ -24,7 +24,7 @@ from eventproc.processor_config import ProcessorConfig
 from eventproc.registry import Registry
 from eventproc.store import ClaimPolicy, Store, open_store
 from eventproc.store.postgres.driver import PostgresDriver
-from eventproc.store.postgres.url import ConnectionKind
+from eventproc.store.postgres.url import ConnectionKind, Pooler
 from support.waiting import eventually
 
 POLICY = ClaimPolicy(lease_seconds=30, ordered=False, limit=5)
@@ -240,7 +240,7 @@ async def test_pgbouncer_and_cache_options_work_end_to_end(pg_store: Store, pg_u
         processor.stop()
         await task
         await store.close()
-    assert store.driver.target.pooler is True
+    assert store.driver.target.pooler is Pooler.TRANSACTION
 
 
 async def test_listener_reconnects_with_the_same_arguments(pg_url: str) -> None:

@@ -69,6 +69,7 @@ def flaky_registry(bad: set[int]) -> Registry:
     return registry
 
 
+@pytest.mark.through_pgbouncer
 async def test_seed_replay_closes_the_dead_letter_and_keeps_its_history(
     store: Store,
 ) -> None:
@@ -99,6 +100,7 @@ async def test_seed_replay_closes_the_dead_letter_and_keeps_its_history(
     assert previous["last_error"].startswith("LookupError: User ")
 
 
+@pytest.mark.through_pgbouncer
 async def test_replaying_a_still_bad_event_leaves_one_open_dead_letter(store: Store) -> None:
     registry = flaky_registry({1})
     event = NewEvent("t.flaky", {"n": 1, "user": "u"})

@@ -32,6 +32,7 @@ def config(**overrides: object) -> ProcessorConfig:
     return ProcessorConfig(**values)  # type: ignore[arg-type]
 
 
+@pytest.mark.through_pgbouncer
 async def test_processes_all_events_and_counts_them(store: Store) -> None:
     registry = Registry()
     seen: list[int] = []
@@ -48,6 +49,7 @@ async def test_processes_all_events_and_counts_them(store: Store) -> None:
     assert (await store.stats_snapshot()).backlog == 0
 
 
+@pytest.mark.through_pgbouncer
 async def test_failing_handler_retries_with_growing_delays_then_dead_letters_once(
     store: Store,
 ) -> None:
@@ -80,6 +82,7 @@ async def test_failing_handler_retries_with_growing_delays_then_dead_letters_onc
     assert processor.stats.error_count == 3 and processor.stats.dead_letter_count == 1
 
 
+@pytest.mark.through_pgbouncer
 async def test_permanent_error_dead_letters_at_once(store: Store) -> None:
     registry = Registry()
 
@@ -129,6 +132,7 @@ async def test_unknown_type_is_skipped_with_warning(
     assert "No handler registered for event type: nobody.handles.this" in caplog.text
 
 
+@pytest.mark.through_pgbouncer
 async def test_retry_later_does_not_spend_the_budget(store: Store) -> None:
     registry = Registry()
     calls: list[int] = []
@@ -198,6 +202,7 @@ async def test_a_handler_that_starts_quickly_then_waits_still_times_out(store: S
     assert time.monotonic() - began < 5
 
 
+@pytest.mark.through_pgbouncer
 async def test_transactional_handler_commits_effects_with_outcome(store: Store) -> None:
     registry = Registry()
 
@@ -221,6 +226,7 @@ async def test_transactional_handler_commits_effects_with_outcome(store: Store) 
     assert len(followups) == 1
 
 
+@pytest.mark.through_pgbouncer
 async def test_aggregate_events_run_one_at_a_time_in_order(store: Store) -> None:
     registry = Registry()
     running: set[uuid.UUID] = set()
@@ -333,6 +339,7 @@ async def test_park_moves_on_block_waits(store: Store) -> None:
     assert handled == [1, 2]
 
 
+@pytest.mark.through_pgbouncer
 async def test_burst_on_one_aggregate_drains_in_runs_and_in_order(store: Store) -> None:
     registry = Registry()
     order: list[int] = []
@@ -364,6 +371,7 @@ async def test_burst_on_one_aggregate_drains_in_runs_and_in_order(store: Store) 
     assert stats.backlog == 0
 
 
+@pytest.mark.through_pgbouncer
 async def test_transactional_event_in_a_run_commits_after_its_predecessor(
     store: Store,
 ) -> None:
@@ -472,6 +480,7 @@ async def test_claims_at_once_1_keeps_one_claim_out(
     assert claims.most == 1
 
 
+@pytest.mark.through_pgbouncer
 async def test_a_deep_backlog_is_claimed_by_several_claims_at_once(
     store: Store, monkeypatch: pytest.MonkeyPatch
 ) -> None:

@@ -67,7 +67,7 @@ async def test_seed_raw_sql_replay_resets_budget(store: Store, backend: str) -> 
     await store.event_write_back([WriteBack.succeeded(Lease.of(claimed))])
     merge = (
         "metadata || '{\"replayed\": true}'::jsonb"
-        if backend == "postgres"
+        if backend != "sqlite"
         else "json_patch(metadata, '{\"replayed\": true}')"
     )
     async with store.engine.begin() as conn:
@@ -106,7 +106,8 @@ async def test_local_publish_wakes_this_process(store: Store) -> None:
 
 
 async def test_the_store_names_its_backend(store: Store, backend: str) -> None:
-    assert store.backend == {"postgres": "postgresql", "sqlite": "sqlite"}[backend]
+    expected = {"postgres": "postgresql", "pgbouncer": "postgresql", "sqlite": "sqlite"}
+    assert store.backend == expected[backend]
 
 
 async def test_ping_reads_database_clock(store: Store) -> None:

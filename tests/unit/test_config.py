@@ -2,6 +2,7 @@ import pytest
 
 from eventproc.config import Ordering, load_settings
 from eventproc.errors import ConfigError
+from eventproc.store.postgres.url import Pooler
 
 
 def test_seed_defaults() -> None:
@@ -161,13 +162,83 @@ def test_libpq_url_parameters_are_accepted() -> None:
     url = (
         "postgresql://u:p@db:5432/app?connect_timeout=10&application_name=x"
         "&options=-c%20statement_timeout%3D5s&keepalives=1&sslmode=require"
-        "&target_session_attrs=read-write&pgbouncer=true&statement_cache_size=0"
+        "&target_session_attrs=read-write&statement_cache_size=0"
         "&prepared_statement_cache_size=0"
     )
     assert load_settings(database_url=url).database_url == url
+    # Through a transaction pooler, every parameter but a session setting in options.
+    pooled = url.replace("options=-c%20statement_timeout%3D5s", "pgbouncer=true")
+    assert load_settings(database_url=pooled).database_url == pooled
 
 
 def test_secrets_are_not_repeated_in_errors() -> None:
     with pytest.raises(ConfigError) as caught:
         load_settings(database_url="mysql://u:s3cret@db/app")
     assert "s3cret" not in str(caught.value) and "DATABASE_URL" in str(caught.value)
+
+
+PG = "postgresql://u@db:5432/app"
+
+
+def test_pooler_defaults_to_none_and_takes_any_case(monkeypatch: pytest.MonkeyPatch) -> None:
+    assert load_settings(database_url=PG).pooler is Pooler.NONE
+    monkeypatch.setenv("POOLER", "Session")
+    monkeypatch.setenv("DATABASE_URL", PG)
+    settings = load_settings()
+    assert settings.pooler is Pooler.SESSION
+    # A session pooler changes nothing the processor sees.
+    assert settings.listen is True and settings.poll_interval_ms == 10_000
+
+
+@pytest.mark.parametrize(
+    "overrides",
+    [{"pooler": "transaction", "database_url": PG}, {"database_url": f"{PG}?pgbouncer=true"}],
+)
+def test_a_transaction_pooler_turns_listen_off_and_polls_every_second(
+    overrides: dict[str, str],
+) -> None:
+    settings = load_settings(**overrides, ordering="none")
+    assert settings.pooler is Pooler.TRANSACTION
+    assert settings.listen is False and settings.poll_interval_ms == 1000
+    assert settings.processor_config().listen is False
+    assert settings.processor_config().poll_interval_ms == 1000
+    # No session setting holds there: every commit waits unless ASYNC_COMMIT says otherwise.
+    assert settings.effective_async_commit is False
+    assert load_settings(**overrides, async_commit=True).effective_async_commit is True
+
+
+def test_a_transaction_pooler_keeps_what_the_user_set(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("DATABASE_URL", f"{PG}?pgbouncer=true")
+    monkeypatch.setenv("LISTEN", "true")
+    monkeypatch.setenv("POLL_INTERVAL_MS", "250")
+    settings = load_settings()
+    assert settings.listen is True and settings.poll_interval_ms == 250
+
+
+@pytest.mark.parametrize(
+    ("overrides", "message"),
+    [
+        (
+            {"pooler": "session", "database_url": f"{PG}?pgbouncer=true"},
+            "DATABASE_URL: pgbouncer=true contradicts POOLER=session",
+        ),
+        (
+            {"pooler": "none", "database_url": f"{PG}?pgbouncer=true"},
+            "DATABASE_URL: pgbouncer=true contradicts POOLER=none",
+        ),
+        (
+            {"pooler": "transaction", "database_url": f"{PG}?pgbouncer=false"},
+            "DATABASE_URL: pgbouncer=false contradicts POOLER=transaction",
+        ),
+        (
+            {"pooler": "transaction", "database_url": f"{PG}?options=-c%20search_path%3Dx"},
+            "DATABASE_URL: options: search_path cannot be set through a transaction pooler",
+        ),
+        ({"pooler": "transaction"}, "POOLER=transaction needs a PostgreSQL DATABASE_URL"),
+        ({"pooler": "sometimes", "database_url": PG}, "POOLER='sometimes'"),
+    ],
+)
+def test_pooler_contradictions_are_one_line(overrides: dict[str, str], message: str) -> None:
+    with pytest.raises(ConfigError) as caught:
+        load_settings(**overrides)
+    assert message in str(caught.value) and "\n" not in str(caught.value)

@@ -7,7 +7,7 @@ import ssl
 import asyncpg
 import pytest
 
-from eventproc.store.postgres.url import ConnectionKind, PgUrl, UrlError, server_options
+from eventproc.store.postgres.url import ConnectionKind, PgUrl, Pooler, UrlError, server_options
 
 KINDS = list(ConnectionKind)
 ASYNCPG_KEYWORDS = set(inspect.signature(asyncpg.connect).parameters)
@@ -159,9 +159,10 @@ def test_keepalives_become_socket_options() -> None:
 
 def test_pgbouncer_and_statement_caches_are_typed_and_kept_to_their_connections() -> None:
     pooled = parse("pgbouncer=true")
-    assert pooled.pooler is True
+    assert pooled.pooler is Pooler.TRANSACTION
     assert pooled.statement_cache_size == 0 and pooled.prepared_statement_cache_size == 0
-    assert parse("pgbouncer=false").pooler is False
+    assert parse("pgbouncer=false").pooler is Pooler.NONE
+    assert parse("").pooler is None and parse("").mode is Pooler.NONE
     explicit = parse("pgbouncer=true&statement_cache_size=50")
     assert explicit.statement_cache_size == 50
 
@@ -175,6 +176,86 @@ def test_pgbouncer_and_statement_caches_are_typed_and_kept_to_their_connections(
     asyncpg_cache = parse("statement_cache_size=7")
     assert all(asyncpg_cache.driver_args(kind)["statement_cache_size"] == 7 for kind in KINDS)
     assert "prepared_statement_cache_size" not in asyncpg_cache.engine_args()
+
+
+OWN = {"plan_cache_mode": "force_custom_plan", "synchronous_commit": "off"}
+
+
+def test_direct_connections_send_every_setting_at_start_up() -> None:
+    url = parse("options=-c%20statement_timeout%3D5s")
+    assert url.driver_args(ConnectionKind.HOT, OWN)["server_settings"] == {
+        **OWN,
+        "statement_timeout": "5s",
+        "application_name": "eventproc",
+    }
+    assert url.session_settings(OWN) == {}
+    assert "statement_cache_size" not in url.driver_args(ConnectionKind.HOT, OWN)
+
+
+def test_a_session_pooler_gets_its_settings_by_set_after_connecting() -> None:
+    """PgBouncer refuses plan_cache_mode at start-up in session mode too (measured, 1.18)."""
+    url = parse("options=-c%20statement_timeout%3D5s&application_name=billing").behind(
+        Pooler.SESSION
+    )
+    assert url.mode is Pooler.SESSION
+    for kind in KINDS:
+        args = url.driver_args(kind, OWN)
+        assert args["server_settings"] == {"application_name": "billing"}
+        assert "statement_cache_size" not in args  # named statements work: one session
+    assert url.session_settings(OWN) == {**OWN, "statement_timeout": "5s"}
+    assert "prepared_statement_cache_size" not in url.engine_args(OWN)
+
+
+@pytest.mark.parametrize("how", ["pgbouncer=true", "POOLER=transaction"])
+def test_a_transaction_pooler_gets_no_session_state_on_any_connection(how: str) -> None:
+    query = "application_name=billing&options=-c%20TimeZone%3DUTC&sslmode=require"
+    if how == "pgbouncer=true":
+        url = parse(f"{query}&pgbouncer=true").behind(Pooler.TRANSACTION)
+    else:
+        url = parse(query).behind(Pooler.TRANSACTION)
+    assert url.mode is Pooler.TRANSACTION
+    for kind in KINDS:
+        args = url.driver_args(kind, OWN)
+        # Only what PgBouncer 1.18 accepts at start-up; eventproc's own are dropped.
+        assert args["server_settings"] == {"TimeZone": "UTC", "application_name": "billing"}
+        assert args["statement_cache_size"] == 0  # unnamed statements only
+        assert args["dsn"] == "postgresql://?sslmode=require"
+    assert url.session_settings(OWN) == {}
+    engine = url.engine_args(OWN)
+    assert engine["prepared_statement_cache_size"] == 0 and engine["statement_cache_size"] == 0
+    # Unique statement names fail in autocommit through the pooler (url.py says why).
+    assert "prepared_statement_name_func" not in engine
+
+
+def test_explicit_caches_win_behind_a_transaction_pooler() -> None:
+    url = parse("statement_cache_size=100&prepared_statement_cache_size=5")
+    pooled = url.behind(Pooler.TRANSACTION)
+    assert pooled.driver_args(ConnectionKind.HOT)["statement_cache_size"] == 100
+    assert pooled.engine_args()["prepared_statement_cache_size"] == 5
+    assert type(pooled.engine_args()["prepared_statement_cache_size"]) is int
+
+
+@pytest.mark.parametrize(
+    ("query", "pooler", "message"),
+    [
+        ("pgbouncer=true", Pooler.SESSION, "pgbouncer=true contradicts POOLER=session"),
+        ("pgbouncer=true", Pooler.NONE, "pgbouncer=true contradicts POOLER=none"),
+        ("pgbouncer=false", Pooler.TRANSACTION, "pgbouncer=false contradicts POOLER=transaction"),
+        ("options=-c%20search_path%3Dx", Pooler.TRANSACTION, "options: search_path cannot be set"),
+    ],
+)
+def test_pooler_contradictions_are_one_line(query: str, pooler: Pooler, message: str) -> None:
+    with pytest.raises(UrlError) as caught:
+        parse(query).behind(pooler)
+    assert message in str(caught.value) and "\n" not in str(caught.value)
+
+
+def test_pooler_agreements() -> None:
+    assert parse("pgbouncer=false").behind(Pooler.SESSION).mode is Pooler.SESSION
+    assert parse("pgbouncer=true").behind(Pooler.TRANSACTION).mode is Pooler.TRANSACTION
+    assert parse("pgbouncer=true").behind(None).mode is Pooler.TRANSACTION
+    with pytest.raises(UrlError, match="options: statement_timeout cannot be set"):
+        parse("pgbouncer=true&options=-c%20statement_timeout%3D5s")
 
 
 @pytest.mark.parametrize(

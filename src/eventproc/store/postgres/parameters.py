@@ -164,7 +164,8 @@ def _set_cache(values: Values, name: str, value: str) -> None:
 
 
 def _set_pooler(values: Values, name: str, value: str) -> None:
-    values["pooler"] = values["pooler_defaults"] = _flag(name, value)
+    # Prisma's spelling, which Supabase documents: true means a transaction pooler.
+    values["pooler"] = "transaction" if _flag(name, value) else "none"
 
 
 def _set_session_attrs(values: Values, name: str, value: str) -> None:

@@ -1,4 +1,4 @@
-"""What a connection's socket gets: libpq's TCP keepalives, the system's TLS trust.
+"""What a connection gets: libpq's TCP keepalives, the system's TLS trust, session settings.
 
 Built once per setting and imported only where asyncpg is needed.
 """
@@ -6,6 +6,7 @@ Built once per setting and imported only where asyncpg is needed.
 import functools
 import socket
 import ssl
+from collections.abc import Mapping
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
@@ -27,12 +28,41 @@ def connection_class(keepalives: "Keepalives") -> type[Any]:
     class Connection(asyncpg.Connection):  # type: ignore[misc]
         def __init__(self, protocol: Any, transport: Any, *args: Any, **kwargs: Any) -> None:
             super().__init__(protocol, transport, *args, **kwargs)
+            # Described unnamed statements by text, kept by PostgresDriver
+            # when asyncpg's own (named) cache is off.
+            self.unnamed: dict[str, Any] = {}
             sock = transport.get_extra_info("socket")
             if sock is not None and sock.family in (socket.AF_INET, socket.AF_INET6):
                 for level, option, value in options:
                     sock.setsockopt(level, option, value)
 
     return Connection
+
+
+# One round trip for any number of settings, with no quoting of names or values.
+SET_SESSION = (
+    "SELECT set_config(name, setting, false)"
+    " FROM unnest($1::text[], $2::text[]) AS s(name, setting)"
+)
+
+
+def session_arguments(settings: Mapping[str, str]) -> tuple[list[str], list[str]]:
+    """SET_SESSION's arguments for ``settings``."""
+    return list(settings), list(settings.values())
+
+
+async def connect(args: Mapping[str, Any], settings: Mapping[str, str]) -> Any:
+    """``asyncpg.connect(**args)``, then ``settings`` SET for the session (a session pooler)."""
+    import asyncpg
+
+    connection = await asyncpg.connect(**args)
+    if settings:
+        try:
+            await connection.execute(SET_SESSION, *session_arguments(settings))
+        except BaseException:
+            connection.terminate()
+            raise
+    return connection
 
 
 def _socket_options(keepalives: "Keepalives") -> list[tuple[int, int, int]]:

@@ -9,8 +9,14 @@ frozen :class:`PgUrl`, and each kind of connection eventproc opens (the
 SQLAlchemy pool, the raw hot-path connections, the LISTEN connection) gets
 exactly the arguments meant for it. A parameter eventproc cannot honour is
 refused with one line naming it, before anything connects.
+
+A pooler in the way (:class:`Pooler`) changes what may be sent: PgBouncer
+refuses every start-up setting but a few (``unsupported startup parameter:
+plan_cache_mode``, in session and transaction mode alike), and a transaction
+pooler keeps nothing of a session between transactions.
 """
 
+import dataclasses
 import enum
 import urllib.parse
 from collections.abc import Mapping
@@ -28,7 +34,27 @@ from eventproc.store.postgres.parameters import (
 )
 from eventproc.store.postgres.transport import connection_class, system_context
 
-__all__ = ["ConnectionKind", "Keepalives", "PgUrl", "UrlError", "server_options"]
+__all__ = ["ConnectionKind", "Keepalives", "PgUrl", "Pooler", "UrlError", "server_options"]
+
+# The start-up settings PgBouncer (1.18 and later) accepts without being
+# configured to ignore others, which a Supabase user cannot do.
+POOLER_STARTUP = frozenset(
+    {"application_name", "client_encoding", "datestyle", "timezone", "standard_conforming_strings"}
+)
+
+
+class Pooler(enum.StrEnum):
+    """What stands between eventproc and PostgreSQL (POOLER, or the URL's pgbouncer=)."""
+
+    NONE = "none"  # direct: settings at start-up, named statements cached per connection
+    # A session pooler (Supabase's on port 5432 of the pooler host): the
+    # client keeps its server connection, so everything works as direct, but
+    # settings are SET once after connecting, not sent at start-up.
+    SESSION = "session"
+    # A transaction pooler (Supabase's port 6543, pgbouncer=true): each
+    # transaction may run on another server connection, so no session state
+    # at all (see PgUrl.driver_args and PostgresDriver).
+    TRANSACTION = "transaction"
 
 
 class ConnectionKind(enum.Enum):
@@ -73,12 +99,35 @@ class PgUrl:
     gsslib: str | None = None
     statement_cache_size: int | None = None  # asyncpg's, on every raw connection
     prepared_statement_cache_size: int | None = None  # SQLAlchemy's, on the pool
-    pooler: bool = False  # pgbouncer=true: a transaction pooler is in the way
+    pooler: Pooler | None = None  # pgbouncer=true: TRANSACTION, false: NONE; None: not said
 
     @classmethod
     def parse(cls, url: str) -> "PgUrl":
         """Parse ``postgresql://`` (or ``postgres://``) URLs; raise UrlError on anything else."""
         return _parse(url)
+
+    @property
+    def mode(self) -> Pooler:
+        """The pooler eventproc connects through (NONE unless the URL or POOLER says)."""
+        return Pooler.NONE if self.pooler is None else self.pooler
+
+    def behind(self, pooler: Pooler | None) -> "PgUrl":
+        """This URL with POOLER applied (None: as the URL says); UrlError on a contradiction."""
+        if pooler is None or pooler is self.pooler:
+            return self
+        said = self.pooler
+        if said is not None and (said is Pooler.TRANSACTION) != (pooler is Pooler.TRANSACTION):
+            given = "pgbouncer=true" if said is Pooler.TRANSACTION else "pgbouncer=false"
+            raise UrlError(
+                f"{given} contradicts POOLER={pooler.value} "
+                "(pgbouncer=true means POOLER=transaction): keep one of them"
+            )
+        values: Values = {"pooler": pooler}
+        if pooler is Pooler.TRANSACTION:
+            _check_startup(dict(self.server_settings))
+            caches = ("statement_cache_size", "prepared_statement_cache_size")
+            values.update(_transaction_caches({name: getattr(self, name) for name in caches}))
+        return dataclasses.replace(self, **values)
 
     @property
     def display(self) -> str:
@@ -108,6 +157,29 @@ class PgUrl:
         )
         return merged
 
+    def startup_settings(self, own: Mapping[str, str] | None = None) -> dict[str, str]:
+        """What a connection sends at start-up: every setting when direct, few through a pooler.
+
+        A transaction pooler gets neither eventproc's own settings nor any
+        the URL could not pass (refused at parsing): ``synchronous_commit``
+        cannot hold for a session there, and ``plan_cache_mode`` is not
+        needed, since every statement is unnamed and so planned with its own
+        values (see PostgresDriver).
+        """
+        if self.mode is Pooler.NONE:
+            return self.settings(own)
+        if self.mode is Pooler.SESSION:
+            return {"application_name": self.settings()["application_name"]}
+        return self.settings()  # the URL's, all of them in POOLER_STARTUP
+
+    def session_settings(self, own: Mapping[str, str] | None = None) -> dict[str, str]:
+        """What a connection SETs right after connecting (through a session pooler only)."""
+        if self.mode is not Pooler.SESSION:
+            return {}
+        merged = self.settings(own)
+        del merged["application_name"]  # sent at start-up, which PgBouncer allows
+        return merged
+
     def driver_args(
         self, kind: ConnectionKind, own_settings: Mapping[str, str] | None = None
     ) -> dict[str, Any]:
@@ -126,7 +198,7 @@ class PgUrl:
         if self.gsslib is not None:
             args["gsslib"] = self.gsslib
         args["timeout"] = self.connect_timeout
-        args["server_settings"] = self.settings(own_settings)
+        args["server_settings"] = self.startup_settings(own_settings)
         cache = self.statement_cache_size
         if cache is None and kind is ConnectionKind.HOT:
             # The hot path runs the statements the pool would otherwise run:
@@ -217,9 +289,35 @@ def _finish(values: Values) -> PgUrl:
         raise UrlError(f"{len(ports)} ports for {len(hosts)} hosts")
     values["server_settings"] = tuple(values.pop("settings", {}).items())
     values["keepalives"] = Keepalives(**values.pop("keepalive", {}))
-    if values.pop("pooler_defaults", False):
-        # pgbouncer=true: a transaction pooler does not keep a client's
-        # prepared statements between transactions; both caches off unless set.
-        values.setdefault("statement_cache_size", 0)
-        values.setdefault("prepared_statement_cache_size", 0)
+    if "pooler" in values:
+        values["pooler"] = Pooler(values["pooler"])
+    if values.get("pooler") is Pooler.TRANSACTION:
+        _check_startup(dict(values["server_settings"]))
+        values.update(_transaction_caches(values))
     return PgUrl(**values)
+
+
+def _transaction_caches(values: Mapping[str, Any]) -> Values:
+    """A transaction pooler keeps no client's prepared statements: both caches off unless set.
+
+    With asyncpg's cache off, every statement (SQLAlchemy's too) is unnamed
+    and asyncpg sends its text again with each execution, so it never needs
+    the server connection it was described on. Unique names instead (what
+    SQLAlchemy suggests for PgBouncer) were measured to fail through PgBouncer
+    1.18 in autocommit, where describing and executing are two transactions
+    that may land on two server connections: "prepared statement ... does
+    not exist".
+    """
+    return {
+        name: 0 if values.get(name) is None else values[name]
+        for name in ("statement_cache_size", "prepared_statement_cache_size")
+    }
+
+
+def _check_startup(settings: Mapping[str, str]) -> None:
+    for name in settings:
+        if name.lower() not in POOLER_STARTUP:
+            raise UrlError(
+                f"options: {name} cannot be set through a transaction pooler (it keeps no "
+                f"session settings): set it on the role instead (ALTER ROLE ... SET {name} = ...)"
+            )
