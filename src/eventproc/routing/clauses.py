@@ -4,7 +4,8 @@ A clause tests ONE event value that is present and is neither an object nor
 an array (arrays are taken apart by the field, objects are never leaf
 values). Types follow EventBridge: the string operators see only strings,
 ``numeric`` only JSON numbers (booleans are not numbers), and ``"5"`` never
-equals ``5``.
+equals ``5``. ``equals-ignore-case`` (alone or inside prefix, suffix and
+anything-but) compares ``str.lower()`` of both sides.
 """
 
 from typing import Any
