@@ -115,6 +115,13 @@ class Metrics:
             registry=self.registry,
         )
 
+        self.listen_verified = Gauge(
+            "eventproc_listen_verified",
+            "1 while the last LISTEN probe arrived (wake-ups by NOTIFY), "
+            "0 otherwise: polling, SQLite, LISTEN=false.",
+            registry=self.registry,
+        )
+
     def count(self, event_type: str, outcome: str) -> None:
         """One handled attempt of ``event_type`` ended in ``outcome``."""
         self.event_counts.count(event_type, outcome)

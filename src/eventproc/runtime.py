@@ -67,6 +67,8 @@ class Runtime:
         )
         self.stats = Stats()
         self.metrics = Metrics()
+        wake_ups = self.store.wake_ups
+        self.metrics.listen_verified.set_function(lambda: 1 if wake_ups.mode == "listen" else 0)
         self.processor = Processor(
             self.store,
             self.registry,
@@ -133,6 +135,9 @@ class Runtime:
             reasons.append(f"processor stopped: {self.processor.crash}")
         if stats is None:
             reasons.append(self.processor.last_error or "database unreachable")
+        wake_ups = self.store.wake_ups
+        if wake_ups.failing:  # meant to listen, polling instead
+            reasons.append(f"wake-ups by polling only: {wake_ups.reason}")
         if self.blocked_too_long() and self.blocked is not None:
             reasons.append(
                 f"{self.blocked.count}{'+' if self.blocked.capped else ''} aggregate(s) blocked; "

@@ -2,8 +2,10 @@
 
 It also counts PostgreSQL round trips: every ReadyForQuery ('Z') message the
 server sends ends one request of the client (a simple query, or an extended
-query's Sync), whatever driver sent it. Needs a plaintext connection
-(``sslmode=disable``).
+query's Sync), whatever driver sent it. With ``drop_notifications`` it
+forwards everything but the server's NotificationResponse ('A') messages, as
+a transaction pooler loses them (LISTEN succeeds, nothing arrives). Needs a
+plaintext connection (``sslmode=disable``).
 """
 
 import asyncio
@@ -12,10 +14,14 @@ import struct
 
 
 class Proxy:
-    def __init__(self, target_host: str, target_port: int) -> None:
+    def __init__(
+        self, target_host: str, target_port: int, *, drop_notifications: bool = False
+    ) -> None:
         self.target = (target_host, target_port)
         self.port = 0
         self.round_trips = 0  # ReadyForQuery messages, start-up ones excluded
+        self.drop_notifications = drop_notifications  # may be switched while running
+        self.dropped = 0  # NotificationResponse messages not forwarded
         self._server: asyncio.Server | None = None
         self._writers: set[asyncio.StreamWriter] = set()
 
@@ -53,7 +59,11 @@ class Proxy:
             with contextlib.suppress(OSError, asyncio.CancelledError):
                 while data := await src.read(65536):
                     self.round_trips += counter.feed(data)
-                    dst.write(data)
+                    for message in counter.take():
+                        if self.drop_notifications and message[:1] == b"A":
+                            self.dropped += 1
+                        else:
+                            dst.write(message)
                     await dst.drain()
             dst.transport.abort()
 
@@ -62,24 +72,38 @@ class Proxy:
 
 
 class _ReadyCounter:
-    """Splits the server's byte stream into messages; counts 'Z' after the first."""
+    """Splits the server's byte stream into messages; counts 'Z' after the first.
+
+    ``take`` hands back what ``feed`` was given, cut at message ends (the
+    bytes of an unfinished message wait for the rest); a stream it cannot
+    read (TLS) passes through as it comes.
+    """
 
     def __init__(self) -> None:
         self._buffer = b""
+        self._ready: list[bytes] = []
         self._started = False
         self._first_byte = True
         self._unreadable = False  # TLS, or not PostgreSQL: count nothing
 
+    def take(self) -> list[bytes]:
+        ready, self._ready = self._ready, []
+        if self._unreadable and self._buffer:
+            ready.append(self._buffer)
+            self._buffer = b""
+        return ready
+
     def feed(self, data: bytes) -> int:
+        self._buffer += data
         if self._unreadable:
             return 0
-        self._buffer += data
         if self._first_byte:
             self._first_byte = False
             if self._buffer[:1] == b"S":  # TLS follows
                 self._unreadable = True
                 return 0
             if self._buffer[:1] == b"N":  # "no SSL", a lone byte
+                self._ready.append(self._buffer[:1])
                 self._buffer = self._buffer[1:]
         count = 0
         while len(self._buffer) >= 5:
@@ -90,6 +114,7 @@ class _ReadyCounter:
                 return count
             if len(self._buffer) < 1 + length:
                 break
+            self._ready.append(self._buffer[: 1 + length])
             self._buffer = self._buffer[1 + length :]
             if kind == b"Z":
                 if self._started:

@@ -157,8 +157,7 @@ class Processor:
         self._side = side
         completer = side.start(self.completer.run(), "eventproc-completer")
         side.start(self.leases.keep(self.runners), "eventproc-leases")
-        if self.config.polling_enabled and self.config.listen:
-            side.start(self.store.listen(self.wake), "eventproc-listen")
+        self._start_wake_ups(side)
         self.slots.producing = True
         try:
             await self.producer.produce(until_idle)
@@ -175,6 +174,15 @@ class Processor:
                 self.producer.take_flushes()
                 self._running = False
         side.raise_crash()
+
+    def _start_wake_ups(self, side: SideTasks) -> None:
+        """Start the listener, or say why there is none (the listener reports its own state)."""
+        if not self.config.polling_enabled:
+            self.store.wake_ups.set("off", "ENABLE_POLLING=false: only manual triggers claim")
+        elif not self.config.listen:
+            self.store.wake_ups.set("polling", "LISTEN=false")
+        else:
+            side.start(self.store.listen(self.wake), "eventproc-listen")
 
     def _on_side_crash(self) -> None:
         assert self._side is not None and self._side.crash is not None

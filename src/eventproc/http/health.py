@@ -15,6 +15,7 @@ from eventproc import __version__
 from eventproc.http.deps import get_runtime
 from eventproc.http.schemas import ErrorBody, OpenModel
 from eventproc.store import BlockedSummary, StoreStats
+from eventproc.store.protocol import WakeUps
 
 if TYPE_CHECKING:
     from eventproc.runtime import Runtime
@@ -58,6 +59,15 @@ class BlockedAggregate(OpenModel):
     retryAt: str | None
 
 
+class WakeUpsInfo(OpenModel):
+    """How this process learns of new events: ``listen`` only once a self-NOTIFY arrived."""
+
+    mode: Literal["listen", "polling", "data_version", "off"]
+    reason: str | None
+    since: str
+    verifiedAt: str | None
+
+
 class Health(OpenModel):
     """The seed's keys first (``status`` to ``registry``), then eventproc's."""
 
@@ -74,6 +84,7 @@ class Health(OpenModel):
     oldestPendingAgeSeconds: float | None
     deadLetters: int | None
     inFlight: int
+    wakeUps: WakeUpsInfo
     blockedAggregates: list[BlockedAggregate]
     skippedCount: int
     workerId: str
@@ -121,6 +132,19 @@ def blocked_json(blocked: BlockedSummary | None) -> list[dict[str, object]]:
         }
         for item in blocked.items[:BLOCKED_SHOWN]
     ]
+
+
+def wake_ups_json(wake_ups: WakeUps) -> dict[str, object]:
+    return {
+        "mode": wake_ups.mode,
+        "reason": wake_ups.reason,
+        "since": _iso(wake_ups.since),
+        "verifiedAt": _iso(wake_ups.verified_at) if wake_ups.verified_at else None,
+    }
+
+
+def _iso(moment: datetime) -> str:
+    return moment.isoformat().replace("+00:00", "Z")
 
 
 @router.head("/health", response_class=Response, responses={200: {"description": "Serving"}})
@@ -200,6 +224,7 @@ def health_payload(
         "oldestPendingAgeSeconds": oldest_age,
         "deadLetters": stats.dead_letters if stats else None,
         "inFlight": processor.in_flight,
+        "wakeUps": wake_ups_json(runtime.store.wake_ups),
         "blockedAggregates": blocked or [],
         "blockedAggregateCount": runtime.blocked.count if runtime.blocked else 0,
         "statusReasons": reasons,

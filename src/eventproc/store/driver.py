@@ -16,7 +16,7 @@ from sqlalchemy import ColumnElement
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
 from eventproc.event import Event
-from eventproc.store.protocol import SchemaHook
+from eventproc.store.protocol import SchemaHook, WakeUps
 from eventproc.store.queries import Backend
 
 Row = Sequence[Any]
@@ -56,6 +56,10 @@ class Driver(Protocol):
     async def close(self) -> None: ...
     async def migrate(self, hooks: Sequence[SchemaHook]) -> None: ...
 
-    async def listen(self, on_wake: Callable[[], None]) -> None:
-        """Call ``on_wake`` whenever another process publishes; runs until cancelled."""
+    async def listen(self, on_wake: Callable[[], None], wake_ups: WakeUps) -> None:
+        """Call ``on_wake`` whenever another process publishes; runs until cancelled.
+
+        ``wake_ups`` says, all along, how wake-ups really arrive: a driver
+        proves its notifications before reporting them (postgres/listen.py).
+        """
         ...

@@ -10,9 +10,9 @@ import enum
 import uuid
 from collections.abc import Awaitable, Callable, Sequence
 from contextlib import AbstractAsyncContextManager
-from dataclasses import dataclass
-from datetime import datetime
-from typing import NamedTuple, Protocol
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from typing import Literal, NamedTuple, Protocol
 
 from sqlalchemy.ext.asyncio import AsyncConnection
 
@@ -194,11 +194,70 @@ class BlockedSummary:
         return max((self.database_now - min(since)).total_seconds(), 0.0)
 
 
+WakeMode = Literal["listen", "polling", "data_version", "off"]
+
+
+def _now() -> datetime:
+    return datetime.now(UTC)
+
+
+@dataclass(slots=True)
+class WakeUps:
+    """How this process learns of new events now, and why (for /health and a gauge).
+
+    Only a probe that arrived proves LISTEN: a transaction pooler accepts
+    LISTEN and then delivers nothing, so until one has, and whenever one
+    does not, the mode is ``polling``. ``failing``: wake-ups were meant to
+    come by LISTEN and do not (the listener is down, or its probe did not
+    arrive); ``missing``: a probe did not arrive and none has since.
+    """
+
+    mode: WakeMode = "off"
+    reason: str | None = "the processor is not running"
+    since: datetime = field(default_factory=_now)
+    verified_at: datetime | None = None  # the last probe that arrived
+    failing: bool = False
+    missing: bool = False
+
+    def set(self, mode: WakeMode, reason: str | None = None) -> None:
+        """A mode that needs no proof (LISTEN=false, SQLite's watcher, stopped)."""
+        self._move(mode, reason, failing=False)
+        self.missing = False
+
+    def verifying(self) -> None:
+        """Connected and listening, the probe not back yet (a known miss stays reported)."""
+        if not self.missing:
+            self._move("polling", "LISTEN connected, its first probe not back yet", failing=False)
+
+    def verified(self) -> bool:
+        """A probe arrived; True when it ends a spell of missing notifications."""
+        self.verified_at = _now()
+        self._move("listen", None, failing=False)
+        ended, self.missing = self.missing, False
+        return ended
+
+    def unverified(self, reason: str) -> bool:
+        """A probe did not arrive; True when it starts a spell of missing notifications."""
+        self._move("polling", reason, failing=True)
+        started, self.missing = not self.missing, True
+        return started
+
+    def lost(self, reason: str) -> None:
+        """The listener's connection is down: polling until it is back and proven."""
+        self._move("polling", reason, failing=True)
+
+    def _move(self, mode: WakeMode, reason: str | None, *, failing: bool) -> None:
+        if mode != self.mode:
+            self.since = _now()
+        self.mode, self.reason, self.failing = mode, reason, failing
+
+
 class Storage(Protocol):
     """What the engine may ask of the store (eventproc.store.Store is the one implementation)."""
 
     backend: Backend  # "postgresql" or "sqlite": names the named queries' file too
     url_for_display: str
+    wake_ups: WakeUps  # kept true by listen(), or set by whoever decides not to listen
 
     async def open(self) -> None: ...
     async def close(self) -> None: ...

@@ -30,6 +30,7 @@ from eventproc.store.protocol import (
     Lease,
     SchemaHook,
     StoreStats,
+    WakeUps,
     WriteBack,
 )
 from eventproc.store.rows import sorted_for_handling, uuid_of
@@ -43,6 +44,7 @@ class Store:
         self.url_for_display = driver.url_for_display
         self.worker_name = worker_name
         self._wakers: list[Callable[[], None]] = []
+        self.wake_ups = WakeUps()
 
     @property
     def engine(self) -> AsyncEngine:
@@ -75,7 +77,8 @@ class Store:
         return await reads.now(self.driver)
 
     async def listen(self, on_wake: Callable[[], None]) -> None:
-        await self.driver.listen(on_wake)
+        """Wake on other processes' commits until cancelled, keeping ``wake_ups`` true."""
+        await self.driver.listen(on_wake, self.wake_ups)
 
     def add_local_waker(self, waker: Callable[[], None]) -> None:
         """Called after this process commits new or replayed events."""

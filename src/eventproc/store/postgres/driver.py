@@ -28,7 +28,7 @@ from eventproc.store.postgres.footprint import POOL_TIMEOUT_SECONDS, Footprint
 from eventproc.store.postgres.listen import listen
 from eventproc.store.postgres.transport import SET_SESSION, connect, session_arguments
 from eventproc.store.postgres.url import ConnectionKind, PgUrl, Pooler, UrlError
-from eventproc.store.protocol import SchemaHook
+from eventproc.store.protocol import SchemaHook, WakeUps
 from eventproc.store.rows import event_from_returned
 from eventproc.store.types import UTCDateTime
 
@@ -158,8 +158,9 @@ class PostgresDriver:
         holder = f"{self.worker_name}:{uuid.uuid4().hex[:8]}"
         await upgrade_online(self.engine, hooks, holder=holder)
 
-    async def listen(self, on_wake: Callable[[], None]) -> None:
-        await listen(self._listen_connect_args, on_wake)
+    async def listen(self, on_wake: Callable[[], None], wake_ups: WakeUps) -> None:
+        # Probes go out through begin(), the pool publishers' INSERTs use.
+        await listen(self._listen_connect_args, on_wake, wake_ups, self.begin)
 
     def _set_up_pool_sessions(self, settings: dict[str, str]) -> None:
         """Through a session pooler, SET the pool connections' settings once each."""

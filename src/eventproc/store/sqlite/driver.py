@@ -24,7 +24,7 @@ from sqlalchemy.ext.asyncio import AsyncConnection, create_async_engine
 from eventproc.event import Event
 from eventproc.store import queries
 from eventproc.store.driver import Row
-from eventproc.store.protocol import SchemaHook
+from eventproc.store.protocol import SchemaHook, WakeUps
 from eventproc.store.rows import event_from_returned
 from eventproc.store.sqlite.schema import create_schema
 from eventproc.store.sqlite.writer import Statement, Writer
@@ -38,6 +38,10 @@ PRAGMAS = (
     "PRAGMA foreign_keys=ON",
 )
 DATA_VERSION_POLL_SECONDS = 0.05
+WATCHING = (
+    "SQLite: other processes' commits seen in PRAGMA data_version every "
+    f"{DATA_VERSION_POLL_SECONDS * 1000:g} ms"
+)
 TIME_FORMAT = "%Y-%m-%d %H:%M:%f"
 
 _PARAMETER = re.compile(r"\?(\d+)")
@@ -128,7 +132,7 @@ class SqliteDriver:
             for hook in hooks:
                 await hook(conn)
 
-    async def listen(self, on_wake: Callable[[], None]) -> None:
+    async def listen(self, on_wake: Callable[[], None], wake_ups: WakeUps) -> None:
         """Wake on commits by other processes, seen through ``PRAGMA data_version``.
 
         SQLite has no NOTIFY. ``data_version`` changes whenever another
@@ -136,7 +140,8 @@ class SqliteDriver:
         dedicated connection checks it every ``DATA_VERSION_POLL_SECONDS``:
         another process's publish is noticed within that time instead of the
         next ``POLL_INTERVAL_MS``. (This process's own commits also change it,
-        which costs at most one spare claim per check.)
+        which costs at most one spare claim per check.) Nothing can swallow
+        these the way a pooler swallows NOTIFY: watching is the proof.
         """
         database = str(self.url.database)
         while True:
@@ -144,6 +149,7 @@ class SqliteDriver:
                 async with aiosqlite.connect(database, isolation_level=None) as connection:
                     await connection.execute(f"PRAGMA busy_timeout={BUSY_TIMEOUT_MS}")
                     seen = await _data_version(connection)
+                    wake_ups.set("data_version", WATCHING)
                     while True:
                         await asyncio.sleep(DATA_VERSION_POLL_SECONDS)
                         version = await _data_version(connection)
@@ -152,7 +158,8 @@ class SqliteDriver:
                             on_wake()
             except asyncio.CancelledError:
                 raise
-            except Exception:  # keep watching; the poll interval still covers us
+            except Exception as exc:  # keep watching; the poll interval still covers us
+                wake_ups.lost(f"data_version watcher failed ({exc}); retrying")
                 await asyncio.sleep(1.0)
 
 
