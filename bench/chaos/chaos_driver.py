@@ -38,6 +38,7 @@ from chaos_workload import Mix, Planned, plan
 from eventproc.config import Settings
 from eventproc.errors import StoreError
 from eventproc.store import open_store
+from eventproc.store.postgres.url import Pooler
 
 CHAOS_DIR = Path(__file__).resolve().parent
 WORKER_READY_SECONDS = 90.0
@@ -86,6 +87,9 @@ class ChaosConfig:
     workdir: Path | None = None  # worker logs (default: inside the cluster's temp dir)
     dump: bool = False  # copy the tables to workdir as CSV (always done when a check fails)
     pg_bin: str | None = None
+    # Workers and the publisher through a real PgBouncer in transaction mode
+    # (tests/support/pgbouncer.py; POOLER=transaction); the checks stay direct.
+    pgbouncer: bool = False
 
     @property
     def stop_for(self) -> float:
@@ -208,8 +212,11 @@ class Progress:
 class Workers:
     """The worker processes: spawned, killed, stopped, replaced, watched."""
 
-    def __init__(self, url: str, config: ChaosConfig, logdir: Path, log: Log) -> None:
-        self.url = url
+    def __init__(
+        self, url: str, config: ChaosConfig, logdir: Path, log: Log, worker_url: str | None = None
+    ) -> None:
+        self.url = url  # direct: the harness's own connections
+        self.worker_url = worker_url or url  # what the workers get as DATABASE_URL
         self.config = config
         self.logdir = logdir
         self.say = log
@@ -221,7 +228,8 @@ class Workers:
         config = self.config
         env = {k: v for k, v in os.environ.items() if k.upper() not in _SETTING_NAMES}
         env.update(
-            DATABASE_URL=self.url,
+            DATABASE_URL=self.worker_url,
+            CHAOS_JOURNAL_URL=self.url,  # the journal is the harness's, never pooled
             HANDLERS="chaos_handlers:registry",
             PYTHONPATH=os.pathsep.join(filter(None, [str(CHAOS_DIR), env.get("PYTHONPATH")])),
             WORKER_ID=name,
@@ -238,6 +246,8 @@ class Workers:
             LOG_FORMAT="text",
             LOG_LEVEL="warning",
         )
+        if config.pgbouncer:
+            env["POOLER"] = "transaction"
         return env
 
     def spawn(self) -> Worker:
@@ -374,6 +384,7 @@ class ChaosRun:
         self.faults = self._schedule()
         self.workers: Workers | None = None
         self.publish_started = 0.0
+        self.pooler: Any = None  # the PgBouncer in front of the workers (--pgbouncer)
 
     def _schedule(self) -> list[Fault]:
         rng = random.Random(f"chaos-faults-{self.config.seed}")
@@ -402,12 +413,17 @@ class ChaosRun:
             await self._prepare_database()
             logdir = config.workdir or (self.cluster.root / "logs")  # type: ignore[operator]
             logdir.mkdir(parents=True, exist_ok=True)
-            self.workers = Workers(url, config, logdir, self.say)
+            worker_url = url
+            if config.pgbouncer:
+                self.pooler = start_pgbouncer(url)
+                worker_url = self.pooler.url(url)
+                self.say(f"PgBouncer (transaction mode) on 127.0.0.1:{self.pooler.port}")
+            self.workers = Workers(url, config, logdir, self.say, worker_url)
             self.planned = plan(config.events, config.aggregates, config.seed, config.mix)
             first = [self.workers.spawn() for _ in range(config.workers)]
             await self.workers.wait_ready([w.name for w in first], WORKER_READY_SECONDS)
             self.say(f"{config.workers} workers ready; publishing {config.events:,} events")
-            await self._main_phase(url)
+            await self._main_phase(worker_url)
             await self.workers.stop_all()
             observed = await chaos_checks.fetch(url)
             report = chaos_checks.analyse(
@@ -434,6 +450,10 @@ class ChaosRun:
         finally:
             if self.workers is not None:
                 self.workers.kill_all_now()
+            if self.pooler is not None:
+                with contextlib.suppress(OSError):
+                    shutil.copy(self.pooler.dir / "pgbouncer.log", logdir / "pgbouncer.log")
+                self.pooler.stop()
             if config.workdir is not None and self.cluster.root is not None:
                 with contextlib.suppress(OSError):
                     shutil.copy(self.cluster.log_path, config.workdir / "postgresql.log")
@@ -469,11 +489,12 @@ class ChaosRun:
         self.say(f"tables dumped to {directory}")
 
     async def _main_phase(self, url: str) -> None:
+        """``url``: what the publisher uses (through the pooler with --pgbouncer)."""
         assert self.workers is not None
         self.publish_started = time.time()
         deadline = self.publish_started + self.config.duration_limit
         side = [
-            asyncio.create_task(self._monitor(url), name="chaos-monitor"),
+            asyncio.create_task(self._monitor(self.cluster.url()), name="chaos-monitor"),
             asyncio.create_task(self.workers.watch(), name="chaos-watch"),
         ]
         publisher = asyncio.create_task(self._publish(url), name="chaos-publisher")
@@ -501,7 +522,13 @@ class ChaosRun:
         )
 
     async def _publish(self, url: str) -> None:
-        store = open_store(url, worker_name="chaos-publisher", pool_size=3, listen=False)
+        store = open_store(
+            url,
+            worker_name="chaos-publisher",
+            pool_size=3,
+            listen=False,
+            pooler=Pooler.TRANSACTION if self.config.pgbouncer else None,
+        )
         batch_size = self.config.publish_batch
         try:
             index = 0
@@ -624,6 +651,18 @@ class ChaosRun:
         report.checks.append(
             chaos_checks.Check("faults_missed", "planned faults not performed", missed, True)
         )
+
+
+def start_pgbouncer(url: str) -> Any:
+    """The tests' PgBouncer (no prepared-statement support, as 1.18) in front of ``url``."""
+    tests = str(CHAOS_DIR.parents[1] / "tests")
+    if tests not in sys.path:
+        sys.path.insert(0, tests)
+    from support.pgbouncer import PgBouncer
+
+    pooler = PgBouncer(url, "transaction")
+    pooler.start()
+    return pooler
 
 
 async def run_chaos(config: ChaosConfig, log: Log = print) -> ChaosResult:

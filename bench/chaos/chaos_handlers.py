@@ -152,7 +152,8 @@ async def _journal() -> asyncpg.Pool:
     async with _pool_lock:
         if _pool is None:
             _pool = await asyncpg.create_pool(
-                os.environ["DATABASE_URL"],
+                # Direct even when the workers go through a pooler (the driver sets it).
+                os.environ.get("CHAOS_JOURNAL_URL") or os.environ["DATABASE_URL"],
                 min_size=0,
                 max_size=int(os.environ.get("CONCURRENCY", "16")),
                 timeout=5,  # connect

@@ -53,6 +53,11 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     add("--max-retries", type=int, default=defaults.max_retries)
     add("--pg-bin", default=None, help="PostgreSQL bin directory (default: found)")
     add("--dump", action="store_true", help="also save the tables as CSV beside the logs")
+    add(
+        "--pgbouncer",
+        action="store_true",
+        help="workers and publisher through a PgBouncer in transaction mode (POOLER=transaction)",
+    )
     add("--no-json", action="store_true", help="do not write results/")
     return parser.parse_args(argv)
 
@@ -77,6 +82,7 @@ def config_from(args: argparse.Namespace, workdir: Path | None) -> ChaosConfig:
         workdir=workdir,
         dump=args.dump,
         pg_bin=args.pg_bin,
+        pgbouncer=args.pgbouncer,
     )
 
 

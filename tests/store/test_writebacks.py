@@ -3,6 +3,8 @@
 import asyncio
 import uuid
 
+import pytest
+
 from eventproc.event import NewEvent, Outcome
 from eventproc.store import ClaimPolicy, Lease, Store, WriteBack
 from support.runs import run_with_head_taken_over
@@ -128,6 +130,32 @@ async def test_a_batch_of_dead_letters_is_written_together_and_fenced(store: Sto
         assert row.metadata["dead_lettered"] is True and row.metadata["retry_count"] == count
     row = await store.event_get(c.id)
     assert row is not None and not row.processed and row.locked_by == "w:1"
+
+
+async def test_a_stale_and_a_current_dead_letter_of_one_event_make_one_letter(
+    store: Store, backend: str, request: pytest.FixtureRequest
+) -> None:
+    """Found by the chaos run through PgBouncer: a lease taken over while both claims'
+    handlings failed for good, and both results in one write-back."""
+    if backend != "sqlite":
+        # event_write_back's `letters` joins `closed` to the batch on the event id
+        # only; joining on the claim token too (closed RETURNING b.token) fixes it.
+        request.applymarker(
+            pytest.mark.xfail(reason="PostgreSQL inserts a dead letter per batch entry")
+        )
+    event = NewEvent("t", {})
+    await store.event_insert_many([event])
+    short = ClaimPolicy(lease_seconds=0.05, ordered=False, limit=1)
+    [first] = await store.event_claim_many("w:1", short)
+    await asyncio.sleep(0.2)  # the lease runs out; another claim takes it over
+    [second] = await store.event_claim_many("w:2", POLICY)
+    burials = [
+        WriteBack.dead_lettered(Lease.of(first), "stale", 1),
+        WriteBack.dead_lettered(Lease.of(second), "current", 2),
+    ]
+    await store.event_write_back(burials)
+    [letter] = await store.dead_letter_list()
+    assert letter.error_message == "current" and letter.retry_count == 2
 
 
 async def test_release_returns_event_without_spending_attempt(store: Store) -> None:
