@@ -19,9 +19,16 @@ For each scenario (backend x ORDERING x worker count) and each run:
    worker (VmHWM), commits and WAL bytes per event (PostgreSQL), duplicates,
    and for aggregate ordering the number of per-aggregate order violations.
 
+``--poolers none,session,transaction`` (PostgreSQL) puts a real PgBouncer
+(Debian's 1.18, started here on a free port, stopped after the run) between
+the workers and the database, in session or transaction mode, with POOLER
+set to match: the same drain direct, through a session pooler and through a
+transaction pooler, side by side. Publishing and counting stay direct.
+
 Usage (from the repository root):
     .venv/bin/python bench/drain.py                    # the default matrix, 3 runs
     .venv/bin/python bench/drain.py --backends pg --orderings none --workers 1 --runs 5
+    .venv/bin/python bench/drain.py --backends pg --poolers none,session,transaction
 """
 
 from __future__ import annotations
@@ -38,6 +45,7 @@ from typing import Any
 
 from common import (
     PG_PORT,
+    ROOT,
     TMP,
     Backend,
     DelayProxy,
@@ -65,6 +73,7 @@ class Scenario:
     aggregates: int = 0
     env: dict[str, str] = field(default_factory=dict)
     delay_ms: float = 0.0  # added to every round trip of the workers (PG only)
+    pooler: str = "none"  # none | session | transaction: a PgBouncer in front (PG only)
 
     @property
     def label(self) -> str:
@@ -72,6 +81,8 @@ class Scenario:
         extra = " ".join(f"{k}={v}" for k, v in sorted(self.env.items()))
         if self.delay_ms:
             extra = f"{extra} +{self.delay_ms:g}ms RTT".strip()
+        if self.pooler != "none":
+            extra = f"{extra} via PgBouncer {self.pooler}".strip()
         return f"{self.backend} ORDERING={agg} workers={self.workers}" + (
             f" {extra}" if extra else ""
         )
@@ -130,12 +141,14 @@ async def measure_drain(
         "n": sc.n,
         "env": sc.env,
         "delay_ms": sc.delay_ms,
+        "pooler": sc.pooler,
         "run": run,
         "profiled": bool(launcher),
         # Other work on the (shared) machine shows here: 1-minute load at the start.
         "loadavg_1m_before": round(os.getloadavg()[0], 2),
     }
     proxy: DelayProxy | None = None
+    pooler: Any = None
     try:
         store = await backend.open_store()
         try:
@@ -152,6 +165,9 @@ async def measure_drain(
                 proxy = DelayProxy(PG_PORT, sc.delay_ms / 2)
                 await proxy.start()
                 url = url.replace(f":{PG_PORT}/", f":{proxy.port}/")
+            if sc.pooler != "none" and backend.kind == "pg":
+                pooler = start_pgbouncer(url, sc.pooler)
+                url, settings = pooler.url(url), {**settings, "POOLER": sc.pooler}
             env = worker_env(url, record.path, **settings)
             t_spawn = time.time()
             for k in range(sc.workers):
@@ -166,6 +182,8 @@ async def measure_drain(
             rec["stop_s"] = rnd(time.monotonic() - t_stop, 2)
             if proxy is not None:
                 await proxy.stop()
+            if pooler is not None:
+                pooler.stop()
             if backend.kind == "pg":
                 await asyncio.sleep(1.0)  # exited backends flush their statistics
                 c1 = await probe.pg_counters()
@@ -186,6 +204,25 @@ async def measure_drain(
             if "error" not in rec and w.log_path.exists():
                 w.log_path.unlink()
     return rec
+
+
+# Server connections per database in front of the drain: a session pooler
+# lends one per client for its lifetime, so it needs one for each connection
+# a worker opens (DATABASE_POOL_SIZE, 20 by default); a transaction pooler
+# needs only as many as run a transaction at once (a Supabase-sized pool).
+POOLER_SERVER_CONNECTIONS = {"session": 40, "transaction": 15}
+
+
+def start_pgbouncer(url: str, mode: str) -> Any:
+    """The tests' PgBouncer (tests/support/pgbouncer.py) in front of ``url``'s server."""
+    tests = str(ROOT / "tests")
+    if tests not in sys.path:
+        sys.path.insert(0, tests)
+    from support.pgbouncer import PgBouncer
+
+    pooler = PgBouncer(url, mode, POOLER_SERVER_CONNECTIONS[mode])
+    pooler.start()
+    return pooler
 
 
 async def _watch(
@@ -353,6 +390,9 @@ def scenarios(args: argparse.Namespace) -> list[Scenario]:
     # --env-set A=1,B=2 (repeatable; "" = no change): one scenario per set, so
     # that settings are compared run by run under the same machine conditions.
     sets = [parse_env([x for x in s.split(",") if x]) for s in args.env_set] or [{}]
+    poolers = args.poolers.split(",")
+    if not set(poolers) <= {"none", "session", "transaction"}:
+        raise SystemExit(f"--poolers takes none, session, transaction: {args.poolers!r}")
     out = []
     for backend in args.backends.split(","):
         workers = args.workers if backend == "pg" else args.sqlite_workers
@@ -362,9 +402,9 @@ def scenarios(args: argparse.Namespace) -> list[Scenario]:
             for k in workers:
                 for extra in sets:
                     for delay in args.delay_ms if backend == "pg" else [0.0]:
-                        out.append(
-                            Scenario(backend, ordering, k, n, aggs, {**base, **extra}, delay)
-                        )
+                        for pooler in poolers if backend == "pg" else ["none"]:
+                            env = {**base, **extra}
+                            out.append(Scenario(backend, ordering, k, n, aggs, env, delay, pooler))
     return out
 
 
@@ -395,6 +435,11 @@ def parser() -> argparse.ArgumentParser:
         type=lambda text: [float(x) for x in text.split(",") if x.strip()],
         default=[0.0],
         help="PG: round-trip times to add through a proxy, e.g. 0,5 (default: 0)",
+    )
+    ap.add_argument(
+        "--poolers",
+        default="none",
+        help="PG: none,session,transaction: direct, or through PgBouncer (default: none)",
     )
     ap.add_argument("--timeout", type=float, default=300.0, help="cap per PG drain, seconds")
     ap.add_argument(
