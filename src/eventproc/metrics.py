@@ -1,10 +1,17 @@
 """Prometheus collectors, defined once per runtime (tests build several)."""
 
 import bisect
-from collections.abc import Iterator
+import time
+from collections.abc import Callable, Iterator
+from typing import NamedTuple
 
 from prometheus_client import CollectorRegistry, Counter, Gauge
-from prometheus_client.core import CounterMetricFamily, HistogramMetricFamily, Metric
+from prometheus_client.core import (
+    CounterMetricFamily,
+    GaugeMetricFamily,
+    HistogramMetricFamily,
+    Metric,
+)
 from prometheus_client.registry import Collector
 
 DURATION_BUCKETS = (0.001, 0.005, 0.01, 0.05, 0.1, 0.5, 1, 5, 30, 120)
@@ -67,6 +74,80 @@ def _bound(value: float) -> str:
     return "+Inf" if value == float("inf") else repr(float(value))
 
 
+class StoreReading(NamedTuple):
+    """The store-derived figures of one successful read (runtime.store_stats)."""
+
+    backlog: int
+    oldest_pending_seconds: float
+    dead_letters: int
+    blocked_aggregates: int
+    blocked_oldest_seconds: float
+
+
+# name, help, field of StoreReading
+_STORE_GAUGES = (
+    ("eventproc_backlog", "Pending events (at the last successful read).", "backlog"),
+    (
+        "eventproc_oldest_pending_seconds",
+        "Age of the oldest pending event (at the last successful read).",
+        "oldest_pending_seconds",
+    ),
+    (
+        "eventproc_dead_letters",
+        "Open dead letters: not replayed (at the last successful read).",
+        "dead_letters",
+    ),
+    (
+        "eventproc_blocked_aggregates",
+        "Aggregates whose later events wait behind a retrying or dead-lettered event "
+        "(ORDERING=aggregate; at the last successful read).",
+        "blocked_aggregates",
+    ),
+    (
+        "eventproc_blocked_oldest_seconds",
+        "How long the longest-waiting event behind a blocked aggregate has waited.",
+        "blocked_oldest_seconds",
+    ),
+)
+
+
+class StoreGauges(Collector):
+    """The gauges read from the database: the last successful read, never a made-up 0.
+
+    A scrape that cannot read the store leaves them at the last figures read
+    and says so: ``eventproc_store_up`` 0, and ``eventproc_store_stats_age_seconds``
+    growing. Until a first read succeeds they are absent, not 0.
+    """
+
+    def __init__(self, clock: Callable[[], float] = time.monotonic) -> None:
+        self._clock = clock
+        self.up = False
+        self.reading: StoreReading | None = None
+        self._read_at = 0.0
+
+    def record(self, reading: StoreReading) -> None:
+        self.up, self.reading, self._read_at = True, reading, self._clock()
+
+    def failed(self) -> None:
+        self.up = False
+
+    def collect(self) -> Iterator[Metric]:
+        yield GaugeMetricFamily(
+            "eventproc_store_up",
+            "1 if the last read of the store-derived gauges succeeded, 0 if it failed.",
+            value=1 if self.up else 0,
+        )
+        if self.reading is None:
+            return
+        yield GaugeMetricFamily(
+            "eventproc_store_stats_age_seconds",
+            "Seconds since the store-derived gauges (eventproc_backlog, ...) were read.",
+            value=self._clock() - self._read_at,
+        )
+        for name, documentation, attribute in _STORE_GAUGES:
+            yield GaugeMetricFamily(name, documentation, value=getattr(self.reading, attribute))
+
+
 class Metrics:
     def __init__(self, registry: CollectorRegistry | None = None) -> None:
         self.registry = registry or CollectorRegistry()
@@ -88,33 +169,8 @@ class Metrics:
             ["operation"],
             registry=self.registry,
         )
-        self.backlog = Gauge(
-            "eventproc_backlog",
-            "Pending events (at the last scrape).",
-            registry=self.registry,
-        )
-        self.oldest_pending_seconds = Gauge(
-            "eventproc_oldest_pending_seconds",
-            "Age of the oldest pending event (at the last scrape).",
-            registry=self.registry,
-        )
-        self.dead_letters = Gauge(
-            "eventproc_dead_letters",
-            "Open dead letters: not replayed (at the last scrape).",
-            registry=self.registry,
-        )
-        self.blocked_aggregates = Gauge(
-            "eventproc_blocked_aggregates",
-            "Aggregates whose later events wait behind a retrying or dead-lettered event "
-            "(ORDERING=aggregate; at the last scrape).",
-            registry=self.registry,
-        )
-        self.blocked_seconds = Gauge(
-            "eventproc_blocked_oldest_seconds",
-            "How long the longest-waiting event behind a blocked aggregate has waited.",
-            registry=self.registry,
-        )
-
+        self.store = StoreGauges()
+        self.registry.register(self.store)
         self.listen_verified = Gauge(
             "eventproc_listen_verified",
             "1 while the last LISTEN probe arrived (wake-ups by NOTIFY), "

@@ -24,7 +24,7 @@ from eventproc import __version__
 from eventproc.config import AggregateFailure, Ordering, Settings
 from eventproc.engine import Processor, default_worker_id
 from eventproc.errors import EventprocError, StoreError, StoreUnavailable
-from eventproc.metrics import Metrics
+from eventproc.metrics import Metrics, StoreReading
 from eventproc.registry import Registry, load_registry
 from eventproc.stats import Stats
 from eventproc.store import BlockedSummary, Store, StoreStats, open_store
@@ -162,6 +162,7 @@ class Runtime:
         """
         if not self.prepared:  # start-up: not ready, whatever the database says
             self.processor.last_error = self.startup_error or STARTING
+            self.metrics.store.failed()
             return None
         try:
             async with asyncio.timeout(STATS_TIMEOUT_SECONDS):
@@ -169,6 +170,7 @@ class Runtime:
                 blocked = await self._blocked_summary()
         except (StoreError, TimeoutError) as exc:
             self.processor.last_error = str(exc) or "timed out"
+            self.metrics.store.failed()  # the gauges keep the last figures read, marked stale
             return None
         self.blocked = blocked
         if blocked is not None:
@@ -184,15 +186,18 @@ class Runtime:
         )
 
     def _set_gauges(self, stats: StoreStats, blocked: BlockedSummary | None) -> None:
-        self.metrics.backlog.set(stats.backlog)
-        self.metrics.dead_letters.set(stats.dead_letters)
+        oldest = 0.0
         if stats.oldest_pending_at is not None:
-            age = (stats.database_now - stats.oldest_pending_at).total_seconds()
-            self.metrics.oldest_pending_seconds.set(max(age, 0))
-        else:
-            self.metrics.oldest_pending_seconds.set(0)
-        self.metrics.blocked_aggregates.set(blocked.count if blocked else 0)
-        self.metrics.blocked_seconds.set(blocked.oldest_wait_seconds() if blocked else 0)
+            oldest = max((stats.database_now - stats.oldest_pending_at).total_seconds(), 0.0)
+        self.metrics.store.record(
+            StoreReading(
+                backlog=stats.backlog,
+                oldest_pending_seconds=oldest,
+                dead_letters=stats.dead_letters,
+                blocked_aggregates=blocked.count if blocked else 0,
+                blocked_oldest_seconds=blocked.oldest_wait_seconds() if blocked else 0.0,
+            )
+        )
 
     async def serve(self, *, http: bool = True) -> None:
         """Run until SIGTERM/SIGINT (or :meth:`shutdown`).

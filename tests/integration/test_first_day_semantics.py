@@ -256,7 +256,7 @@ async def test_park_is_the_default_and_block_is_reported(
         assert stats is not None, runtime.processor.last_error
         assert stats.backlog == 2 and stats.due == 0
         assert runtime.blocked is not None and runtime.blocked.count == 1
-        assert runtime.metrics.blocked_aggregates._value.get() == 1
+        assert runtime.metrics.registry.get_sample_value("eventproc_blocked_aggregates") == 1
         status, reasons = runtime.health_status(stats)
         assert status == "degraded" and "1 aggregate(s) blocked" in reasons[0]
         from eventproc.http.health import blocked_json
