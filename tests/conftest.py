@@ -63,11 +63,20 @@ def pytest_configure(config: pytest.Config) -> None:
 
 def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
     """tests/store and tests marked through_pgbouncer run on three backends, the others two."""
-    if "backend" not in metafunc.fixturenames:
+    if "backend" not in metafunc.fixturenames or _parametrized_itself(metafunc):
         return
     pooled = metafunc.definition.get_closest_marker("through_pgbouncer") is not None
     pooled = pooled or metafunc.definition.path.parent.name == "store"
     metafunc.parametrize("backend", POOLED_BACKENDS if pooled else BACKENDS)
+
+
+def _parametrized_itself(metafunc: pytest.Metafunc) -> bool:
+    """A test that names its own backends (``@pytest.mark.parametrize("backend", ...)``)."""
+    for marker in metafunc.definition.iter_markers("parametrize"):
+        names = marker.args[0]
+        if "backend" in (names.split(",") if isinstance(names, str) else names):
+            return True
+    return False
 
 
 @pytest.fixture(autouse=True)
