@@ -47,11 +47,6 @@ async def test_small_chaos_run_keeps_every_invariant(tmp_path: Path, pgbouncer: 
     result = await run_chaos(config, log=lines.append)
     table = "\n".join([*lines, "", format_result(result)])
 
-    if pgbouncer and set(result.report.violations) == {"dead_letter_rows"}:
-        # Through the pooler's slower commits about one run in two meets a store
-        # bug (an event with two dead letters), reproduced deterministically in
-        # tests/store/test_writebacks.py; only that violation is let through.
-        pytest.xfail(f"two dead letters for one event (store bug):\n{table}")
     assert result.report.violations == {}, table
     outcomes, activity = result.report.outcomes, result.report.activity
     assert outcomes["published"] == outcomes["planned"] == 1_500, table

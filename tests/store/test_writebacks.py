@@ -133,16 +133,10 @@ async def test_a_batch_of_dead_letters_is_written_together_and_fenced(store: Sto
 
 
 async def test_a_stale_and_a_current_dead_letter_of_one_event_make_one_letter(
-    store: Store, backend: str, request: pytest.FixtureRequest
+    store: Store,
 ) -> None:
     """Found by the chaos run through PgBouncer: a lease taken over while both claims'
     handlings failed for good, and both results in one write-back."""
-    if backend != "sqlite":
-        # event_write_back's `letters` joins `closed` to the batch on the event id
-        # only; joining on the claim token too (closed RETURNING b.token) fixes it.
-        request.applymarker(
-            pytest.mark.xfail(reason="PostgreSQL inserts a dead letter per batch entry")
-        )
     event = NewEvent("t", {})
     await store.event_insert_many([event])
     short = ClaimPolicy(lease_seconds=0.05, ordered=False, limit=1)
@@ -187,7 +181,6 @@ async def test_transaction_commits_handler_writes_with_completion(store: Store) 
 
 
 async def test_transaction_rolls_back_on_error(store: Store) -> None:
-    import pytest
 
     claimed = await claim_one(store, NewEvent("t", {}))
     follow_up = NewEvent("follow", {})
@@ -201,7 +194,6 @@ async def test_transaction_rolls_back_on_error(store: Store) -> None:
 
 
 async def test_transaction_refuses_a_lost_lease(store: Store) -> None:
-    import pytest
 
     from eventproc.errors import LeaseLost
 

@@ -292,14 +292,17 @@ WITH done AS (
                                          'last_error_at', now(), 'processed_at', now(),
                                          'processed_by', $4::text, 'dead_lettered', true)
     FROM b WHERE e.id = b.id AND e.locked_by = b.token
-    RETURNING e.id, e.event_type, e.payload, e.created_at
+    RETURNING e.id, e.event_type, e.payload, e.created_at, b.token
 ), letters AS (
     INSERT INTO event_dead_letters (id, event_id, event_type, payload, error_message,
                                     retry_count, original_created_at, created_at,
                                     error_detail, handler, error_fingerprint)
     SELECT gen_random_uuid(), c.id, c.event_type, c.payload, b.error, b.retry_count,
            coalesce(c.created_at, now()), now(), b.detail, b.handler, b.fingerprint
-    FROM closed c JOIN b ON b.id = c.id
+    -- On the token too: a batch may hold an older, fenced-out claim's
+    -- dead letter for the same event (a flush that waited out an outage
+    -- while the event was claimed again), which must not add a second row.
+    FROM closed c JOIN b ON b.id = c.id AND b.token = c.token
     RETURNING event_id
 )
 SELECT id FROM done
