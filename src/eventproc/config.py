@@ -188,6 +188,12 @@ class Settings(BaseSettings):
         except UrlError as exc:
             raise Refused(f"DATABASE_URL: {exc}") from None
         if self.pooler is Pooler.TRANSACTION:
+            if self.async_commit:
+                raise Refused(
+                    "ASYNC_COMMIT=true cannot work through a transaction pooler "
+                    "(POOLER=transaction keeps no session setting such as synchronous_commit): "
+                    "unset it; every commit then waits for the WAL flush"
+                )
             if "listen" not in self.model_fields_set:
                 self.listen = False
             if "poll_interval_ms" not in self.model_fields_set:
@@ -206,9 +212,8 @@ class Settings(BaseSettings):
         claim could both be forgotten by a database crash after the
         successor's handler ran; the event would then run again after its
         successor. Waiting for the flush rules that out. Behind a transaction
-        pooler no session setting holds, so every commit waits unless the
-        role's own default is off (ALTER ROLE ... SET synchronous_commit =
-        off, with ASYNC_COMMIT=true: the durable writes still wait).
+        pooler no session setting holds, so every commit waits
+        (ASYNC_COMMIT=true is refused there).
         """
         if self.async_commit is not None:
             return self.async_commit

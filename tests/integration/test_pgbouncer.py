@@ -149,11 +149,16 @@ async def test_hot_statements_are_not_described_again_through_a_transaction_pool
     assert flushes < syncs / 3, (flushes, syncs)
 
 
-async def test_the_pool_connections_keep_no_session_state(pooled_store: Store) -> None:
+async def test_no_connection_gets_session_settings(pooled_store: Store) -> None:
+    """Nothing is sent (PgBouncer would refuse it), whatever open_store was asked."""
     async with pooled_store.begin() as conn:
         plan = (await conn.execute(text("SHOW plan_cache_mode"))).scalar_one()
         name = (await conn.execute(text("SHOW application_name"))).scalar_one()
-    assert plan == "auto"  # not sent: every statement is unnamed, planned with its values
+    async with pooled_store.driver._connection() as hot:
+        hot_plan = await hot.fetchval("SHOW plan_cache_mode")
+        hot_commit = await hot.fetchval("SHOW synchronous_commit")
+    assert plan == hot_plan == "auto"  # unnamed statements are planned with their values
+    assert hot_commit == "on"  # open_store's async_commit=True cannot hold: commits wait
     assert name == "eventproc"  # PgBouncer passes application_name
 
 

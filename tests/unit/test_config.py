@@ -202,9 +202,9 @@ def test_a_transaction_pooler_turns_listen_off_and_polls_every_second(
     assert settings.listen is False and settings.poll_interval_ms == 1000
     assert settings.processor_config().listen is False
     assert settings.processor_config().poll_interval_ms == 1000
-    # No session setting holds there: every commit waits unless ASYNC_COMMIT says otherwise.
+    # No session setting holds there: every commit waits.
     assert settings.effective_async_commit is False
-    assert load_settings(**overrides, async_commit=True).effective_async_commit is True
+    assert load_settings(**overrides, async_commit=False).effective_async_commit is False
 
 
 def test_a_transaction_pooler_keeps_what_the_user_set(monkeypatch: pytest.MonkeyPatch) -> None:
@@ -235,6 +235,10 @@ def test_a_transaction_pooler_keeps_what_the_user_set(monkeypatch: pytest.Monkey
             "DATABASE_URL: options: search_path cannot be set through a transaction pooler",
         ),
         ({"pooler": "transaction"}, "POOLER=transaction needs a PostgreSQL DATABASE_URL"),
+        (
+            {"database_url": f"{PG}?pgbouncer=true", "async_commit": "true"},
+            "ASYNC_COMMIT=true cannot work through a transaction pooler",
+        ),
         ({"pooler": "sometimes", "database_url": PG}, "POOLER='sometimes'"),
     ],
 )

@@ -77,10 +77,9 @@ class PostgresDriver:
         # least once). Write-backs holding a retry or a dead letter, replays,
         # discards and transactional handlers wait (``durable``), which also
         # makes every earlier fast commit durable.
-        self._async_commit = async_commit
-        # Behind a transaction pooler these settings are not sent (url.py
-        # says why): every commit waits, and ``durable`` still says so in
-        # its transaction, in case the role's default is off.
+        # Behind a transaction pooler no session setting holds (url.py): there
+        # every commit waits, so ``durable`` needs no transaction of its own.
+        self._async_commit = async_commit and self.target.mode is not Pooler.TRANSACTION
         hot_settings = {**planning, "synchronous_commit": "off" if async_commit else "on"}
         self._hot_connect_args = self.target.driver_args(ConnectionKind.HOT, hot_settings)
         self._hot_session = self.target.session_settings(hot_settings)
