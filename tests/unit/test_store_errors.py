@@ -50,3 +50,13 @@ def test_deadlocks_and_serialization_failures_are_conflicts_to_retry_at_once() -
     restarting = translate_error(asyncpg.exceptions.AdminShutdownError("terminating"))
     assert isinstance(restarting, StoreUnavailable)
     assert not isinstance(restarting, StoreConflict)
+
+
+def test_a_pooler_refusing_start_up_settings_is_not_retried_and_names_pooler() -> None:
+    # PgBouncer 1.18, as the issue reported it: "database busy or restarting (08P01)", forever.
+    refused = DriverError("unsupported startup parameter: plan_cache_mode", "08P01")
+    translated = translate_error(sa_exc.DBAPIError("connect", {}, refused))
+    assert not isinstance(translated, StoreUnavailable)
+    assert "POOLER=transaction" in str(translated) and "\n" not in str(translated)
+    other = translate_error(sa_exc.DBAPIError("x", {}, DriverError("protocol", "08P01")))
+    assert isinstance(other, StoreUnavailable)  # other protocol violations still retry

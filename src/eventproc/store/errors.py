@@ -41,6 +41,13 @@ def translate_error(exc: BaseException) -> StoreError:
     if isinstance(exc, sa_exc.DBAPIError) and exc.connection_invalidated:
         return StoreUnavailable(f"database connection lost: {first_line(exc)}")
     state = _sqlstate(exc)
+    if state == "08P01" and "unsupported startup parameter" in first_line(exc):
+        # A pooler refusing session settings: trying again cannot help.
+        return StoreError(
+            f"database refused eventproc's start-up settings ({first_line(exc)}): "
+            "behind a pooler, set POOLER=session or POOLER=transaction "
+            "(README: Using it with Supabase)"
+        )
     if state in _CONFLICT_STATES:
         return StoreConflict(f"database conflict ({state}), try again: {first_line(exc)}")
     if state and state.startswith(_RETRYABLE_STATES):
