@@ -228,3 +228,24 @@ async def test_in_order_completion_of_a_whole_run_in_one_call(store: Store) -> N
         WriteBack.skipped(Lease.of(run[0]))
     ]
     assert await store.event_write_back(completions, in_order=True) == 3
+
+
+async def test_an_in_order_transaction_behind_a_predecessor_taken_over_rolls_back(
+    store: Store,
+) -> None:
+    # As above, but the second event's handler is transactional: its writes
+    # must not commit ahead of the first event's new handling.
+    from eventproc.errors import LeaseLost
+
+    run = await run_with_head_taken_over(store)
+    effect = NewEvent("t.effect", {})
+    with pytest.raises(LeaseLost, match="earlier event of its aggregate"):
+        async with store.event_transaction(Lease.of(run[1]), in_order=True) as conn:
+            await store.event_insert_many([effect], conn)
+    assert await store.event_get(effect.id) is None  # the handler's write rolled back
+    second_now = await store.event_get(run[1].id)
+    assert second_now is not None and not second_now.processed
+    # Without the ordering rule (ORDERING=none) the same transaction commits.
+    async with store.event_transaction(Lease.of(run[1])) as conn:
+        await store.event_insert_many([effect], conn)
+    assert await store.event_get(effect.id) is not None

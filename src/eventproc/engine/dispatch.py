@@ -43,11 +43,13 @@ class Dispatcher:
         worker_id: str,
         metrics: Metrics,
         blocks_aggregates: bool = False,
+        ordered: bool = False,
     ) -> None:
         self.registry = registry
         # ORDERING=aggregate with AGGREGATE_FAILURE=block: a dead letter holds
         # back its aggregate's later events, which deserves a warning.
         self.blocks_aggregates = blocks_aggregates
+        self.ordered = ordered  # ORDERING=aggregate: a transaction completes only in order
         self.store = store
         self.retry = retry
         self.timeout_seconds = timeout_seconds
@@ -130,7 +132,7 @@ class Dispatcher:
             # The handler's time starts once it has its connection: waiting
             # for one (DATABASE_POOL_SIZE reached) is backpressure, bounded by
             # the pool's timeout (then StoreUnavailable: rescheduled, uncounted).
-            async with self.store.event_transaction(lease) as conn:
+            async with self.store.event_transaction(lease, in_order=self.ordered) as conn:
                 async with asyncio.timeout(limit_seconds):
                     await handler.func(event, self._context(event, payload, conn))
             return WriteBack.committed(lease)

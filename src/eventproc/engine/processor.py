@@ -89,6 +89,7 @@ class Processor:
             worker_id=self.worker_id,
             metrics=self.metrics,
             blocks_aggregates=self.config.ordered and not self.config.park_failed_aggregates,
+            ordered=self.config.ordered,
         )
 
     # -- public control ------------------------------------------------------

@@ -223,7 +223,9 @@ class Store:
         return len({row[0] for row in rows})
 
     @asynccontextmanager
-    async def event_transaction(self, lease: Lease) -> AsyncIterator[AsyncConnection]:
+    async def event_transaction(
+        self, lease: Lease, *, in_order: bool = False
+    ) -> AsyncIterator[AsyncConnection]:
         """A transaction that holds the event's row and completes it on exit.
 
         The fence is taken first, so another worker cannot claim the event
@@ -232,9 +234,15 @@ class Store:
         rolls back everything the handler wrote. Only database errors are
         translated (into StoreError): anything else the handler raises, an
         OSError of its own included, reaches the caller as raised.
+
+        ``in_order`` (ORDERING=aggregate): the completion is refused while an
+        earlier event of the aggregate is pending (a run whose head another
+        worker took over while this one was stalled), and then LeaseLost
+        rolls back the handler's writes too: they must not commit before the
+        earlier event's.
         """
         raised: BaseException | None = None
-        done = args.write_back([WriteBack.succeeded(lease)], self.worker_name, in_order=False)
+        done = args.write_back([WriteBack.succeeded(lease)], self.worker_name, in_order=in_order)
         try:
             async with translating(), self.driver.begin() as conn:
                 if not await self.driver.run(conn, "event_hold", [lease.event_id, lease.token]):
@@ -246,7 +254,11 @@ class Store:
                 except BaseException as exc:
                     raised = exc
                     raise _HandlerRaised from exc
-                await self.driver.run(conn, "event_write_back", done)
+                if not await self.driver.run(conn, "event_write_back", done):
+                    raise LeaseLost(
+                        f"{lease.event_id} could not complete: its lease was lost, or an "
+                        "earlier event of its aggregate is pending; its writes are rolled back"
+                    )
         except _HandlerRaised:
             assert raised is not None
             raise raised from None
