@@ -19,7 +19,8 @@ def _bindir() -> Path:
     return Path(found[-1]).parent
 
 
-def _free_port() -> int:
+def free_port() -> int:
+    """A loopback port nobody holds right now (bound to 0, then released)."""
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
         return int(sock.getsockname()[1])
@@ -28,7 +29,7 @@ def _free_port() -> int:
 class Cluster:
     def __init__(self) -> None:
         self.bindir = _bindir()
-        self.port = _free_port()
+        self.port = free_port()
         self.datadir = Path(tempfile.mkdtemp(prefix="eventproc-cluster-"))
         self._as_pg = ["runuser", "-u", "postgres", "--"] if os.geteuid() == 0 else []
         if self._as_pg:

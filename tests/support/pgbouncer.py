@@ -20,18 +20,14 @@ from pathlib import Path
 
 from sqlalchemy.engine import make_url
 
+from support.cluster import free_port
+
 BINARY = "/usr/sbin/pgbouncer"
 SERVER_CONNECTIONS = 8  # per database and user: far fewer than the clients tests open
 
 
 class PgBouncerError(RuntimeError):
     """PgBouncer is not installed, or did not start (the message holds its log)."""
-
-
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
 
 
 class PgBouncer:
@@ -63,7 +59,7 @@ class PgBouncer:
             raise PgBouncerError(
                 f"{BINARY} not found: install PgBouncer (Debian: apt-get install -y pgbouncer)"
             )
-        self.port = _free_port()
+        self.port = free_port()
         config = self.dir / "pgbouncer.ini"
         config.write_text(self._config())
         command = [BINARY, str(config)]
