@@ -5,7 +5,7 @@ import asyncio
 import json
 import sys
 import uuid
-from typing import Annotated, Any
+from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 from rich.console import Console
@@ -14,6 +14,10 @@ from eventproc import logs
 from eventproc.config import Settings, load_settings
 from eventproc.errors import ConfigError, EventprocError
 from eventproc.event import NewEvent
+
+if TYPE_CHECKING:
+    from eventproc.registry import Handler
+    from eventproc.routing import Explanation
 
 app = typer.Typer(
     name="eventproc",
@@ -249,20 +253,151 @@ def _smallint(flag: str, value: int) -> int:
 
 
 def _unhandled_warning(event_type: str, spec: str) -> str | None:
-    """Why nothing will handle ``event_type``, or None when the registry has a handler."""
+    """Why nothing will handle ``event_type``, or None when some subscription's types take it."""
     from eventproc.registry import load_registry
 
     try:
         registry = load_registry(spec)
     except EventprocError as exc:
         return f"could not check {event_type!r} against HANDLERS={spec}: {exc}"
-    if event_type in registry:
+    taking = sum(1 for entry in registry if entry.takes(event_type))
+    if taking:
         return None
     return (
-        f"no handler for {event_type!r} in HANDLERS={spec} ({len(registry)} types "
-        "registered); published anyway: a processor will mark it skipped "
+        f"no handler for {event_type!r} in HANDLERS={spec} (0 of its {len(registry)} "
+        "subscriptions take that type); published anyway: a processor will mark it skipped "
         "(replay it once a handler exists)"
     )
+
+
+route_app = typer.Typer(
+    name="route",
+    help="Which subscriptions of HANDLERS take an event, and why.",
+    no_args_is_help=True,
+    rich_markup_mode=None,
+)
+app.add_typer(route_app)
+
+# The envelope a filter sees, and what each of its fields may hold.
+_ENVELOPE_STRINGS = ("aggregate_id", "aggregate_type", "created_by")
+_ENVELOPE_OBJECTS = ("metadata", "payload")
+_ENVELOPE_FIELDS = (*_ENVELOPE_STRINGS, *_ENVELOPE_OBJECTS)
+
+
+@route_app.command("test")
+def route_test(
+    event: Annotated[
+        str,
+        typer.Option(
+            "--event",
+            help='The envelope as JSON, {"event_type": ..., "payload": {...}, '
+            '"metadata": {...}, "aggregate_id", "aggregate_type", "created_by"}, '
+            "or @file.json.",
+        ),
+    ],
+    as_json: Annotated[
+        bool, typer.Option("--json", help="Print JSON instead of text.", metavar="")
+    ] = False,
+) -> None:
+    """Test an event against every subscription: matched or not, and which clause failed.
+
+    Reads HANDLERS like the other commands; touches no database. Exit 0 when
+    at least one subscription takes the event, 1 when none does, 2 for bad
+    input or a registry that does not load.
+    """
+    from eventproc.registry import load_registry
+
+    settings = _settings()
+    try:
+        envelope = _envelope_option(event)
+        registry = load_registry(settings.handlers)
+    except _BadInput as exc:
+        _error(exc)
+        raise typer.Exit(2) from None
+    except EventprocError as exc:  # an unloadable registry, or a bad subscription in it
+        _error(exc)
+        raise typer.Exit(2) from None
+    results = registry.explain(envelope)
+    if as_json:
+        typer.echo(json.dumps(_route_json(envelope, results), default=str))
+    else:
+        typer.echo("\n".join(_route_lines(results)))
+    raise typer.Exit(0 if any(why.matched for _, why in results) else 1)
+
+
+def _envelope_option(text: str) -> dict[str, Any]:
+    """``--event``'s JSON (or the file ``@path`` names) as the envelope a filter sees."""
+    from eventproc.routing import envelope
+
+    if text.startswith("@"):
+        try:
+            with open(text[1:], encoding="utf-8") as file:
+                text = file.read()
+        except (OSError, UnicodeDecodeError) as exc:
+            raise _BadInput(f"--event: cannot read {text[1:]}: {exc}") from None
+    given = _json_object("--event", text)
+    unknown = [key for key in given if key != "event_type" and key not in _ENVELOPE_FIELDS]
+    if unknown:
+        raise _BadInput(
+            f"--event: unknown field {unknown[0]!r} (the envelope has event_type, "
+            f"{', '.join(_ENVELOPE_FIELDS)})"
+        )
+    event_type = given.get("event_type")
+    if not isinstance(event_type, str) or not event_type:
+        raise _BadInput('--event: needs "event_type", a non-empty string')
+    for key in _ENVELOPE_STRINGS:
+        if given.get(key) is not None and not isinstance(given[key], str):
+            raise _BadInput(f"--event: {key} must be a string, not {_json_kind(given[key])}")
+    for key in _ENVELOPE_OBJECTS:
+        if given.get(key) is not None and not isinstance(given[key], dict):
+            raise _BadInput(f"--event: {key} must be a JSON object, not {_json_kind(given[key])}")
+    return envelope(
+        event_type,
+        given.get("payload"),
+        aggregate_id=given.get("aggregate_id"),
+        aggregate_type=given.get("aggregate_type"),
+        created_by=given.get("created_by"),
+        metadata=given.get("metadata"),
+    )
+
+
+def _route_lines(results: "list[tuple[Handler, Explanation]]") -> list[str]:
+    """Per subscription: match or miss, the failed clause for a miss, then each check made."""
+    from eventproc.routing.explain import render
+
+    lines: list[str] = []
+    for entry, why in results:
+        mark = "match" if why.matched else "miss "
+        lines.append(f"{mark}  {entry.name}  types {render(list(entry.types))}")
+        if entry.filter is not None:
+            lines.append(f"       filter {json.dumps(entry.filter, default=str)}")
+        if not why.matched:
+            failed = why.failures[0]
+            lines.append(f"       failed clause {failed.clause}: {failed.reason}")
+            if len(why.checks) == 1:  # the type check alone: the line above said it all
+                continue
+        lines.extend(line for check in why.checks for line in check.lines(7))
+    taken = sum(1 for _, why in results if why.matched)
+    lines.append(f"{taken} of {len(results)} subscriptions take this event")
+    return lines
+
+
+def _route_json(
+    envelope: dict[str, Any], results: "list[tuple[Handler, Explanation]]"
+) -> dict[str, Any]:
+    return {
+        "event": envelope,
+        "matched": [entry.name for entry, why in results if why.matched],
+        "subscriptions": [
+            {
+                "name": entry.name,
+                "types": list(entry.types),
+                "filter": entry.filter,
+                **why.as_dict(),
+            }
+            for entry, why in results
+        ],
+    }
 
 
 # metavar="" on the flags: help shows "--once", not "--once <bool>".
@@ -385,6 +520,135 @@ async def _demo(
     return await run_demo(
         runtime, events=events, rate=rate, once=once, check=check, force=force, console=output
     )
+
+
+# -- eventproc backfill (issue 14, point 6) ------------------------------------------
+
+BackfillSince = Annotated[
+    str,
+    typer.Option(
+        "--since", help="Events created at or after this ISO 8601 time (UTC unless it says)."
+    ),
+]
+BackfillUntil = Annotated[
+    str | None,
+    typer.Option(
+        "--until",
+        help="... and before this one (default: no end). End it when the subscription went "
+        "live: events it has handled since, alone on their rows, have no delivery to see.",
+    ),
+]
+BackfillFilter = Annotated[
+    str | None,
+    typer.Option("--filter", help="An event pattern (JSON) narrowing the subscription's own."),
+]
+BackfillExecute = Annotated[
+    bool,
+    typer.Option(
+        "--execute", help="Create the deliveries (default: a dry run that counts).", metavar=""
+    ),
+]
+BackfillBatch = Annotated[int, typer.Option("--batch-size", help="Events per batch.")]
+BackfillJson = Annotated[
+    bool, typer.Option("--json", help="Print the report as JSON instead of text.", metavar="")
+]
+
+
+@app.command("backfill")
+def backfill_command(
+    subscription: Annotated[str, typer.Argument(help="The subscription's name.")],
+    since: BackfillSince,
+    until: BackfillUntil = None,
+    filter: BackfillFilter = None,
+    execute: BackfillExecute = False,
+    batch_size: BackfillBatch = 500,
+    as_json: BackfillJson = False,
+    database_url: DatabaseOption = None,
+) -> None:
+    """Apply a subscription of HANDLERS to past events: how many deliveries it would create.
+
+    A dry run unless --execute: then the deliveries are created batch by
+    batch, and processors run them (that subscription only). Events still
+    pending are left to be routed when claimed. Exit 2 for bad input.
+    """
+    from eventproc.backfill import backfill, progress_line, report_lines
+    from eventproc.store import open_store
+
+    settings = _settings(database_url=database_url)
+    try:
+        registry, handler, pattern = _backfill_subscription(settings, subscription, filter)
+        start, end = _backfill_window(since, until)
+        if batch_size < 1:
+            raise _BadInput(f"--batch-size: must be >= 1, got {batch_size}")
+    except (_BadInput, EventprocError) as exc:  # a registry, subscription or pattern error
+        _error(exc)
+        raise typer.Exit(2) from None
+    done: list[Any] = []  # the reports of the batches so far
+
+    def progress(report: Any) -> None:
+        if not as_json:
+            typer.echo(progress_line(report, done[-1] if done else None))
+        done.append(report)
+
+    async def go() -> None:
+        store = open_store(settings.effective_database_url, pooler=settings.pooler)
+        try:
+            report = await backfill(
+                store,
+                registry,
+                handler.name,
+                since=start,
+                until=end,
+                filter=pattern,
+                dry_run=not execute,
+                batch_size=batch_size,
+                on_batch=progress if execute else None,
+            )
+        finally:
+            await store.close()
+        lines = [json.dumps(report.as_dict())] if as_json else report_lines(report, handler)
+        typer.echo("\n".join(lines))
+
+    _run(go())
+
+
+def _backfill_subscription(settings: Settings, name: str, filter: str | None) -> Any:
+    """The registry, the subscription and the extra pattern; bad ones raise in one line."""
+    from eventproc.backfill import subscription
+    from eventproc.registry import load_registry
+    from eventproc.routing import PatternError, compile
+
+    registry = load_registry(settings.handlers)
+    handler = subscription(registry, name)
+    if filter is None:
+        return registry, handler, None
+    pattern = _json_object("--filter", filter)
+    try:
+        compile(pattern)
+    except PatternError as exc:
+        raise _BadInput(f"--filter: {exc}") from None
+    return registry, handler, pattern
+
+
+def _backfill_window(since: str, until: str | None) -> Any:
+    """--since and --until as times (a naive one is UTC); --until after --since."""
+    start = _backfill_time("--since", since)
+    if until is None:
+        return start, None
+    end = _backfill_time("--until", until)
+    if end <= start:
+        raise _BadInput(f"--until: must be after --since, got {until!r} and {since!r}")
+    return start, end
+
+
+def _backfill_time(flag: str, text: str) -> Any:
+    from datetime import UTC, datetime
+
+    try:
+        moment = datetime.fromisoformat(text)
+    except ValueError:
+        raise _BadInput(f"{flag}: not an ISO 8601 time: {text!r}") from None
+    return moment.replace(tzinfo=UTC) if moment.tzinfo is None else moment
 
 
 def main() -> None:

@@ -11,6 +11,10 @@ a replay changes nothing. Failure policy:
   ``LookupError``: retried, then dead-lettered;
 - an UPDATE that matches no row logs a warning and the event succeeds;
 - any database error propagates: retried, then dead-lettered.
+
+Each subscription's ``name`` is written out, equal to the function's dotted
+name that earlier releases recorded in ``event_dead_letters.handler``: it is
+the deliveries' identity, so renaming a function no longer renames it.
 """
 
 import logging
@@ -74,6 +78,7 @@ async def _exists(ctx: HandlerContext, table: Table, row_id: uuid.UUID) -> bool:
 
 @registry.handler(
     "user.inquiry.solution_needed",
+    name="yachtparty.handlers.solution_needed",
     description=(
         "A member needs a solution: queue a research_solution task for Solution Saga "
         "and publish solution.research_initiated."
@@ -153,6 +158,7 @@ async def _find_experts(ctx: HandlerContext, payload: CommunityRequestNeeded) ->
 
 @registry.handler(
     "community.request_needed",
+    name="yachtparty.handlers.community_request_needed",
     description=(
         "Ask the community: attach to an open duplicate request, or create the request "
         "and route it to up to 5 verified experts (tasks for the Account Manager)."
@@ -315,6 +321,7 @@ def _routing_result(
 
 @registry.handler(
     "user.intro_inquiry",
+    name="yachtparty.handlers.intro_inquiry",
     description="A member asks about an intro: queue an intro_followup_check task.",
     payload=IntroInquiry,
     transactional=True,
@@ -343,6 +350,7 @@ async def intro_inquiry(event: Event, ctx: HandlerContext) -> None:
 
 @registry.handler(
     "user.verified",
+    name="yachtparty.handlers.user_verified",
     description=(
         "A member was verified: invalidate caches and, a minute later, tell them their "
         "priorities (notify_user_of_priorities task)."
@@ -391,6 +399,7 @@ def _touched(column: Any, event: Event, now: datetime) -> Any:
 
 @registry.handler(
     "user.message.received",
+    name="yachtparty.handlers.message_received",
     description="A member sent a message: mark the user and the conversation active now.",
     payload=MessageReceived,
     transactional=True,
@@ -440,6 +449,7 @@ async def _conversation_owner(ctx: HandlerContext, conversation_id: uuid.UUID) -
 
 @registry.handler(
     "user.response.recorded",
+    name="yachtparty.handlers.response_recorded",
     description=(
         "Log a member's response to an agent; a rejection queues a "
         "notify_user_of_priorities task for the conversation's owner."
@@ -496,6 +506,7 @@ async def response_recorded(event: Event, ctx: HandlerContext) -> None:
 
 @registry.handler(
     "conversation.intent_classified",
+    name="yachtparty.handlers.intent_classified",
     description=(
         "Record a conversation's classified intent in conversations.metadata; a confident "
         "one (> 0.8) queues a notify_user_of_priorities task."
@@ -579,6 +590,7 @@ async def _active_conversation(ctx: HandlerContext, user_id: uuid.UUID) -> uuid.
 
 @registry.handler(
     "solution.research_complete",
+    name="yachtparty.handlers.research_complete",
     description=(
         "Solution research finished: have the Concierge deliver the findings in the user's "
         "active conversation and mark the workflow completed."
@@ -653,6 +665,7 @@ async def _complete_intro(
 
 @registry.handler(
     "intro.completed",
+    name="yachtparty.handlers.intro_completed",
     description=(
         "An intro happened: mark it completed, award the connector's credits once per intro "
         "(credit_events -> users.credit_balance), and queue notifications."
@@ -731,6 +744,7 @@ async def _award_credits(
 
 @registry.handler(
     "community.response_received",
+    name="yachtparty.handlers.response_received",
     description=(
         "An expert answered a community request: hand it to Solution Saga (for a workflow's "
         "request) and tell the requester's Account Manager."
@@ -787,6 +801,7 @@ async def response_received(event: Event, ctx: HandlerContext) -> None:
 
 @registry.handler(
     "account_manager.processing.completed",
+    name="yachtparty.handlers.processing_completed",
     description=(
         "Log an Account Manager run; urgent items queue an urgent "
         "notify_user_of_priorities task for the Concierge."

@@ -19,11 +19,15 @@ def test_register_and_look_up() -> None:
     assert entry.name.endswith("test_registry.noop")
 
 
-def test_duplicate_type_is_refused() -> None:
+def test_a_duplicate_name_is_refused_but_a_type_may_be_shared() -> None:
     registry = Registry()
     registry.register("a.b", noop)
-    with pytest.raises(RegistryError, match="already has a handler"):
+    with pytest.raises(
+        RegistryError, match=r"handler '.*test_registry\.noop' is registered already"
+    ):
         registry.register("a.b", noop)
+    registry.register("a.b", noop, name="second")
+    assert [entry.name for entry in registry] == [f"{__name__}.noop", "second"]
 
 
 def test_include_merges_handlers_and_schema_hooks() -> None:

@@ -35,7 +35,20 @@ async def test_health_has_the_seed_shape_and_extras(
         "maxRetries": 5,
         "pollingEnabled": True,
     }
-    assert body["registry"] == {"totalHandlers": 1, "eventTypes": ["t.ok"]}
+    assert body["registry"] == {
+        "totalHandlers": 1,
+        "eventTypes": ["t.ok"],
+        "subscriptions": [
+            {
+                "name": "support.registries.make_registry.<locals>.ok",
+                "types": ["t.ok"],
+                "filter": None,
+                "transactional": False,
+                "timeoutSeconds": None,
+                "description": "Does nothing, successfully.",
+            }
+        ],
+    }
     assert body["database"]["reachable"] is True
     assert body["backlog"] == 2 and body["oldestPendingAgeSeconds"] >= 0
     assert body["deadLetters"] == 0

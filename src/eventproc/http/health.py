@@ -18,6 +18,7 @@ from eventproc.store import BlockedSummary, StoreStats
 from eventproc.store.protocol import WakeUps
 
 if TYPE_CHECKING:
+    from eventproc.registry import Registry
     from eventproc.runtime import Runtime
 
 router = APIRouter(tags=["health"])
@@ -38,9 +39,23 @@ class SeedConfig(OpenModel):
     pollingEnabled: bool
 
 
+class SubscriptionInfo(OpenModel):
+    """One subscription: its name (its deliveries' and dead letters' ``handler``) and routing."""
+
+    name: str
+    types: list[str]
+    filter: dict[str, Any] | None
+    transactional: bool
+    timeoutSeconds: float | None
+    description: str
+
+
 class RegistryInfo(OpenModel):
+    """``totalHandlers`` counts subscriptions; ``eventTypes`` holds each type pattern once."""
+
     totalHandlers: int
     eventTypes: list[str]
+    subscriptions: list[SubscriptionInfo]
 
 
 class DatabaseInfo(OpenModel):
@@ -143,6 +158,25 @@ def wake_ups_json(wake_ups: WakeUps) -> dict[str, object]:
     }
 
 
+def registry_json(registry: "Registry") -> dict[str, object]:
+    """The seed's two keys, then every subscription with its types and filter."""
+    return {
+        "totalHandlers": len(registry),
+        "eventTypes": registry.event_types,
+        "subscriptions": [
+            {
+                "name": entry.name,
+                "types": list(entry.types),
+                "filter": None if entry.filter is None else dict(entry.filter),
+                "transactional": entry.transactional,
+                "timeoutSeconds": entry.timeout_seconds,
+                "description": entry.description,
+            }
+            for entry in registry
+        ],
+    }
+
+
 def _iso(moment: datetime) -> str:
     return moment.isoformat().replace("+00:00", "Z")
 
@@ -210,10 +244,7 @@ def health_payload(
             "maxRetries": settings.max_retries,
             "pollingEnabled": settings.enable_polling,
         },
-        "registry": {
-            "totalHandlers": len(runtime.registry),
-            "eventTypes": runtime.registry.event_types,
-        },
+        "registry": registry_json(runtime.registry),
         "database": {
             "reachable": reachable,
             "backend": runtime.backend,
