@@ -8,9 +8,9 @@ wait for the writer.
 
 import uuid
 from datetime import UTC, datetime
-from typing import Any
+from typing import Any, NamedTuple
 
-from sqlalchemy import Select, or_, select, tuple_
+from sqlalchemy import Select, exists, func, or_, select, tuple_
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from eventproc.errors import AlreadyProcessed, Conflict, NotFound, StoreError
@@ -18,7 +18,7 @@ from eventproc.event import DeadLetter, Event, Outcome
 from eventproc.store.driver import Driver
 from eventproc.store.protocol import ClaimPolicy, EventFilter
 from eventproc.store.rows import aware, row_to_dead_letter, row_to_event
-from eventproc.store.schema import dead_letters, events
+from eventproc.store.schema import dead_letters, deliveries, events
 
 
 async def now(driver: Driver) -> datetime:
@@ -116,3 +116,77 @@ def _state_of(event: Event, now: datetime) -> str:
 
 def _iso(moment: datetime) -> str:
     return moment.astimezone(UTC).isoformat().replace("+00:00", "Z")
+
+
+# -- backfill (eventproc.backfill): past events, by event type and time ------------------
+
+
+class BackfillRow(NamedTuple):
+    """A past event as a backfill sees it."""
+
+    event: Event
+    delivered: bool  # it has a delivery of the backfilled handler already
+    unrouted: bool  # still pending on its own row: routed (the new subscription too) when claimed
+
+
+async def event_types_present(driver: Driver) -> list[str]:
+    """Every distinct ``event_type``, in order, by a loose scan of events_type_created_idx.
+
+    One index probe per type (a recursive ``min(event_type) > previous``),
+    not a scan of the table: a backfill of ``user.*`` or ``*`` learns which
+    exact types to page through.
+    """
+    first = select(func.min(events.c.event_type).label("event_type")).cte("present", recursive=True)
+    later = events.alias("later")
+    following = (
+        select(func.min(later.c.event_type))
+        .where(later.c.event_type > first.c.event_type)
+        .scalar_subquery()
+    )
+    present = first.union_all(
+        select(following.label("event_type")).where(first.c.event_type.is_not(None))
+    )
+    statement = select(present.c.event_type).where(present.c.event_type.is_not(None))
+    async with driver.reader.connect() as conn:
+        return [row[0] for row in await conn.execute(statement)]
+
+
+async def backfill_page(
+    driver: Driver,
+    event_type: str,
+    handler: str,
+    *,
+    since: datetime,
+    until: datetime | None,
+    after: tuple[datetime, uuid.UUID] | None,
+    limit: int,
+) -> list[BackfillRow]:
+    """The next ``limit`` events of one type created in [since, until), after ``after``.
+
+    Keyset order (created_at, id), walked on events_type_created_idx (the
+    type, then a created_at range: the row comparison only breaks ties);
+    whether each has ``handler``'s delivery is a probe of that table's key.
+    """
+    delivered = exists().where(
+        deliveries.c.event_id == events.c.id, deliveries.c.handler == handler
+    )
+    statement = select(events, delivered.label("delivered")).where(
+        events.c.event_type == event_type, events.c.created_at >= since
+    )
+    if until is not None:
+        statement = statement.where(events.c.created_at < until)
+    if after is not None:
+        statement = statement.where(
+            events.c.created_at >= after[0], tuple_(events.c.created_at, events.c.id) > after
+        )
+    statement = statement.order_by(events.c.created_at, events.c.id).limit(limit)
+    async with driver.reader.connect() as conn:
+        rows = (await conn.execute(statement)).all()
+    return [
+        BackfillRow(
+            row_to_event(row),
+            bool(row.delivered),
+            not row.processed and row.routed_at is None,
+        )
+        for row in rows
+    ]
