@@ -7,7 +7,10 @@ eventproc's source is on that venv's path). Three peers:
 - ``eventproc``: default settings, ORDERING=none, events without aggregate;
 - ``eventproc_sync``: as ``eventproc``, with ASYNC_COMMIT=false;
 - ``eventproc_agg``: default settings (ORDERING=aggregate), drain events
-  spread round-robin over 1,000 aggregate ids (latency events have none).
+  spread round-robin over 1,000 aggregate ids (latency events have none);
+- ``eventproc_fanout`` / ``eventproc_fanout_agg``: as ``eventproc`` /
+  ``eventproc_agg`` with 3 subscriptions taking every event, so each event
+  is 3 deliveries (their drain jobs/s are events/s: deliveries/s is 3x).
 
 The worker is what ``eventproc worker`` runs (``Runtime``: store, registry,
 processor, logging configured exactly as the CLI does, LOG_LEVEL=info), in the
@@ -42,9 +45,10 @@ class EventprocPeer(peers.Peer):
     name = "eventproc"
     default_loop = "asyncio"  # eventproc's CLI runs asyncio.run()
     supports = ("drain", "latency", "retry", "profile")
-    tables = ("events", "event_dead_letters")
+    tables = ("events", "event_dead_letters", "event_deliveries")
     ordering = "none"
     aggregates = 0
+    subscribers = 1  # subscriptions taking bench.noop (the fan-out peers: 3)
     # MAX_RETRIES=5 (default): 5 failed runs, then the dead letter.
     retry_max_attempts = 4
 
@@ -146,6 +150,15 @@ class EventprocPeer(peers.Peer):
         async def noop(event: Event, ctx: HandlerContext) -> None:
             rec.handle(event.payload, event.attempts)
 
+        # The fan-out peers: the same event type taken by more subscriptions,
+        # each a delivery of its own (their calls are counted too).
+        for extra in range(1, self.subscribers):
+
+            async def also(event: Event, ctx: HandlerContext) -> None:
+                rec.handle(event.payload, event.attempts)
+
+            registry.register("bench.noop", also, name=f"bench.noop.also{extra}")
+
         @registry.handler("bench.retry", description="fails as the harness says")
         async def retry_probe(event: Event, ctx: HandlerContext) -> None:
             rec.handle(event.payload, event.attempts)
@@ -201,5 +214,31 @@ class EventprocSyncCommitPeer(EventprocPeer):
                 "label": "defaults,ORDERING=none,ASYNC_COMMIT=false",
                 "ordering": "none",
                 "async_commit": False,
+            }
+        ]
+
+
+class EventprocFanoutPeer(EventprocPeer):
+    """ORDERING=none, 3 subscriptions per event: 3 deliveries each."""
+
+    name = "eventproc_fanout"
+    subscribers = 3
+
+    def variants(self, concurrencies: list[int]) -> list[dict[str, Any]]:
+        return [{"label": "defaults,ORDERING=none,3 subscriptions", "ordering": "none"}]
+
+
+class EventprocFanoutAggregatePeer(EventprocAggregatePeer):
+    """ORDERING=aggregate (the default) over 1,000 aggregates, 3 subscriptions per event."""
+
+    name = "eventproc_fanout_agg"
+    subscribers = 3
+
+    def variants(self, concurrencies: list[int]) -> list[dict[str, Any]]:
+        return [
+            {
+                "label": f"defaults,ORDERING=aggregate,{self.aggregates} aggregates,"
+                "3 subscriptions",
+                "ordering": "aggregate",
             }
         ]

@@ -41,7 +41,13 @@ VENV_PY = BENCH / ".venv-peers" / "bin" / "python"
 PLUGIN = BENCH / "eventproc_peer.py"
 WORK = RESULTS / "peers-work"
 
-EVENTPROC = ("eventproc", "eventproc_sync", "eventproc_agg")
+EVENTPROC = (
+    "eventproc",
+    "eventproc_sync",
+    "eventproc_agg",
+    "eventproc_fanout",
+    "eventproc_fanout_agg",
+)
 OTHERS = ("pgqueuer", "procrastinate", "raw")
 # Settings of eventproc the caller's shell must not leak into the harness.
 SCRUB = (

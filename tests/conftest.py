@@ -107,7 +107,7 @@ def pg_url() -> Iterator[str]:
 async def truncate_postgres(url: str, extra_tables: tuple[str, ...] = ()) -> None:
     conn = await asyncpg.connect(_dsn(url))
     try:
-        tables = ", ".join(("events", "event_dead_letters", *extra_tables))
+        tables = ", ".join(("events", "event_dead_letters", "event_deliveries", *extra_tables))
         await conn.execute(f"TRUNCATE {tables} CASCADE")
     finally:
         await conn.close()

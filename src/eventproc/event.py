@@ -43,6 +43,7 @@ class Outcome(enum.StrEnum):
     SKIPPED = "skipped"
     DEAD_LETTERED = "dead_lettered"
     DISCARDED = "discarded"  # its dead letter was deleted by an operator
+    PARTIAL = "partial"  # some deliveries succeeded, some were dead-lettered
 
 
 @dataclass(frozen=True, slots=True)
@@ -66,6 +67,19 @@ class Event:
     locked_until: datetime | None = None
     processed_at: datetime | None = None
     outcome: str | None = None
+    # Routing, set by the store and the producer, not by the row:
+    # ``handler``: the subscription this claim runs; ``delivery``: the lease
+    # (attempts, locked_by, ...) is that subscription's delivery row, not the
+    # event's; ``blocked``: subscriptions with an earlier delivery of this
+    # aggregate still pending (ORDERING=aggregate), which must not run it yet.
+    handler: str | None = None
+    delivery: bool = False
+    blocked: frozenset[str] = frozenset()
+
+    def routed_to(self, handler: str | None) -> "Event":
+        """This claim, to be run by ``handler`` (set once, by the producer, after routing)."""
+        object.__setattr__(self, "handler", handler)
+        return self
 
 
 @dataclass(frozen=True, slots=True)

@@ -332,7 +332,7 @@ async def test_a_sqlite_file_of_the_previous_release_is_upgraded(sqlite_url: str
     # Back to the previous release's shape: no fingerprint column, replay trigger v1.
     await execute(store, "DROP INDEX event_dead_letters_open_idx")
     await execute(store, "ALTER TABLE event_dead_letters DROP COLUMN error_fingerprint")
-    await execute(store, "DROP TRIGGER eventproc_replay_v2")
+    await execute(store, "DROP TRIGGER eventproc_replay_v3")
     await execute(store, "DROP TRIGGER eventproc_null_processed_v1")
     await execute(
         store,
@@ -352,7 +352,7 @@ async def test_a_sqlite_file_of_the_previous_release_is_upgraded(sqlite_url: str
             )
         }
     assert "error_fingerprint" in columns
-    assert triggers == {"eventproc_replay_v2", "eventproc_null_processed_v1"}
+    assert triggers == {"eventproc_replay_v3", "eventproc_null_processed_v1"}
     await store.close()
 
 

@@ -53,6 +53,9 @@ class Flushed:
 
     at: float  # monotonic, just after the write: retry delays count from here
     retry_delays: tuple[float, ...]  # of the retries and reschedules it wrote
+    # It wrote deliveries: one may have unblocked another, or a retry moved
+    # onto one, and a delivery claim may find work.
+    deliveries: bool = False
 
 
 class Completer:
@@ -107,7 +110,7 @@ class Completer:
             if not self._batch:
                 self._oldest = time.monotonic()
             self._batch.append(result)
-            self._failing += result.closing is None
+            self._failing += not _carriable(result)
             self._added += 1
         self._idle.clear()
         self._ready.set()
@@ -258,11 +261,16 @@ class Completer:
         await self._written_up_to(upto)
         # Retry delays count from now, after the write: never earlier than the
         # database's own next_attempt_at.
-        self._publish(tuple(item.delay_seconds for item in batch if item.rescheduling))
+        self._publish(
+            tuple(item.delay_seconds for item in batch if item.rescheduling),
+            deliveries=any(
+                item.lease.handler is not None or item.moves_to_delivery for item in batch
+            ),
+        )
         return True
 
-    def _publish(self, retry_delays: tuple[float, ...]) -> None:
-        self.flushes.put_nowait(Flushed(time.monotonic(), retry_delays))
+    def _publish(self, retry_delays: tuple[float, ...], *, deliveries: bool = False) -> None:
+        self.flushes.put_nowait(Flushed(time.monotonic(), retry_delays, deliveries))
         self.slots.wakeup.set()
 
     def _keep(
@@ -279,7 +287,7 @@ class Completer:
         if not self._batch:
             self._oldest = time.monotonic() if since is None else since
         self._batch[:0] = batch
-        self._failing += sum(item.closing is None for item in batch)
+        self._failing += sum(not _carriable(item) for item in batch)
         self._committed += committed
 
     def _release(self) -> None:
@@ -305,3 +313,12 @@ class Completer:
             self._progress.notify_all()
         if not self.pending:
             self._idle.set()
+
+
+def _carriable(result: WriteBack) -> bool:
+    """Whether a claim may carry it: a success on an event's own row.
+
+    A delivery's result needs its own statement (and must land before the
+    rows' successes behind it), so one in the buffer means a flush.
+    """
+    return result.closing is not None and result.lease.handler is None

@@ -57,7 +57,7 @@ class Dispatcher:
         self.metrics = metrics
 
     async def run(self, event: Event) -> WriteBack | None:
-        """Handle ``event``; ``None`` means the lease was lost (nothing to write)."""
+        """Handle ``event`` (routed: ``event.handler``); ``None``: the lease was lost."""
         lease = Lease.of(event)
         attempt = event.attempts
         if attempt > self.retry.max_retries:
@@ -68,15 +68,9 @@ class Dispatcher:
                 "lost their lease while handling it",
                 handler=None,
             )
-        handler = self.registry.get(event.event_type)
+        handler = self.registry.subscription(event.handler) if event.handler else None
         if handler is None:
-            logger.warning(
-                "No handler registered for event type: %s",
-                event.event_type,
-                extra=_fields(event, action="skipped"),
-            )
-            self.metrics.count(OTHER_TYPE, "skipped")
-            return WriteBack.skipped(lease)
+            return self._unroutable(event, lease)
         try:
             payload = (
                 handler.payload_model.model_validate(event.payload)
@@ -91,6 +85,22 @@ class Dispatcher:
                 handler=handler,
             )
         return await self._call(event, lease, handler, payload)
+
+    def _unroutable(self, event: Event, lease: Lease) -> WriteBack:
+        """No subscription takes the event (skipped), or a delivery's is gone (dead letter)."""
+        if event.delivery:
+            # Its subscription was removed (or renamed) since the delivery
+            # was made: an operator replays it elsewhere or discards it.
+            return self._bury(
+                event, lease, f"no subscription named {event.handler!r} is registered", None
+            )
+        logger.warning(
+            "No handler registered for event type: %s (no subscription takes it)",
+            event.event_type,
+            extra=_fields(event, action="skipped"),
+        )
+        self.metrics.count(OTHER_TYPE, "skipped")
+        return WriteBack.skipped(lease)
 
     async def _call(
         self, event: Event, lease: Lease, handler: Handler, payload: object
@@ -147,7 +157,7 @@ class Dispatcher:
             if not stepped.first_step():
                 async with asyncio.timeout(limit_seconds - (time.perf_counter() - started)):
                     await stepped
-        return WriteBack.succeeded(lease)
+        return WriteBack.succeeded(lease, handler.name)
 
     def _after_error(
         self, event: Event, lease: Lease, handler: Handler, exc: Exception, timeout: float
@@ -169,7 +179,9 @@ class Dispatcher:
                 extra=_fields(event, action="rescheduled"),
             )
             self.metrics.count(event.event_type, "rescheduled")
-            return WriteBack.rescheduled(lease, exc.delay_seconds, exc.reason, event.attempts)
+            return WriteBack.rescheduled(
+                lease, exc.delay_seconds, exc.reason, event.attempts, handler.name
+            )
         if isinstance(exc, StoreUnavailable):
             # eventproc's own database (its connection, the event's
             # transaction, ctx.publish) failed: not the handler's fault.
@@ -182,7 +194,7 @@ class Dispatcher:
             )
             self.metrics.count(event.event_type, "store_unavailable")
             return WriteBack.rescheduled(
-                lease, STORE_TROUBLE_DELAY_SECONDS, str(exc), event.attempts
+                lease, STORE_TROUBLE_DELAY_SECONDS, str(exc), event.attempts, handler.name
             )
         if isinstance(exc, TimeoutError):
             return self._fail(event, lease, handler, f"handler timed out after {timeout:g}s", exc)
@@ -224,7 +236,7 @@ class Dispatcher:
             extra=_fields(event, action="retry"),
         )
         self.metrics.count(event.event_type, "retried")
-        return WriteBack.retry(lease, delay, message, event.attempts)
+        return WriteBack.retry(lease, delay, message, event.attempts, handler.name)
 
     def _bury(
         self,
@@ -254,7 +266,7 @@ class Dispatcher:
             message,
             event.attempts,
             detail=detail,
-            handler=handler.name if handler else None,
+            handler=handler.name if handler else event.handler,
             fingerprint=fingerprint(message),
         )
 

@@ -74,6 +74,7 @@ class Processor:
             metrics=self.metrics,
             signals=self.signals,
             worker_id=self.worker_id,
+            route=lambda event: [handler.name for handler in registry.route(event)],
         )
         # Read at scrape time: setting a gauge per event takes a lock each time.
         self.metrics.in_flight.set_function(lambda: slots.busy)
@@ -141,7 +142,7 @@ class Processor:
         behind an earlier event of its aggregate).
         """
         event = await self.store.event_claim_one(event_id, self.next_token(), self.policy(1))
-        self.runners.start([event])
+        await self.producer.start_routed([event])
         return event
 
     async def process_batch(self) -> int:

@@ -13,18 +13,17 @@ import itertools
 import logging
 import random
 import time
-import uuid
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
 
 from eventproc.engine.completer import Completer
+from eventproc.engine.fanout import Route, in_claim_order, route_claim, runs_of
 from eventproc.engine.runners import Runners
 from eventproc.engine.slots import Slots
 from eventproc.errors import StoreConflict, StoreError, StoreUnavailable
 from eventproc.event import Event
 from eventproc.metrics import Metrics
 from eventproc.processor_config import ProcessorConfig
-from eventproc.store.protocol import ClaimPolicy, Storage
+from eventproc.store.protocol import ClaimPolicy, Lease, Storage
 
 logger = logging.getLogger("eventproc.processor")
 
@@ -54,6 +53,7 @@ class Producer:
         metrics: Metrics,
         signals: Signals,
         worker_id: str,
+        route: Route,
     ) -> None:
         self.store = store
         self.config = config
@@ -63,6 +63,12 @@ class Producer:
         self.metrics = metrics
         self.signals = signals
         self.worker_id = worker_id
+        self.route = route
+        # Whether a delivery claim may find something: deliveries wait for
+        # retries, for an earlier delivery of their aggregate, or for a lease
+        # to expire. Set when one of ours falls due or a flush wrote any, on
+        # every poll, and after a delivery claim that came back full.
+        self.deliveries_maybe = True
         self._tokens = itertools.count(1)
         self._claim_requested = True
         # Claims running in the background (their slots are in Slots.reserved).
@@ -200,31 +206,72 @@ class Producer:
     async def _claim(self, limit: int) -> int:
         if limit <= 0:  # never ask a store for LIMIT 0 or less (SQLite: no limit)
             return 0
+        token = self.next_token()
+        found: list[Event] = []
+        if self.deliveries_maybe:
+            found = await self.store.delivery_claim_many(token, self.policy(limit))
+            self.deliveries_maybe = len(found) == limit
+            if len(found) == limit:
+                self.slots.more_available = True
+                self._start(found)
+                return limit
+        taken = len(found)
         # The successes waiting to be written ride along: one statement for both.
         carried = self.completer.take()
         try:
             claimed = await self.store.event_claim_many(
-                self.next_token(),
-                self.policy(limit),
+                token,
+                self.policy(limit - taken),
                 completing=carried.completions if carried is not None else (),
             )
         except BaseException:
             self.slots.more_available = False
             if carried is not None:
                 self.completer.give_back(carried)
+            self._start(found)
             raise
         if carried is not None:
             await self.completer.carried(carried)
         if not self.slots.database_ok:
             logger.info("Database reachable again; resuming", extra={"action": "resumed"})
         self.slots.database_ok = True
-        self.slots.more_available = len(claimed) == limit
-        if claimed:
-            self.metrics.claimed.inc(len(claimed))
-            for run in _runs(claimed):
-                self.runners.start(run)
-            self.signals.claimed.set()
-        return len(claimed)
+        self.slots.more_available = len(claimed) == limit - taken
+        # One start for both: an event on its row that follows deliveries this
+        # claim holds (of its handler and aggregate) joins their run.
+        try:
+            if claimed:
+                self.metrics.claimed.inc(len(claimed))
+                found += await self._routed(claimed)
+        finally:
+            self._start(found)
+        return taken + len(claimed)
+
+    async def _routed(self, claimed: list[Event]) -> list[Event]:
+        """Route the claim; move the events that fan out (or must wait) onto deliveries."""
+        routed = route_claim(claimed, self.route)
+        if not routed.plans:
+            return routed.on_rows
+        try:
+            opened = await self.store.delivery_open(routed.plans, self.config.lease_seconds)
+        except BaseException:
+            moving = {plan.lease for plan in routed.plans}
+            with contextlib.suppress(Exception):
+                await self.store.event_release_many([*moving, *map(Lease.of, routed.on_rows)])
+            raise
+        if any(not plan.run_now for plan in routed.plans):
+            self.deliveries_maybe = True
+        return in_claim_order([*routed.on_rows, *opened])
+
+    async def start_routed(self, claimed: list[Event]) -> None:
+        """Route events claimed elsewhere (a manual trigger) and start them."""
+        self._start(await self._routed(claimed))
+
+    def _start(self, work: list[Event]) -> None:
+        if not work:
+            return
+        for run in runs_of(work):
+            self.runners.start(run)
+        self.signals.claimed.set()
 
     async def settle_claims(self) -> None:
         """Wait for the claims still out: they bring events a drain must know about."""
@@ -237,6 +284,7 @@ class Producer:
             return
         while not flushes.empty():
             flushed = flushes.get_nowait()
+            self.deliveries_maybe = self.deliveries_maybe or flushed.deliveries
             for delay in flushed.retry_delays:
                 heapq.heappush(self._due, flushed.at + delay + 0.01)
         self.signals.flushed.set()
@@ -270,9 +318,9 @@ class Producer:
                 await wakeup.wait()
         except TimeoutError:
             if self.config.polling_enabled:
-                self._claim_requested = True
+                self._claim_requested = self.deliveries_maybe = True
         if self._pop_due() and self.config.polling_enabled:
-            self._claim_requested = True
+            self._claim_requested = self.deliveries_maybe = True
 
     def _poll_timeout(self) -> float | None:
         if not self.config.polling_enabled:
@@ -289,6 +337,7 @@ class Producer:
         if self._claims or self.runners.active or self.completer.pending or self._due:
             return False
         await self.completer.wait_idle()
+        self.deliveries_maybe = True  # idle means no delivery is left either
         if await self.claim_once():
             return False
         self.take_flushes()
@@ -314,20 +363,3 @@ class Producer:
             logger.warning("Database still unreachable; next try in %.1fs", retry_in)
         self.slots.database_ok = False
         self.slots.last_error = str(exc)
-
-
-def _runs(claimed: list[Event]) -> list[list[Event]]:
-    """Group a claim into runs: one per aggregate (in order), one per other event."""
-    runs: list[list[Event]] = []
-    by_aggregate: dict[uuid.UUID, list[Event]] = {}
-    for event in claimed:
-        if event.aggregate_id is None:
-            runs.append([event])
-        elif event.aggregate_id in by_aggregate:
-            by_aggregate[event.aggregate_id].append(event)
-        else:
-            by_aggregate[event.aggregate_id] = run = [event]
-            runs.append(run)
-    for run in by_aggregate.values():
-        run.sort(key=lambda e: (e.created_at or datetime.min.replace(tzinfo=UTC), e.id))
-    return runs

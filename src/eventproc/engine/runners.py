@@ -232,7 +232,7 @@ class Runners:
         return False
 
     def _commits_itself(self, event: Event) -> bool:
-        handler = self.registry.get(event.event_type)
+        handler = self.registry.subscription(event.handler) if event.handler else None
         return handler is not None and handler.transactional
 
     async def drain(self, grace_seconds: float) -> list[Event]:

@@ -9,7 +9,7 @@ from collections.abc import Sequence
 from typing import Any
 
 from eventproc.event import NewEvent
-from eventproc.store.protocol import ClaimPolicy, Kind, Lease, WriteBack
+from eventproc.store.protocol import ClaimPolicy, Kind, Lease, Plan, WriteBack
 
 ERROR_CHARS = 2000  # of an error message kept in metadata.last_error
 CLAIM_WINDOW = 100  # available events an ordered claim looks at (see Store.event_claim_many)
@@ -38,13 +38,24 @@ def successes(batch: Sequence[WriteBack]) -> list[Any]:
     ]
 
 
+def _handlers_of_successes(batch: Sequence[WriteBack]) -> list[str | None]:
+    """The handler of each success, in the order ``successes`` lists them."""
+    return [item.handler for item in _by_id([i for i in batch if i.closing is not None])]
+
+
 def claim(
     token: str, policy: ClaimPolicy, worker: str, completing: Sequence[WriteBack] = ()
 ) -> list[Any]:
     args: list[Any] = [token, policy.lease_seconds, policy.limit, claim_window(policy.limit)]
     if completing:
         args += [*successes(completing), worker]
+        if policy.ordered:  # the in-order test looks at each one's handler
+            args.append(_handlers_of_successes(completing))
     return args
+
+
+def delivery_claim(token: str, policy: ClaimPolicy) -> list[Any]:
+    return [token, policy.lease_seconds, policy.limit, claim_window(policy.limit)]
 
 
 def write_back(batch: Sequence[WriteBack], worker: str, *, in_order: bool) -> list[Any]:
@@ -67,6 +78,59 @@ def write_back(batch: Sequence[WriteBack], worker: str, *, in_order: bool) -> li
         [item.detail for item in letters],
         [item.handler for item in letters],
         [item.fingerprint for item in letters],
+        _handlers_of_successes(batch),
+    ]
+
+
+def delivery_open(plans: Sequence[Plan], lease_seconds: float) -> list[Any]:
+    ordered = sorted(plans, key=lambda plan: (plan.lease.event_id, plan.handler))
+    return [
+        [plan.lease.event_id for plan in ordered],
+        [plan.lease.token for plan in ordered],
+        [plan.handler for plan in ordered],
+        [plan.run_now for plan in ordered],
+        [plan.spent for plan in ordered],
+        lease_seconds,
+    ]
+
+
+_DELIVERY_KINDS = {
+    Kind.SUCCEEDED: "succeeded",
+    Kind.RETRY: "retry",
+    Kind.RESCHEDULED: "rescheduled",
+    Kind.DEAD_LETTERED: "dead_lettered",
+}
+
+
+def delivery_write_back(
+    batch: Sequence[WriteBack], worker: str, *, in_order: bool, beside: Sequence[WriteBack] = ()
+) -> list[Any]:
+    """``batch``: results of deliveries; ``beside``: the same flush's results on events' rows."""
+    items = sorted(batch, key=lambda item: (item.lease.event_id, item.lease.handler or ""))
+    rows = _by_id([item for item in beside if item.closing is not None])
+    return [
+        [item.lease.event_id for item in items],
+        [item.lease.handler for item in items],
+        [item.lease.token for item in items],
+        [_DELIVERY_KINDS[item.kind] for item in items],
+        [item.delay_seconds for item in items],
+        [item.error for item in items],
+        [item.attempt for item in items],
+        [item.detail for item in items],
+        [item.fingerprint for item in items],
+        worker,
+        in_order,
+        [item.lease.event_id for item in rows],
+        [item.lease.token for item in rows],
+    ]
+
+
+def delivery_leases(items: Sequence[Lease]) -> list[Any]:
+    ordered = sorted(items, key=lambda lease: (lease.event_id, lease.handler or ""))
+    return [
+        [lease.event_id for lease in ordered],
+        [lease.handler for lease in ordered],
+        [lease.token for lease in ordered],
     ]
 
 

@@ -23,16 +23,32 @@ SchemaHook = Callable[[AsyncConnection], Awaitable[None]]
 
 
 class Lease(NamedTuple):
-    """Identifies one claim of one event: every write-back is fenced on it."""
+    """Identifies one claim of one event, or of one delivery: every write-back is fenced on it.
+
+    ``handler`` is set for a delivery's lease (the row in event_deliveries of
+    that event and subscription), None for the event's own row.
+    """
 
     event_id: uuid.UUID
     token: str
+    handler: str | None = None
 
     @classmethod
     def of(cls, event: Event) -> "Lease":
         if event.locked_by is None:
             raise ValueError(f"event {event.id} is not claimed")
+        if event.delivery:
+            return cls(event.id, event.locked_by, event.handler)
         return cls(event.id, event.locked_by)
+
+
+class Plan(NamedTuple):
+    """One delivery to open for a claimed event (``Store.delivery_open``)."""
+
+    lease: Lease  # the event's own lease: the fence, cleared as it moves
+    handler: str
+    run_now: bool  # leased with the event's token at once, or waits its turn
+    spent: int = 0  # attempts spent on the event's row by this handler (0: none, at a claim)
 
 
 class Kind(enum.StrEnum):
@@ -71,8 +87,8 @@ class WriteBack(NamedTuple):
     fingerprint: str | None = None
 
     @classmethod
-    def succeeded(cls, lease: Lease) -> "WriteBack":
-        return cls(lease, Kind.SUCCEEDED)
+    def succeeded(cls, lease: Lease, handler: str | None = None) -> "WriteBack":
+        return cls(lease, Kind.SUCCEEDED, handler=handler)
 
     @classmethod
     def skipped(cls, lease: Lease) -> "WriteBack":
@@ -83,14 +99,26 @@ class WriteBack(NamedTuple):
         return cls(lease, Kind.COMMITTED)
 
     @classmethod
-    def retry(cls, lease: Lease, delay_seconds: float, error: str, attempt: int) -> "WriteBack":
-        return cls(lease, Kind.RETRY, attempt, delay_seconds, error)
+    def retry(
+        cls,
+        lease: Lease,
+        delay_seconds: float,
+        error: str,
+        attempt: int,
+        handler: str | None = None,
+    ) -> "WriteBack":
+        return cls(lease, Kind.RETRY, attempt, delay_seconds, error, handler=handler)
 
     @classmethod
     def rescheduled(
-        cls, lease: Lease, delay_seconds: float, reason: str, attempt: int
+        cls,
+        lease: Lease,
+        delay_seconds: float,
+        reason: str,
+        attempt: int,
+        handler: str | None = None,
     ) -> "WriteBack":
-        return cls(lease, Kind.RESCHEDULED, attempt, delay_seconds, reason)
+        return cls(lease, Kind.RESCHEDULED, attempt, delay_seconds, reason, handler=handler)
 
     @classmethod
     def dead_lettered(
@@ -118,6 +146,19 @@ class WriteBack(NamedTuple):
     @property
     def rescheduling(self) -> bool:
         return self.kind in (Kind.RETRY, Kind.RESCHEDULED)
+
+    @property
+    def moves_to_delivery(self) -> bool:
+        """A failure of a handler on the event's own row: its event moves to a delivery.
+
+        Its retries and dead letter are then that subscription's, and the
+        per-(handler, aggregate) gate sees it like any other delivery.
+        """
+        return (
+            self.lease.handler is None
+            and self.handler is not None
+            and self.kind in (Kind.RETRY, Kind.RESCHEDULED, Kind.DEAD_LETTERED)
+        )
 
 
 @dataclass(frozen=True, slots=True)
@@ -279,6 +320,10 @@ class Storage(Protocol):
         self, batch: Sequence[WriteBack], *, in_order: bool = False
     ) -> int: ...
     async def event_release_many(self, leases: Sequence[Lease]) -> int: ...
+    async def delivery_open(self, plans: Sequence[Plan], lease_seconds: float) -> list[Event]: ...
+    async def delivery_claim_many(self, token: str, policy: ClaimPolicy) -> list[Event]: ...
+    async def delivery_replay(self, event_id: uuid.UUID, handler: str) -> bool: ...
+    async def delivery_add(self, event_ids: Sequence[uuid.UUID], handler: str) -> int: ...
     async def event_renew_leases(
         self, leases: Sequence[Lease], lease_seconds: float
     ) -> set[uuid.UUID]: ...

@@ -99,3 +99,23 @@ def row_to_dead_letter(row: Row[Any]) -> DeadLetter:
 def sorted_for_handling(claimed: list[Event]) -> list[Event]:
     """Claim order: priority first, then oldest (runs are grouped later)."""
     return sorted(claimed, key=lambda e: (-e.priority, e.created_at or datetime.min, e.id))
+
+
+def with_blocked(event: Event, row: Sequence[Any]) -> Event:
+    """An ordered claim's event, with its 18th column: the handlers it must wait for.
+
+    PostgreSQL returns an array; SQLite a JSON array text.
+    """
+    if len(row) > 17 and row[17]:
+        value = row[17]
+        handlers = json.loads(value) if isinstance(value, str) else value
+        if handlers:
+            object.__setattr__(event, "blocked", frozenset(handlers))
+    return event
+
+
+def as_delivery(event: Event, row: Sequence[Any]) -> Event:
+    """A delivery claim's row: the event, leased as the delivery of the handler in column 18."""
+    object.__setattr__(event, "handler", row[17])
+    object.__setattr__(event, "delivery", True)
+    return event

@@ -16,7 +16,7 @@ from sqlalchemy.ext.asyncio import AsyncConnection
 from eventproc.event import Event
 from eventproc.store.driver import Driver, Row
 from eventproc.store.protocol import ClaimPolicy
-from eventproc.store.rows import uuid_of
+from eventproc.store.rows import uuid_of, with_blocked
 
 
 def heads_to_extend(claimed: Sequence[Event], policy: ClaimPolicy) -> list[Event]:
@@ -80,9 +80,11 @@ async def _claim_followers(
     if not contiguous:
         return []
     leased = await driver.run(
-        conn, "event_claim_followers", [contiguous, token, policy.lease_seconds]
+        conn,
+        "event_claim_followers",
+        [contiguous, token, policy.lease_seconds, policy.block_on_dead_letters],
     )
-    return [driver.event(row) for row in leased]
+    return [with_blocked(driver.event(row), row) for row in leased]
 
 
 def runs_behind(heads: Sequence[Event], rows: Sequence[Row]) -> list[list[uuid.UUID]]:

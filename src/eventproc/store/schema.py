@@ -43,6 +43,11 @@ events = Table(
     Column("locked_until", UTCDateTime()),
     Column("processed_at", UTCDateTime()),
     Column("outcome", Text),
+    # Routing (the delivery model): set when the event's work moved to
+    # event_deliveries (several subscriptions, or a single one that failed or
+    # had to wait); NULL while the event is handled on this row, as before.
+    Column("routed_at", UTCDateTime()),
+    Column("deliveries_open", Integer),  # deliveries not finished yet (routed events)
 )
 
 # The claim reads pending rows in this order; the partial index keeps it small.
@@ -100,5 +105,51 @@ Index(
     sqlite_where=text("replayed_at IS NULL"),
 )
 Index("event_dead_letters_created_at_idx", dead_letters.c.created_at)
+
+# One row per (event, subscription) whose work is not done on the events row
+# itself: every subscription of an event that fans out, and a single
+# subscription once it failed or waited. Event columns the claim orders and
+# gates by are copied, so that a delivery claim reads this table only.
+deliveries = Table(
+    "event_deliveries",
+    metadata,
+    Column("event_id", GUID(), primary_key=True),
+    Column("handler", Text, primary_key=True),
+    Column("event_type", String(100), nullable=False),
+    Column("aggregate_id", GUID()),
+    Column("event_created_at", UTCDateTime(), nullable=False),
+    Column("priority", SmallInteger, nullable=False, server_default=text("0")),
+    Column("status", Text, nullable=False, server_default=text("'pending'")),
+    Column("outcome", Text),
+    Column("attempts", Integer, nullable=False, server_default=text("0")),
+    Column("next_attempt_at", UTCDateTime()),
+    Column("locked_by", Text),
+    Column("locked_until", UTCDateTime()),
+    Column("last_error", Text),
+    Column("created_at", UTCDateTime(), server_default=utc_now()),
+    Column("finished_at", UTCDateTime()),
+)
+Index(
+    "event_deliveries_pending_idx",
+    deliveries.c.priority.desc(),
+    deliveries.c.event_created_at,
+    deliveries.c.event_id,
+    postgresql_where=text("status = 'pending'"),
+    sqlite_where=text("status = 'pending'"),
+)
+# The per-(handler, aggregate) gate: earlier unfinished (or, with
+# AGGREGATE_FAILURE=block, dead-lettered) deliveries of an aggregate.
+Index(
+    "event_deliveries_aggregate_idx",
+    deliveries.c.aggregate_id,
+    deliveries.c.event_created_at,
+    deliveries.c.event_id,
+    postgresql_where=text(
+        "aggregate_id IS NOT NULL AND (status = 'pending' OR outcome = 'dead_lettered')"
+    ),
+    sqlite_where=text(
+        "aggregate_id IS NOT NULL AND (status = 'pending' OR outcome = 'dead_lettered')"
+    ),
+)
 
 EVENT_COLUMNS = tuple(column.name for column in events.columns)

@@ -18,7 +18,7 @@ from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
 from eventproc.errors import LeaseLost, StoreError
 from eventproc.event import DeadLetter, Event, NewEvent
-from eventproc.store import args, queries, reads, runs, summaries
+from eventproc.store import args, deliveries, queries, reads, runs, summaries
 from eventproc.store.driver import Driver
 from eventproc.store.errors import idempotent, translated, translating
 from eventproc.store.protocol import (
@@ -28,12 +28,13 @@ from eventproc.store.protocol import (
     EventFilter,
     Kind,
     Lease,
+    Plan,
     SchemaHook,
     StoreStats,
     WakeUps,
     WriteBack,
 )
-from eventproc.store.rows import sorted_for_handling, uuid_of
+from eventproc.store.rows import sorted_for_handling, uuid_of, with_blocked
 
 
 @final
@@ -93,11 +94,10 @@ class Store:
     async def event_insert_many(
         self, new_events: Sequence[NewEvent], connection: AsyncConnection | None = None
     ) -> int:
-        """Insert events, ignoring ids that already exist; returns how many were new.
+        """Insert events, ignoring known ids; how many were new.
 
-        With ``connection`` the rows join that open transaction (a
-        transactional handler's follow-ups); otherwise they commit at once and
-        this process's processor is woken.
+        With ``connection`` they join that transaction (a transactional
+        handler's follow-ups); otherwise they commit and wake this process.
         """
         if not new_events:
             return 0
@@ -159,7 +159,8 @@ class Store:
         rows = await self.driver.fetch(
             name, args.claim(token, policy, self.worker_name, completing)
         )
-        return await self._finish_claim([self.driver.event(row) for row in rows], token, policy)
+        claimed = [with_blocked(self.driver.event(row), row) for row in rows]
+        return await self._finish_claim(claimed, token, policy)
 
     async def _finish_claim(
         self, claimed: list[Event], token: str, policy: ClaimPolicy
@@ -196,31 +197,46 @@ class Store:
         async with self.driver.begin() as conn:
             rows = await self.driver.run(conn, name, [event_id, token, policy.lease_seconds])
             if rows:
-                return self.driver.event(rows[0])
+                return with_blocked(self.driver.event(rows[0]), rows[0])
             raise await reads.why_not_claimed(self.driver, conn, event_id, policy)
 
     # -- write-backs (all fenced on the claim's token) ------------------------------
 
     @translated
     async def event_write_back(self, batch: Sequence[WriteBack], *, in_order: bool = False) -> int:
-        """Write a batch of results of any mix back: one statement (SQLite: one transaction).
+        """Write a batch of results of any mix back, fenced on each lease.
 
-        ``in_order`` (ORDERING=aggregate): an event is not completed while an
-        earlier event of its aggregate is pending and not completed by this
-        same call (see the query). Successes may commit without waiting for
-        the disk (ASYNC_COMMIT); a batch holding a retry or a dead letter
-        waits, which also makes every earlier fast commit durable. Returns how
-        many events were written (a lost lease writes nothing).
+        Results of deliveries go first (one statement), then those of
+        events handled on their own rows (one statement; SQLite: one
+        transaction each). A handler's failure on an event's row first moves
+        the event onto that handler's delivery. ``in_order``
+        (ORDERING=aggregate): nothing is completed while an earlier event of
+        its aggregate, or an earlier delivery of its handler there, is
+        pending and not written by this same call (see the queries).
+        Successes may commit without waiting for the disk (ASYNC_COMMIT); a
+        batch holding a failure waits, which also makes every earlier fast
+        commit durable. Returns how many events were written.
         """
         written = [item for item in batch if item.kind is not Kind.COMMITTED]
         if not written:
             return 0
-        rows = await self.driver.fetch(
-            "event_write_back",
-            args.write_back(written, self.worker_name, in_order=in_order),
-            durable=any(item.closing is None for item in written),
+        moving = [item for item in written if item.moves_to_delivery]
+        on_rows = [item for item in written if item.lease.handler is None]
+        on_deliveries = [item for item in written if item.lease.handler is not None]
+        if moving:
+            on_rows = [item for item in on_rows if not item.moves_to_delivery]
+            on_deliveries += await deliveries.move_failures(self.driver, moving)
+        ids = await deliveries.write_back(
+            self.driver, on_deliveries, self.worker_name, in_order=in_order, beside=on_rows
         )
-        return len({row[0] for row in rows})
+        if on_rows:
+            rows = await self.driver.fetch(
+                "event_write_back",
+                args.write_back(on_rows, self.worker_name, in_order=in_order),
+                durable=any(item.closing is None for item in on_rows),
+            )
+            ids |= {uuid_of(row[0]) for row in rows}
+        return len(ids)
 
     @asynccontextmanager
     async def event_transaction(
@@ -242,10 +258,9 @@ class Store:
         earlier event's.
         """
         raised: BaseException | None = None
-        done = args.write_back([WriteBack.succeeded(lease)], self.worker_name, in_order=in_order)
         try:
             async with translating(), self.driver.begin() as conn:
-                if not await self.driver.run(conn, "event_hold", [lease.event_id, lease.token]):
+                if not await self._hold(conn, lease):
                     raise LeaseLost(f"lease on {lease.event_id} was lost")
                 try:
                     yield conn
@@ -254,7 +269,7 @@ class Store:
                 except BaseException as exc:
                     raised = exc
                     raise _HandlerRaised from exc
-                if not await self.driver.run(conn, "event_write_back", done):
+                if not await self._complete_in(conn, lease, in_order=in_order):
                     raise LeaseLost(
                         f"{lease.event_id} could not complete: its lease was lost, or an "
                         "earlier event of its aggregate is pending; its writes are rolled back"
@@ -263,12 +278,28 @@ class Store:
             assert raised is not None
             raise raised from None
 
+    async def _hold(self, conn: AsyncConnection, lease: Lease) -> bool:
+        if lease.handler is not None:
+            return await deliveries.hold(self.driver, conn, lease)
+        return bool(await self.driver.run(conn, "event_hold", [lease.event_id, lease.token]))
+
+    async def _complete_in(self, conn: AsyncConnection, lease: Lease, *, in_order: bool) -> bool:
+        if lease.handler is not None:
+            return await deliveries.complete_in(
+                self.driver, conn, lease, self.worker_name, in_order=in_order
+            )
+        done = args.write_back([WriteBack.succeeded(lease)], self.worker_name, in_order=in_order)
+        return bool(await self.driver.run(conn, "event_write_back", done))
+
     @translated
     async def event_release_many(self, leases: Sequence[Lease]) -> int:
         """Give claims back unfinished (shutdown, a run's tail): the attempt is not spent."""
-        if not leases:
-            return 0
-        released = len(await self.driver.fetch("event_release", args.leases(leases)))
+        on_rows = [lease for lease in leases if lease.handler is None]
+        released = await deliveries.release(
+            self.driver, [lease for lease in leases if lease.handler is not None]
+        )
+        if on_rows:
+            released += len(await self.driver.fetch("event_release", args.leases(on_rows)))
         if released:
             self._wake_local()
         return released
@@ -277,19 +308,54 @@ class Store:
     async def event_renew_leases(
         self, leases: Sequence[Lease], lease_seconds: float
     ) -> set[uuid.UUID]:
-        if not leases:
-            return set()
-        rows = await self.driver.fetch("event_renew", [*args.leases(leases), lease_seconds])
-        return {uuid_of(row[0]) for row in rows}
+        """Renew leases of both kinds; the event ids whose lease is still ours."""
+        on_rows = [lease for lease in leases if lease.handler is None]
+        renewed = await deliveries.renew(
+            self.driver, [lease for lease in leases if lease.handler is not None], lease_seconds
+        )
+        if on_rows:
+            rows = await self.driver.fetch("event_renew", [*args.leases(on_rows), lease_seconds])
+            renewed |= {uuid_of(row[0]) for row in rows}
+        return renewed
+
+    # -- deliveries ---------------------------------------------------------------------
+
+    @translated
+    async def delivery_open(self, plans: Sequence[Plan], lease_seconds: float) -> list[Event]:
+        """Move claimed events onto deliveries (fenced on, then clearing, each event's lease).
+
+        Those to run now come back leased with the same token; the others
+        wait for the delivery claim.
+        """
+        return await deliveries.open_plans(self.driver, plans, lease_seconds)
+
+    @translated
+    async def delivery_claim_many(self, token: str, policy: ClaimPolicy) -> list[Event]:
+        """Claim due deliveries (retries, the ones that waited, expired leases)."""
+        return sorted_for_handling(await deliveries.claim(self.driver, token, policy))
+
+    @translated
+    async def delivery_replay(self, event_id: uuid.UUID, handler: str) -> bool:
+        """Run one subscription of a finished (or routed) event again, and nothing else."""
+        replayed = await deliveries.replay(self.driver, event_id, handler)
+        if replayed:
+            self._wake_local()
+        return replayed
+
+    @translated
+    async def delivery_add(self, event_ids: Sequence[uuid.UUID], handler: str) -> int:
+        """Give events a delivery of ``handler`` where they have none (a backfill)."""
+        added = await deliveries.add(self.driver, event_ids, handler)
+        if added:
+            self._wake_local()
+        return added
 
     @translated
     async def event_replay(self, event_ids: Sequence[uuid.UUID]) -> int:
-        """Make processed events pending again, with a fresh retry budget.
+        """Make processed events pending again, every delivery with a fresh budget.
 
-        The database's replay trigger does the rest, for this call and for
-        the seed's raw ``UPDATE events SET processed = false`` alike: it
-        resets the budget, closes the event's open dead letters and moves the
-        last failure into ``metadata.previous_failures``.
+        The replay trigger does the rest, for this call and the seed's raw
+        ``UPDATE events SET processed = false`` alike (see its SQL file).
         """
         if not event_ids:
             return 0
@@ -306,11 +372,7 @@ class Store:
 
     @translated
     async def dead_letter_delete(self, ids: Sequence[uuid.UUID]) -> int:
-        """Discard dead letters; their events are marked ``discarded``.
-
-        A discarded event no longer holds back its aggregate
-        (AGGREGATE_FAILURE=block) and stays in the table, replayable.
-        """
+        """Discard dead letters; their events are marked ``discarded`` (still replayable)."""
         if not ids:
             return 0
         return len(await self.driver.fetch("dead_letter_discard", [list(ids)], durable=True))

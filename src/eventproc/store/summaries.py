@@ -14,7 +14,7 @@ from eventproc.event import Outcome
 from eventproc.store.driver import Driver
 from eventproc.store.protocol import BlockedAggregate, BlockedSummary, StoreStats
 from eventproc.store.rows import aware
-from eventproc.store.schema import dead_letters, events
+from eventproc.store.schema import dead_letters, deliveries, events
 
 BLOCKED_SCAN = 1000  # most blocked aggregates one summary reads (the count is capped there)
 
@@ -101,20 +101,23 @@ def _summary_of(rows: Sequence[Row[Any]], now: Any) -> BlockedSummary:
 
 
 async def stats_snapshot(driver: Driver) -> StoreStats:
+    """Backlog in events; due and in flight in work items (events on their rows, deliveries)."""
     now = driver.now()
     pending = events.c.processed == False  # noqa: E712
+    on_row = and_(pending, events.c.routed_at.is_(None))
     statement = select(
         func.count().filter(pending),
-        func.count().filter(
-            pending,
-            or_(events.c.next_attempt_at.is_(None), events.c.next_attempt_at <= now),
-            or_(events.c.locked_until.is_(None), events.c.locked_until < now),
-        ),
-        func.count().filter(pending, events.c.locked_until >= now),
+        func.count().filter(on_row, *_ready(events, now)),
+        func.count().filter(on_row, events.c.locked_until >= now),
         func.min(events.c.created_at).filter(pending),
     ).where(pending)
+    open_deliveries = select(
+        func.count().filter(*_ready(deliveries, now)),
+        func.count().filter(deliveries.c.locked_until >= now),
+    ).where(deliveries.c.status == "pending")
     async with driver.reader.connect() as conn:
         backlog, due, in_flight, oldest = (await conn.execute(statement)).one()
+        due_deliveries, leased_deliveries = (await conn.execute(open_deliveries)).one()
         dead = (
             await conn.execute(
                 select(func.count())
@@ -125,9 +128,16 @@ async def stats_snapshot(driver: Driver) -> StoreStats:
         db_now = (await conn.execute(select(now))).scalar_one()
     return StoreStats(
         backlog=backlog,
-        due=due,
-        in_flight=in_flight,
+        due=due + due_deliveries,
+        in_flight=in_flight + leased_deliveries,
         oldest_pending_at=aware(oldest) if oldest is not None else None,
         dead_letters=dead,
         database_now=aware(db_now),
+    )
+
+
+def _ready(table: Any, now: Any) -> tuple[Any, Any]:
+    return (
+        or_(table.c.next_attempt_at.is_(None), table.c.next_attempt_at <= now),
+        or_(table.c.locked_until.is_(None), table.c.locked_until < now),
     )

@@ -19,7 +19,7 @@
 -- name: event_claim
 WITH picked AS (
     SELECT e.id FROM events e
-    WHERE NOT e.processed
+    WHERE NOT e.processed AND e.routed_at IS NULL
       AND (e.next_attempt_at IS NULL OR e.next_attempt_at <= now())
       AND (e.locked_until IS NULL OR e.locked_until < now())
       AND $4::int > 0
@@ -47,7 +47,7 @@ WITH done AS (
     RETURNING e.id
 ), picked AS (
     SELECT e.id FROM events e
-    WHERE NOT e.processed
+    WHERE NOT e.processed AND e.routed_at IS NULL
       AND (e.next_attempt_at IS NULL OR e.next_attempt_at <= now())
       AND (e.locked_until IS NULL OR e.locked_until < now())
       AND $4::int > 0
@@ -70,17 +70,17 @@ WITH picked AS (
     SELECT e.id FROM events e
     WHERE e.id IN (
             SELECT w.id FROM events w
-            WHERE NOT w.processed
+            WHERE NOT w.processed AND w.routed_at IS NULL
               AND (w.next_attempt_at IS NULL OR w.next_attempt_at <= now())
               AND (w.locked_until IS NULL OR w.locked_until < now())
             ORDER BY w.priority DESC, w.created_at, w.id
             LIMIT $4)
-      AND NOT e.processed
+      AND NOT e.processed AND e.routed_at IS NULL
       AND (e.next_attempt_at IS NULL OR e.next_attempt_at <= now())
       AND (e.locked_until IS NULL OR e.locked_until < now())
       AND (e.aggregate_id IS NULL OR NOT EXISTS (
             SELECT 1 FROM events p
-            WHERE p.aggregate_id = e.aggregate_id AND NOT p.processed
+            WHERE p.aggregate_id = e.aggregate_id AND NOT p.processed AND p.routed_at IS NULL
               AND (p.created_at, p.id) < (e.created_at, e.id)))
     ORDER BY e.priority DESC, e.created_at, e.id
     LIMIT $3
@@ -92,7 +92,11 @@ SET locked_by = $1, locked_until = now() + $2 * interval '1 second',
 FROM picked WHERE e.id = picked.id
 RETURNING e.id, e.event_type, e.aggregate_id, e.aggregate_type, e.payload::text,
           e.metadata::text, e.processed, e.version, e.created_at, e.created_by, e.priority,
-          e.attempts, e.next_attempt_at, e.locked_by, e.locked_until, e.processed_at, e.outcome;
+          e.attempts, e.next_attempt_at, e.locked_by, e.locked_until, e.processed_at, e.outcome,
+          ARRAY(SELECT DISTINCT d.handler FROM event_deliveries d
+                WHERE d.aggregate_id = e.aggregate_id AND d.status = 'pending'
+                  AND d.locked_by IS DISTINCT FROM $1::text
+                  AND (d.event_created_at, d.event_id) < (e.created_at, e.id));
 
 -- name: event_claim_ordered_carrying
 -- The completions are written in order (see event_complete); an earlier
@@ -103,31 +107,37 @@ WITH done AS (
         locked_until = NULL, next_attempt_at = NULL,
         metadata = coalesce(e.metadata, '{}'::jsonb)
                    || jsonb_build_object('processed_at', now(), 'processed_by', $8::text)
-    FROM unnest($5::uuid[], $6::text[], $7::text[]) AS c(id, token, outcome)
+    FROM unnest($5::uuid[], $6::text[], $7::text[], $9::text[]) AS c(id, token, outcome, handler)
     WHERE e.id = c.id AND e.locked_by = c.token
-      AND (e.aggregate_id IS NULL OR NOT EXISTS (
+      AND (e.aggregate_id IS NULL OR (NOT EXISTS (
           SELECT 1 FROM events p
-          WHERE p.aggregate_id = e.aggregate_id AND NOT p.processed
+          WHERE p.aggregate_id = e.aggregate_id AND NOT p.processed AND p.routed_at IS NULL
+            AND p.locked_by IS DISTINCT FROM c.token
             AND (p.created_at, p.id) < (e.created_at, e.id)
             AND NOT EXISTS (
                 SELECT 1 FROM unnest($5::uuid[], $6::text[]) AS f(id, token)
-                WHERE f.id = p.id AND f.token = p.locked_by)))
+                WHERE f.id = p.id AND f.token = p.locked_by))
+          AND NOT EXISTS (
+              SELECT 1 FROM event_deliveries d
+              WHERE d.aggregate_id = e.aggregate_id AND d.handler = c.handler
+                AND d.status = 'pending'
+                AND (d.event_created_at, d.event_id) < (e.created_at, e.id))))
     RETURNING e.id
 ), picked AS (
     SELECT e.id FROM events e
     WHERE e.id IN (
             SELECT w.id FROM events w
-            WHERE NOT w.processed
+            WHERE NOT w.processed AND w.routed_at IS NULL
               AND (w.next_attempt_at IS NULL OR w.next_attempt_at <= now())
               AND (w.locked_until IS NULL OR w.locked_until < now())
             ORDER BY w.priority DESC, w.created_at, w.id
             LIMIT $4)
-      AND NOT e.processed
+      AND NOT e.processed AND e.routed_at IS NULL
       AND (e.next_attempt_at IS NULL OR e.next_attempt_at <= now())
       AND (e.locked_until IS NULL OR e.locked_until < now())
       AND (e.aggregate_id IS NULL OR NOT EXISTS (
             SELECT 1 FROM events p
-            WHERE p.aggregate_id = e.aggregate_id AND NOT p.processed
+            WHERE p.aggregate_id = e.aggregate_id AND NOT p.processed AND p.routed_at IS NULL
               AND (p.created_at, p.id) < (e.created_at, e.id)
               AND p.id NOT IN (SELECT id FROM done)))
       AND e.id <> ALL($5::uuid[])
@@ -141,7 +151,11 @@ SET locked_by = $1, locked_until = now() + $2 * interval '1 second',
 FROM picked WHERE e.id = picked.id
 RETURNING e.id, e.event_type, e.aggregate_id, e.aggregate_type, e.payload::text,
           e.metadata::text, e.processed, e.version, e.created_at, e.created_by, e.priority,
-          e.attempts, e.next_attempt_at, e.locked_by, e.locked_until, e.processed_at, e.outcome;
+          e.attempts, e.next_attempt_at, e.locked_by, e.locked_until, e.processed_at, e.outcome,
+          ARRAY(SELECT DISTINCT d.handler FROM event_deliveries d
+                WHERE d.aggregate_id = e.aggregate_id AND d.status = 'pending'
+                  AND d.locked_by IS DISTINCT FROM $1::text
+                  AND (d.event_created_at, d.event_id) < (e.created_at, e.id));
 
 -- name: event_claim_ordered_blocking
 -- AGGREGATE_FAILURE=block: a dead-lettered earlier event holds back too.
@@ -149,22 +163,23 @@ WITH picked AS (
     SELECT e.id FROM events e
     WHERE e.id IN (
             SELECT w.id FROM events w
-            WHERE NOT w.processed
+            WHERE NOT w.processed AND w.routed_at IS NULL
               AND (w.next_attempt_at IS NULL OR w.next_attempt_at <= now())
               AND (w.locked_until IS NULL OR w.locked_until < now())
             ORDER BY w.priority DESC, w.created_at, w.id
             LIMIT $4)
-      AND NOT e.processed
+      AND NOT e.processed AND e.routed_at IS NULL
       AND (e.next_attempt_at IS NULL OR e.next_attempt_at <= now())
       AND (e.locked_until IS NULL OR e.locked_until < now())
       AND (e.aggregate_id IS NULL OR (
             NOT EXISTS (
                 SELECT 1 FROM events p
-                WHERE p.aggregate_id = e.aggregate_id AND NOT p.processed
+                WHERE p.aggregate_id = e.aggregate_id AND NOT p.processed AND p.routed_at IS NULL
                   AND (p.created_at, p.id) < (e.created_at, e.id))
             AND NOT EXISTS (
                 SELECT 1 FROM events p
                 WHERE p.aggregate_id = e.aggregate_id AND p.outcome = 'dead_lettered'
+                  AND p.routed_at IS NULL
                   AND (p.created_at, p.id) < (e.created_at, e.id))))
     ORDER BY e.priority DESC, e.created_at, e.id
     LIMIT $3
@@ -176,7 +191,12 @@ SET locked_by = $1, locked_until = now() + $2 * interval '1 second',
 FROM picked WHERE e.id = picked.id
 RETURNING e.id, e.event_type, e.aggregate_id, e.aggregate_type, e.payload::text,
           e.metadata::text, e.processed, e.version, e.created_at, e.created_by, e.priority,
-          e.attempts, e.next_attempt_at, e.locked_by, e.locked_until, e.processed_at, e.outcome;
+          e.attempts, e.next_attempt_at, e.locked_by, e.locked_until, e.processed_at, e.outcome,
+          ARRAY(SELECT DISTINCT d.handler FROM event_deliveries d
+                WHERE d.aggregate_id = e.aggregate_id
+                  AND d.locked_by IS DISTINCT FROM $1::text
+                  AND (d.status = 'pending' OR d.outcome = 'dead_lettered')
+                  AND (d.event_created_at, d.event_id) < (e.created_at, e.id));
 
 -- name: event_claim_ordered_blocking_carrying
 WITH done AS (
@@ -185,37 +205,44 @@ WITH done AS (
         locked_until = NULL, next_attempt_at = NULL,
         metadata = coalesce(e.metadata, '{}'::jsonb)
                    || jsonb_build_object('processed_at', now(), 'processed_by', $8::text)
-    FROM unnest($5::uuid[], $6::text[], $7::text[]) AS c(id, token, outcome)
+    FROM unnest($5::uuid[], $6::text[], $7::text[], $9::text[]) AS c(id, token, outcome, handler)
     WHERE e.id = c.id AND e.locked_by = c.token
-      AND (e.aggregate_id IS NULL OR NOT EXISTS (
+      AND (e.aggregate_id IS NULL OR (NOT EXISTS (
           SELECT 1 FROM events p
-          WHERE p.aggregate_id = e.aggregate_id AND NOT p.processed
+          WHERE p.aggregate_id = e.aggregate_id AND NOT p.processed AND p.routed_at IS NULL
+            AND p.locked_by IS DISTINCT FROM c.token
             AND (p.created_at, p.id) < (e.created_at, e.id)
             AND NOT EXISTS (
                 SELECT 1 FROM unnest($5::uuid[], $6::text[]) AS f(id, token)
-                WHERE f.id = p.id AND f.token = p.locked_by)))
+                WHERE f.id = p.id AND f.token = p.locked_by))
+          AND NOT EXISTS (
+              SELECT 1 FROM event_deliveries d
+              WHERE d.aggregate_id = e.aggregate_id AND d.handler = c.handler
+                AND d.status = 'pending'
+                AND (d.event_created_at, d.event_id) < (e.created_at, e.id))))
     RETURNING e.id
 ), picked AS (
     SELECT e.id FROM events e
     WHERE e.id IN (
             SELECT w.id FROM events w
-            WHERE NOT w.processed
+            WHERE NOT w.processed AND w.routed_at IS NULL
               AND (w.next_attempt_at IS NULL OR w.next_attempt_at <= now())
               AND (w.locked_until IS NULL OR w.locked_until < now())
             ORDER BY w.priority DESC, w.created_at, w.id
             LIMIT $4)
-      AND NOT e.processed
+      AND NOT e.processed AND e.routed_at IS NULL
       AND (e.next_attempt_at IS NULL OR e.next_attempt_at <= now())
       AND (e.locked_until IS NULL OR e.locked_until < now())
       AND (e.aggregate_id IS NULL OR (
             NOT EXISTS (
                 SELECT 1 FROM events p
-                WHERE p.aggregate_id = e.aggregate_id AND NOT p.processed
+                WHERE p.aggregate_id = e.aggregate_id AND NOT p.processed AND p.routed_at IS NULL
                   AND (p.created_at, p.id) < (e.created_at, e.id)
                   AND p.id NOT IN (SELECT id FROM done))
             AND NOT EXISTS (
                 SELECT 1 FROM events p
                 WHERE p.aggregate_id = e.aggregate_id AND p.outcome = 'dead_lettered'
+                  AND p.routed_at IS NULL
                   AND (p.created_at, p.id) < (e.created_at, e.id))))
       AND e.id <> ALL($5::uuid[])
     ORDER BY e.priority DESC, e.created_at, e.id
@@ -228,14 +255,22 @@ SET locked_by = $1, locked_until = now() + $2 * interval '1 second',
 FROM picked WHERE e.id = picked.id
 RETURNING e.id, e.event_type, e.aggregate_id, e.aggregate_type, e.payload::text,
           e.metadata::text, e.processed, e.version, e.created_at, e.created_by, e.priority,
-          e.attempts, e.next_attempt_at, e.locked_by, e.locked_until, e.processed_at, e.outcome;
+          e.attempts, e.next_attempt_at, e.locked_by, e.locked_until, e.processed_at, e.outcome,
+          ARRAY(SELECT DISTINCT d.handler FROM event_deliveries d
+                WHERE d.aggregate_id = e.aggregate_id
+                  AND d.locked_by IS DISTINCT FROM $1::text
+                  AND (d.status = 'pending' OR d.outcome = 'dead_lettered')
+                  AND (d.event_created_at, d.event_id) < (e.created_at, e.id));
 
 -- name: event_write_back
 -- Every kind of result of a batch in one statement, each fenced on its
 -- claim token (a row whose lease was lost matches nothing):
 --   successes: $1 ids, $2 tokens, $3 outcomes, for worker $4; with $5
 --     (ORDERING=aggregate) an event is not completed while an earlier event
---     of its aggregate is pending and not completed by this same statement:
+--     of its aggregate is pending on its row under another lease (a run's
+--     own earlier events are written first, in order, by the same worker;
+--     other handlers' events of the claim run beside it) and not completed
+--     by this same statement:
 --     a run whose head lease was taken over while its results waited (an
 --     outage) must not see its later events marked done before the head ran
 --     again; they run again after it;
@@ -245,7 +280,14 @@ RETURNING e.id, e.event_type, e.aggregate_id, e.aggregate_type, e.payload::text,
 --     trouble) gives its attempt back;
 --   dead letters: $12 ids, $13 tokens, $14 errors, $15 retry counts, $16
 --     tracebacks, $17 handlers, $18 fingerprints: the event is closed and
---     its dead letter inserted.
+--     its dead letter inserted;
+--   $19: the handler of each success ($1), for the in-order test: nor while
+--     an earlier delivery of the same handler in its aggregate is pending.
+-- Only events handled on their own row come here (routed_at NULL); the
+-- results of deliveries go to delivery_write_back, which the store runs
+-- first. A failure of a handler on the event's row moves its event to a
+-- delivery first (delivery_open), so the retries here are the rare ones
+-- with no handler.
 -- Returns the id of every event written (a dead-lettered one twice).
 WITH done AS (
     UPDATE events e
@@ -253,15 +295,21 @@ WITH done AS (
         locked_until = NULL, next_attempt_at = NULL,
         metadata = coalesce(e.metadata, '{}'::jsonb)
                    || jsonb_build_object('processed_at', now(), 'processed_by', $4::text)
-    FROM unnest($1::uuid[], $2::text[], $3::text[]) AS c(id, token, outcome)
+    FROM unnest($1::uuid[], $2::text[], $3::text[], $19::text[]) AS c(id, token, outcome, handler)
     WHERE e.id = c.id AND e.locked_by = c.token
-      AND (NOT $5::bool OR e.aggregate_id IS NULL OR NOT EXISTS (
+      AND (NOT $5::bool OR e.aggregate_id IS NULL OR (NOT EXISTS (
           SELECT 1 FROM events p
-          WHERE p.aggregate_id = e.aggregate_id AND NOT p.processed
+          WHERE p.aggregate_id = e.aggregate_id AND NOT p.processed AND p.routed_at IS NULL
+            AND p.locked_by IS DISTINCT FROM c.token
             AND (p.created_at, p.id) < (e.created_at, e.id)
             AND NOT EXISTS (
                 SELECT 1 FROM unnest($1::uuid[], $2::text[]) AS f(id, token)
-                WHERE f.id = p.id AND f.token = p.locked_by)))
+                WHERE f.id = p.id AND f.token = p.locked_by))
+          AND NOT EXISTS (
+              SELECT 1 FROM event_deliveries d
+              WHERE d.aggregate_id = e.aggregate_id AND d.handler = c.handler
+                AND d.status = 'pending'
+                AND (d.event_created_at, d.event_id) < (e.created_at, e.id))))
     RETURNING e.id
 ), retried AS (
     UPDATE events e
@@ -349,7 +397,7 @@ RETURNING id;
 UPDATE events e
 SET locked_by = $2, locked_until = now() + $3 * interval '1 second',
     attempts = e.attempts + 1, next_attempt_at = NULL
-WHERE e.id = $1 AND NOT e.processed
+WHERE e.id = $1 AND NOT e.processed AND e.routed_at IS NULL
   AND (e.locked_until IS NULL OR e.locked_until < now())
 RETURNING e.id, e.event_type, e.aggregate_id, e.aggregate_type, e.payload::text,
           e.metadata::text, e.processed, e.version, e.created_at, e.created_by, e.priority,
@@ -360,31 +408,40 @@ RETURNING e.id, e.event_type, e.aggregate_id, e.aggregate_type, e.payload::text,
 UPDATE events e
 SET locked_by = $2, locked_until = now() + $3 * interval '1 second',
     attempts = e.attempts + 1, next_attempt_at = NULL
-WHERE e.id = $1 AND NOT e.processed
+WHERE e.id = $1 AND NOT e.processed AND e.routed_at IS NULL
   AND (e.locked_until IS NULL OR e.locked_until < now())
   AND (e.aggregate_id IS NULL OR NOT EXISTS (
         SELECT 1 FROM events p
-        WHERE p.aggregate_id = e.aggregate_id AND NOT p.processed
+        WHERE p.aggregate_id = e.aggregate_id AND NOT p.processed AND p.routed_at IS NULL
           AND (p.created_at, p.id) < (e.created_at, e.id)))
 RETURNING e.id, e.event_type, e.aggregate_id, e.aggregate_type, e.payload::text,
           e.metadata::text, e.processed, e.version, e.created_at, e.created_by, e.priority,
-          e.attempts, e.next_attempt_at, e.locked_by, e.locked_until, e.processed_at, e.outcome;
+          e.attempts, e.next_attempt_at, e.locked_by, e.locked_until, e.processed_at, e.outcome,
+          ARRAY(SELECT DISTINCT d.handler FROM event_deliveries d
+                WHERE d.aggregate_id = e.aggregate_id AND d.status = 'pending'
+                  AND d.locked_by IS DISTINCT FROM $2::text
+                  AND (d.event_created_at, d.event_id) < (e.created_at, e.id));
 
 -- name: event_claim_one_ordered_blocking
 -- ... nor behind a dead-lettered one (AGGREGATE_FAILURE=block).
 UPDATE events e
 SET locked_by = $2, locked_until = now() + $3 * interval '1 second',
     attempts = e.attempts + 1, next_attempt_at = NULL
-WHERE e.id = $1 AND NOT e.processed
+WHERE e.id = $1 AND NOT e.processed AND e.routed_at IS NULL
   AND (e.locked_until IS NULL OR e.locked_until < now())
   AND (e.aggregate_id IS NULL OR NOT EXISTS (
         SELECT 1 FROM events p
         WHERE p.aggregate_id = e.aggregate_id
-          AND (NOT p.processed OR p.outcome = 'dead_lettered')
+          AND (NOT p.processed OR p.outcome = 'dead_lettered') AND p.routed_at IS NULL
           AND (p.created_at, p.id) < (e.created_at, e.id)))
 RETURNING e.id, e.event_type, e.aggregate_id, e.aggregate_type, e.payload::text,
           e.metadata::text, e.processed, e.version, e.created_at, e.created_by, e.priority,
-          e.attempts, e.next_attempt_at, e.locked_by, e.locked_until, e.processed_at, e.outcome;
+          e.attempts, e.next_attempt_at, e.locked_by, e.locked_until, e.processed_at, e.outcome,
+          ARRAY(SELECT DISTINCT d.handler FROM event_deliveries d
+                WHERE d.aggregate_id = e.aggregate_id
+                  AND d.locked_by IS DISTINCT FROM $2::text
+                  AND (d.status = 'pending' OR d.outcome = 'dead_lettered')
+                  AND (d.event_created_at, d.event_id) < (e.created_at, e.id));
 
 -- name: event_revoke_stale_runs
 -- Take back the rest of the runs behind heads just taken over ($1 their
@@ -410,7 +467,8 @@ FROM events h
 CROSS JOIN LATERAL (
     SELECT e.id, e.processed, e.created_at,
            ((e.next_attempt_at IS NULL OR e.next_attempt_at <= now())
-            AND (e.locked_until IS NULL OR e.locked_until < now())) AS ready
+            AND (e.locked_until IS NULL OR e.locked_until < now())
+            AND e.routed_at IS NULL) AS ready
     FROM events e
     WHERE e.aggregate_id = h.aggregate_id
       AND (NOT e.processed OR ($3::bool AND e.outcome = 'dead_lettered'))
@@ -423,28 +481,41 @@ ORDER BY h.id, r.created_at, r.id;
 -- Which of $1 are available and not locked by anyone else right now (the
 -- rows are locked for this transaction).
 SELECT id FROM events
-WHERE id = ANY($1::uuid[]) AND NOT processed
+WHERE id = ANY($1::uuid[]) AND NOT processed AND routed_at IS NULL
   AND (next_attempt_at IS NULL OR next_attempt_at <= now())
   AND (locked_until IS NULL OR locked_until < now())
 FOR UPDATE SKIP LOCKED;
 
 -- name: event_claim_followers
--- Lease the events $1 (locked by this transaction) to token $2 for $3 seconds.
+-- Lease the events $1 (locked by this transaction) to token $2 for $3 seconds;
+-- each with the handlers whose earlier deliveries in its aggregate are
+-- pending (or, with $4, dead-lettered) and not held by this same claim
+-- (whose runs handle them first): those must not run it yet.
 UPDATE events e
 SET locked_by = $2, locked_until = now() + $3 * interval '1 second',
     attempts = e.attempts + 1
-WHERE e.id = ANY($1::uuid[]) AND NOT e.processed
+WHERE e.id = ANY($1::uuid[]) AND NOT e.processed AND e.routed_at IS NULL
   AND (e.next_attempt_at IS NULL OR e.next_attempt_at <= now())
   AND (e.locked_until IS NULL OR e.locked_until < now())
 RETURNING e.id, e.event_type, e.aggregate_id, e.aggregate_type, e.payload::text,
           e.metadata::text, e.processed, e.version, e.created_at, e.created_by, e.priority,
-          e.attempts, e.next_attempt_at, e.locked_by, e.locked_until, e.processed_at, e.outcome;
+          e.attempts, e.next_attempt_at, e.locked_by, e.locked_until, e.processed_at, e.outcome,
+          ARRAY(SELECT DISTINCT d.handler FROM event_deliveries d
+                WHERE d.aggregate_id = e.aggregate_id
+                  AND d.locked_by IS DISTINCT FROM $2::text
+                  AND (d.status = 'pending' OR ($4::bool AND d.outcome = 'dead_lettered'))
+                  AND (d.event_created_at, d.event_id) < (e.created_at, e.id));
 
 -- name: dead_letter_discard
--- Delete the dead letters $1; their events, if still dead-lettered, are
--- marked discarded (no longer holding back an aggregate, still replayable).
+-- Delete the dead letters $1; their events (and deliveries), if still
+-- dead-lettered, are marked discarded (no longer holding back an aggregate,
+-- still replayable).
 WITH gone AS (
-    DELETE FROM event_dead_letters WHERE id = ANY($1::uuid[]) RETURNING event_id
+    DELETE FROM event_dead_letters WHERE id = ANY($1::uuid[]) RETURNING event_id, handler
+), unblocked AS (
+    UPDATE event_deliveries d SET outcome = 'discarded'
+    FROM gone g
+    WHERE d.event_id = g.event_id AND d.handler = g.handler AND d.outcome = 'dead_lettered'
 ), marked AS (
     UPDATE events SET outcome = 'discarded'
     WHERE id IN (SELECT event_id FROM gone) AND outcome = 'dead_lettered'
@@ -465,3 +536,395 @@ FROM unnest($1::uuid[], $2::text[], $3::uuid[], $4::text[], $5::text[],
           version, created_by, priority)
 ON CONFLICT (id) DO NOTHING
 RETURNING id;
+
+-- Deliveries: the work of one subscription on one event, in event_deliveries.
+-- A delivery claim returns the event's columns with the delivery's attempts,
+-- next_attempt_at, locked_by and locked_until in their places, then the
+-- handler (the 18th column).
+
+-- name: delivery_open
+-- Move events onto deliveries: $1 event ids, $2 their claim tokens (the
+-- event's lease is the fence, and is cleared), $3 handlers, $4 run now (the
+-- delivery is leased with the event's token for $6 seconds and its attempt
+-- counted) or wait for its turn, $5 attempts already spent on the event's row
+-- (0 at a claim: the claim's attempt on the row is given back, each delivery
+-- counts its own; a single subscription that failed there keeps its count,
+-- this attempt included). Returns the leased deliveries.
+WITH plan AS (
+    SELECT * FROM unnest($1::uuid[], $2::text[], $3::text[], $4::bool[], $5::int[])
+           AS p(id, token, handler, leased, spent)
+), moved AS (
+    UPDATE events e
+    SET routed_at = clock_timestamp(), locked_by = NULL, locked_until = NULL,
+        next_attempt_at = NULL, deliveries_open = coalesce(e.deliveries_open, 0) + n.count,
+        attempts = e.attempts - n.given_back
+    FROM (SELECT id, token, count(*)::int AS count,
+                 CASE WHEN max(spent) = 0 THEN 1 ELSE 0 END AS given_back
+          FROM plan GROUP BY id, token) n
+    WHERE e.id = n.id AND e.locked_by = n.token AND NOT e.processed
+    RETURNING e.id, e.event_type, e.aggregate_id, e.aggregate_type, e.payload, e.metadata,
+              e.processed, e.version, e.created_at, e.created_by, e.priority,
+              e.processed_at, e.outcome, n.token
+), opened AS (
+    INSERT INTO event_deliveries (event_id, handler, event_type, aggregate_id,
+                                  event_created_at, priority, attempts, locked_by, locked_until)
+    SELECT m.id, p.handler, m.event_type, m.aggregate_id, coalesce(m.created_at, now()),
+           m.priority,
+           CASE WHEN p.spent > 0 THEN p.spent WHEN p.leased THEN 1 ELSE 0 END,
+           CASE WHEN p.leased THEN p.token END,
+           CASE WHEN p.leased THEN now() + $6 * interval '1 second' END
+    FROM moved m JOIN plan p ON p.id = m.id AND p.token = m.token
+    ON CONFLICT (event_id, handler) DO NOTHING
+    RETURNING event_id, handler, attempts, locked_by, locked_until
+)
+SELECT m.id, m.event_type, m.aggregate_id, m.aggregate_type, m.payload::text,
+       m.metadata::text, m.processed, m.version, m.created_at, m.created_by, m.priority,
+       o.attempts, NULL::timestamptz, o.locked_by, o.locked_until, m.processed_at, m.outcome,
+       o.handler
+FROM opened o JOIN moved m ON m.id = o.event_id
+WHERE o.locked_by IS NOT NULL;
+
+-- name: delivery_claim
+-- Claims of deliveries: $1 token, $2 lease seconds, $3 limit, $4 window, as
+-- the event claims.
+WITH picked AS (
+    SELECT d.event_id, d.handler FROM event_deliveries d
+    WHERE d.status = 'pending'
+      AND (d.next_attempt_at IS NULL OR d.next_attempt_at <= now())
+      AND (d.locked_until IS NULL OR d.locked_until < now())
+      AND $4::int > 0
+    ORDER BY d.priority DESC, d.event_created_at, d.event_id
+    LIMIT $3
+    FOR UPDATE OF d SKIP LOCKED
+), leased AS (
+    UPDATE event_deliveries d
+    SET locked_by = $1, locked_until = now() + $2 * interval '1 second',
+        attempts = d.attempts + 1
+    FROM picked WHERE d.event_id = picked.event_id AND d.handler = picked.handler
+    RETURNING d.event_id, d.handler, d.attempts, d.next_attempt_at, d.locked_by, d.locked_until
+)
+SELECT e.id, e.event_type, e.aggregate_id, e.aggregate_type, e.payload::text,
+       e.metadata::text, e.processed, e.version, e.created_at, e.created_by, e.priority,
+       l.attempts, l.next_attempt_at, l.locked_by, l.locked_until, e.processed_at, e.outcome,
+       l.handler
+FROM leased l JOIN events e ON e.id = l.event_id;
+
+-- name: delivery_claim_ordered
+-- The gate, per (handler, aggregate): no earlier delivery of the same
+-- handler in the aggregate is pending, and no earlier event of the
+-- aggregate is still unrouted (it may be this handler's too).
+WITH picked AS (
+    SELECT d.event_id, d.handler FROM event_deliveries d
+    WHERE (d.event_id, d.handler) IN (
+            SELECT w.event_id, w.handler FROM event_deliveries w
+            WHERE w.status = 'pending'
+              AND (w.next_attempt_at IS NULL OR w.next_attempt_at <= now())
+              AND (w.locked_until IS NULL OR w.locked_until < now())
+            ORDER BY w.priority DESC, w.event_created_at, w.event_id
+            LIMIT $4)
+      AND d.status = 'pending'
+      AND (d.next_attempt_at IS NULL OR d.next_attempt_at <= now())
+      AND (d.locked_until IS NULL OR d.locked_until < now())
+      AND (d.aggregate_id IS NULL OR (
+            NOT EXISTS (
+                SELECT 1 FROM event_deliveries q
+                WHERE q.aggregate_id = d.aggregate_id AND q.handler = d.handler
+                  AND q.status = 'pending'
+                  AND (q.event_created_at, q.event_id) < (d.event_created_at, d.event_id))
+            AND NOT EXISTS (
+                SELECT 1 FROM events p
+                WHERE p.aggregate_id = d.aggregate_id AND NOT p.processed
+                  AND p.routed_at IS NULL
+                  AND (p.created_at, p.id) < (d.event_created_at, d.event_id))))
+    ORDER BY d.priority DESC, d.event_created_at, d.event_id
+    LIMIT $3
+    FOR UPDATE OF d SKIP LOCKED
+), leased AS (
+    UPDATE event_deliveries d
+    SET locked_by = $1, locked_until = now() + $2 * interval '1 second',
+        attempts = d.attempts + 1
+    FROM picked WHERE d.event_id = picked.event_id AND d.handler = picked.handler
+    RETURNING d.event_id, d.handler, d.attempts, d.next_attempt_at, d.locked_by, d.locked_until
+)
+SELECT e.id, e.event_type, e.aggregate_id, e.aggregate_type, e.payload::text,
+       e.metadata::text, e.processed, e.version, e.created_at, e.created_by, e.priority,
+       l.attempts, l.next_attempt_at, l.locked_by, l.locked_until, e.processed_at, e.outcome,
+       l.handler
+FROM leased l JOIN events e ON e.id = l.event_id;
+
+-- name: delivery_claim_ordered_blocking
+-- AGGREGATE_FAILURE=block: an earlier dead-lettered delivery of the same
+-- handler (or an earlier event dead-lettered on its own row) holds back too.
+WITH picked AS (
+    SELECT d.event_id, d.handler FROM event_deliveries d
+    WHERE (d.event_id, d.handler) IN (
+            SELECT w.event_id, w.handler FROM event_deliveries w
+            WHERE w.status = 'pending'
+              AND (w.next_attempt_at IS NULL OR w.next_attempt_at <= now())
+              AND (w.locked_until IS NULL OR w.locked_until < now())
+            ORDER BY w.priority DESC, w.event_created_at, w.event_id
+            LIMIT $4)
+      AND d.status = 'pending'
+      AND (d.next_attempt_at IS NULL OR d.next_attempt_at <= now())
+      AND (d.locked_until IS NULL OR d.locked_until < now())
+      AND (d.aggregate_id IS NULL OR (
+            NOT EXISTS (
+                SELECT 1 FROM event_deliveries q
+                WHERE q.aggregate_id = d.aggregate_id AND q.handler = d.handler
+                  AND (q.status = 'pending' OR q.outcome = 'dead_lettered')
+                  AND (q.event_created_at, q.event_id) < (d.event_created_at, d.event_id))
+            AND NOT EXISTS (
+                SELECT 1 FROM events p
+                WHERE p.aggregate_id = d.aggregate_id AND NOT p.processed
+                  AND p.routed_at IS NULL
+                  AND (p.created_at, p.id) < (d.event_created_at, d.event_id))
+            AND NOT EXISTS (
+                SELECT 1 FROM events p
+                WHERE p.aggregate_id = d.aggregate_id AND p.outcome = 'dead_lettered'
+                  AND p.routed_at IS NULL
+                  AND (p.created_at, p.id) < (d.event_created_at, d.event_id))))
+    ORDER BY d.priority DESC, d.event_created_at, d.event_id
+    LIMIT $3
+    FOR UPDATE OF d SKIP LOCKED
+), leased AS (
+    UPDATE event_deliveries d
+    SET locked_by = $1, locked_until = now() + $2 * interval '1 second',
+        attempts = d.attempts + 1
+    FROM picked WHERE d.event_id = picked.event_id AND d.handler = picked.handler
+    RETURNING d.event_id, d.handler, d.attempts, d.next_attempt_at, d.locked_by, d.locked_until
+)
+SELECT e.id, e.event_type, e.aggregate_id, e.aggregate_type, e.payload::text,
+       e.metadata::text, e.processed, e.version, e.created_at, e.created_by, e.priority,
+       l.attempts, l.next_attempt_at, l.locked_by, l.locked_until, e.processed_at, e.outcome,
+       l.handler
+FROM leased l JOIN events e ON e.id = l.event_id;
+
+-- name: delivery_write_back
+-- The results of deliveries, fenced on (event, handler, token): $1 event
+-- ids, $2 handlers, $3 tokens, $4 kinds (succeeded, retry, rescheduled,
+-- dead_lettered), $5 delay seconds, $6 errors, $7 attempts (the attempt that
+-- ended), $8 tracebacks, $9 fingerprints, $10 worker; $11 in order
+-- (ORDERING=aggregate): a success is not written while an earlier delivery of
+-- its handler in the aggregate is pending, or an earlier event of the
+-- aggregate is unrouted and pending, unless this same batch writes that one
+-- too ($12 ids / $13 tokens: the batch's successes on events' own rows).
+-- Then each event: deliveries_open counts down (the row lock orders two
+-- workers finishing the last two deliveries: the second sees the first's
+-- count), its outcome so far is kept (succeeded, dead_lettered, or partial
+-- once they differ), the last failure goes into metadata as on the seed's
+-- rows, its attempts are the most any of its deliveries took, and it is
+-- processed when none is left open. Dead letters name
+-- their handler. Returns the id of each delivery written.
+WITH r AS (
+    SELECT * FROM unnest($1::uuid[], $2::text[], $3::text[], $4::text[], $5::float8[],
+                         $6::text[], $7::int[], $8::text[], $9::text[])
+           AS r(id, handler, token, kind, delay, error, attempt, detail, fingerprint)
+), written AS (
+    UPDATE event_deliveries d
+    SET locked_by = NULL, locked_until = NULL,
+        status = CASE WHEN r.kind IN ('succeeded', 'dead_lettered') THEN 'done'
+                      ELSE 'pending' END,
+        outcome = CASE WHEN r.kind IN ('succeeded', 'dead_lettered') THEN r.kind END,
+        finished_at = CASE WHEN r.kind IN ('succeeded', 'dead_lettered') THEN now() END,
+        next_attempt_at = CASE WHEN r.kind IN ('retry', 'rescheduled')
+                               THEN now() + r.delay * interval '1 second' END,
+        attempts = CASE WHEN r.kind = 'rescheduled' THEN d.attempts - 1 ELSE d.attempts END,
+        last_error = CASE WHEN r.kind IN ('retry', 'dead_lettered') THEN left(r.error, 2000)
+                          ELSE d.last_error END
+    FROM r
+    WHERE d.event_id = r.id AND d.handler = r.handler AND d.locked_by = r.token
+      AND d.status = 'pending'
+      AND (NOT $11::bool OR r.kind <> 'succeeded' OR d.aggregate_id IS NULL OR (
+            NOT EXISTS (
+                SELECT 1 FROM event_deliveries q
+                WHERE q.aggregate_id = d.aggregate_id AND q.handler = d.handler
+                  AND q.status = 'pending'
+                  AND (q.event_created_at, q.event_id) < (d.event_created_at, d.event_id)
+                  AND NOT EXISTS (
+                      SELECT 1 FROM r f
+                      WHERE f.id = q.event_id AND f.handler = q.handler
+                        AND f.token = q.locked_by AND f.kind = 'succeeded'))
+            AND NOT EXISTS (
+                SELECT 1 FROM events p
+                WHERE p.aggregate_id = d.aggregate_id AND NOT p.processed
+                  AND p.routed_at IS NULL AND p.locked_by IS DISTINCT FROM r.token
+                  AND (p.created_at, p.id) < (d.event_created_at, d.event_id)
+                  AND NOT EXISTS (
+                      SELECT 1 FROM unnest($12::uuid[], $13::text[]) AS f(id, token)
+                      WHERE f.id = p.id AND f.token = p.locked_by))))
+    RETURNING d.event_id, d.handler, r.kind, r.error, r.attempt, r.detail, r.fingerprint,
+              d.attempts AS spent
+), tally AS (
+    SELECT event_id, max(spent) AS spent,
+           count(*) FILTER (WHERE kind IN ('succeeded', 'dead_lettered'))::int AS finished,
+           CASE WHEN bool_or(kind = 'succeeded') AND bool_or(kind = 'dead_lettered')
+                THEN 'partial'
+                WHEN bool_or(kind = 'dead_lettered') THEN 'dead_lettered'
+                WHEN bool_or(kind = 'succeeded') THEN 'succeeded' END AS outcome,
+           (array_agg(jsonb_build_object('retry_count', attempt,
+                                         'last_error', left(error, 2000),
+                                         'last_error_handler', handler,
+                                         'last_error_at', now()))
+              FILTER (WHERE kind IN ('retry', 'dead_lettered')))[1] AS failure,
+           bool_or(kind = 'dead_lettered') AS dead
+    FROM written GROUP BY event_id
+), closed AS (
+    UPDATE events e
+    SET deliveries_open = greatest(e.deliveries_open - t.finished, 0),
+        attempts = greatest(e.attempts, t.spent),
+        processed = e.deliveries_open - t.finished <= 0,
+        processed_at = CASE WHEN e.deliveries_open - t.finished <= 0 THEN now() END,
+        outcome = CASE WHEN t.outcome IS NULL THEN e.outcome
+                       WHEN e.outcome IS NULL OR e.outcome = t.outcome THEN t.outcome
+                       ELSE 'partial' END,
+        metadata = coalesce(e.metadata, '{}'::jsonb)
+                   || coalesce(t.failure, '{}'::jsonb)
+                   || CASE WHEN t.dead THEN '{"dead_lettered": true}'::jsonb
+                           ELSE '{}'::jsonb END
+                   || CASE WHEN e.deliveries_open - t.finished <= 0
+                           THEN jsonb_build_object('processed_at', now(),
+                                                   'processed_by', $10::text)
+                           ELSE '{}'::jsonb END
+    FROM tally t WHERE e.id = t.event_id
+    RETURNING e.id, e.event_type, e.payload, e.created_at
+), letters AS (
+    INSERT INTO event_dead_letters (id, event_id, event_type, payload, error_message,
+                                    retry_count, original_created_at, created_at,
+                                    error_detail, handler, error_fingerprint)
+    SELECT gen_random_uuid(), w.event_id, c.event_type, c.payload, w.error, w.attempt,
+           coalesce(c.created_at, now()), now(), w.detail, w.handler, w.fingerprint
+    FROM written w JOIN closed c ON c.id = w.event_id
+    WHERE w.kind = 'dead_lettered'
+    RETURNING event_id
+)
+SELECT event_id, handler FROM written;
+
+-- name: delivery_hold
+-- A transactional handler's first statement on a delivery ($1 event, $2
+-- handler, $3 token): take its row lock if the lease is still ours.
+UPDATE event_deliveries SET locked_until = locked_until
+WHERE event_id = $1 AND handler = $2 AND locked_by = $3
+RETURNING event_id;
+
+-- name: delivery_release
+-- Give delivery leases back unfinished ($1 event ids, $2 handlers, $3
+-- tokens): the attempt is not spent.
+UPDATE event_deliveries d
+SET locked_by = NULL, locked_until = NULL, attempts = d.attempts - 1
+FROM unnest($1::uuid[], $2::text[], $3::text[]) AS l(id, handler, token)
+WHERE d.event_id = l.id AND d.handler = l.handler AND d.locked_by = l.token
+RETURNING d.event_id;
+
+-- name: delivery_renew
+-- Extend the delivery leases $1 / $2 / $3 by $4 seconds from now.
+UPDATE event_deliveries d
+SET locked_until = now() + $4 * interval '1 second'
+FROM unnest($1::uuid[], $2::text[], $3::text[]) AS l(id, handler, token)
+WHERE d.event_id = l.id AND d.handler = l.handler AND d.locked_by = l.token
+RETURNING d.event_id, d.handler;
+
+-- name: delivery_replay
+-- Run one subscription of event $1 again ($2 the handler), with a fresh
+-- budget, leaving the others alone: its delivery is reopened (or created,
+-- for an event handled on its own row), its open dead letters closed, and
+-- the event pending again, its outcome so far that of its other finished
+-- deliveries. routed_at is set anew, which tells the replay trigger that
+-- this is not a replay of the whole event. Only for an event already routed
+-- or processed (one still on its own row is handled as it is).
+WITH reopened AS (
+    INSERT INTO event_deliveries AS d (event_id, handler, event_type, aggregate_id,
+                                       event_created_at, priority)
+    SELECT e.id, $2, e.event_type, e.aggregate_id, coalesce(e.created_at, now()), e.priority
+    FROM events e
+    WHERE e.id = $1 AND (e.processed OR e.routed_at IS NOT NULL)
+    ON CONFLICT (event_id, handler) DO UPDATE
+    SET status = 'pending', outcome = NULL, attempts = 0, next_attempt_at = NULL,
+        locked_by = NULL, locked_until = NULL, finished_at = NULL, last_error = NULL
+    WHERE d.status = 'done'
+    RETURNING event_id
+), letters AS (
+    UPDATE event_dead_letters SET replayed_at = now()
+    WHERE event_id = $1 AND handler = $2 AND replayed_at IS NULL
+      AND EXISTS (SELECT 1 FROM reopened)
+)
+UPDATE events e
+SET processed = false, processed_at = NULL, routed_at = clock_timestamp(),
+    deliveries_open = coalesce(e.deliveries_open, 0) + 1,
+    outcome = (SELECT CASE WHEN count(DISTINCT o.outcome) > 1 THEN 'partial'
+                           ELSE min(o.outcome) END
+               FROM event_deliveries o
+               WHERE o.event_id = $1 AND o.handler <> $2 AND o.status = 'done'),
+    metadata = coalesce(e.metadata, '{}'::jsonb)
+               || jsonb_build_object('replayed', true, 'replayed_at', now(),
+                                     'replayed_handler', $2::text)
+WHERE e.id = $1 AND EXISTS (SELECT 1 FROM reopened)
+RETURNING e.id;
+
+-- name: delivery_add
+-- A backfill: give each of the events $1 a delivery for handler $2, where
+-- it has none, and make those events pending again (routed_at set anew, so
+-- the replay trigger leaves their other deliveries and outcome alone).
+-- Events still pending on their own row are left out: they are routed when
+-- claimed, the new subscription with them. Returns the events given one.
+WITH added AS (
+    INSERT INTO event_deliveries (event_id, handler, event_type, aggregate_id,
+                                  event_created_at, priority)
+    SELECT e.id, $2, e.event_type, e.aggregate_id, coalesce(e.created_at, now()), e.priority
+    FROM events e
+    WHERE e.id = ANY($1::uuid[]) AND (e.processed OR e.routed_at IS NOT NULL)
+    ON CONFLICT (event_id, handler) DO NOTHING
+    RETURNING event_id
+)
+UPDATE events e
+SET processed = false, processed_at = NULL, routed_at = clock_timestamp(),
+    deliveries_open = coalesce(e.deliveries_open, 0) + 1
+FROM added a WHERE e.id = a.event_id
+RETURNING e.id;
+
+-- name: delivery_claim_followers
+-- ORDERING=aggregate: the deliveries right behind each claimed head ($1 event
+-- ids, $2 handlers) of the same handler and aggregate, up to $3 per head,
+-- leased to token $4 for $5 seconds: a run, handled in order, as the event
+-- claims' followers are. A run is contiguous: it stops at the first one that
+-- is not ready (a retry not due, a lease held), and before any earlier event
+-- of the aggregate still unrouted. Nobody else can claim them meanwhile: the
+-- head we hold gates them.
+WITH heads AS (
+    SELECT d.event_id, d.handler, d.aggregate_id, d.event_created_at
+    FROM unnest($1::uuid[], $2::text[]) AS h(id, handler)
+    JOIN event_deliveries d ON d.event_id = h.id AND d.handler = h.handler
+    WHERE d.aggregate_id IS NOT NULL
+), behind AS (
+    SELECT q.event_id, q.handler,
+           count(*) FILTER (WHERE NOT q.ready) OVER (
+               PARTITION BY h.event_id, h.handler
+               ORDER BY q.event_created_at, q.event_id) AS stops
+    FROM heads h
+    CROSS JOIN LATERAL (
+        SELECT q.event_id, q.handler, q.event_created_at,
+               ((q.next_attempt_at IS NULL OR q.next_attempt_at <= now())
+                AND (q.locked_until IS NULL OR q.locked_until < now())) AS ready
+        FROM event_deliveries q
+        WHERE q.aggregate_id = h.aggregate_id AND q.handler = h.handler
+          AND q.status = 'pending'
+          AND (q.event_created_at, q.event_id) > (h.event_created_at, h.event_id)
+          AND NOT EXISTS (
+              SELECT 1 FROM events p
+              WHERE p.aggregate_id = h.aggregate_id AND NOT p.processed
+                AND p.routed_at IS NULL
+                AND (p.created_at, p.id) < (q.event_created_at, q.event_id))
+        ORDER BY q.event_created_at, q.event_id
+        LIMIT $3) q
+), leased AS (
+    UPDATE event_deliveries d
+    SET locked_by = $4, locked_until = now() + $5 * interval '1 second',
+        attempts = d.attempts + 1
+    FROM behind b
+    WHERE d.event_id = b.event_id AND d.handler = b.handler AND b.stops = 0
+    RETURNING d.event_id, d.handler, d.attempts, d.next_attempt_at, d.locked_by, d.locked_until
+)
+SELECT e.id, e.event_type, e.aggregate_id, e.aggregate_type, e.payload::text,
+       e.metadata::text, e.processed, e.version, e.created_at, e.created_by, e.priority,
+       l.attempts, l.next_attempt_at, l.locked_by, l.locked_until, e.processed_at, e.outcome,
+       l.handler
+FROM leased l JOIN events e ON e.id = l.event_id;

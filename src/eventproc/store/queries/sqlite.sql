@@ -12,13 +12,23 @@
 -- unordered ones take it so that every claim has the same parameters).
 -- Writers are serialized (BEGIN IMMEDIATE), so a claim needs no SKIP LOCKED.
 -- A carrying claim first completes ?5 ids / ?6 tokens / ?7 outcomes for
--- worker ?8 (in order, for the ordered claims) in the same transaction: the
--- claim then sees those events done.
+-- worker ?8 (in order, for the ordered claims, ?9 their handlers) in the
+-- same transaction: the claim then sees those events done.
+--
+-- The ordered claims return an 18th column, the handlers with an earlier
+-- delivery of the event's aggregate pending (or dead-lettered, blocking), as
+-- a JSON array text ('[]' for none): a correlated subquery in RETURNING.
+--
+-- Where PostgreSQL passes what one CTE wrote to the next, the statements
+-- here mark the rows they wrote (locked_by '#written:<index in the batch>'
+-- or '#opened:<token>', never a claim token), find them again by primary
+-- key in the statements after, and clear the mark last, all in the one
+-- transaction: nobody else ever sees a mark.
 
 -- name: event_claim
 WITH picked AS (
     SELECT e.id FROM events e
-    WHERE e.processed = 0
+    WHERE e.processed = 0 AND e.routed_at IS NULL
       AND (e.next_attempt_at IS NULL OR e.next_attempt_at <= strftime('%Y-%m-%d %H:%M:%f', 'now'))
       AND (e.locked_until IS NULL OR e.locked_until < strftime('%Y-%m-%d %H:%M:%f', 'now'))
       AND ?4 > 0
@@ -46,7 +56,7 @@ FROM (SELECT i.value AS id, ?6 ->> i.key AS token, ?7 ->> i.key AS outcome
 WHERE events.id = c.id AND events.locked_by = c.token;
 WITH picked AS (
     SELECT e.id FROM events e
-    WHERE e.processed = 0
+    WHERE e.processed = 0 AND e.routed_at IS NULL
       AND (e.next_attempt_at IS NULL OR e.next_attempt_at <= strftime('%Y-%m-%d %H:%M:%f', 'now'))
       AND (e.locked_until IS NULL OR e.locked_until < strftime('%Y-%m-%d %H:%M:%f', 'now'))
       AND ?4 > 0
@@ -62,24 +72,25 @@ RETURNING id, event_type, aggregate_id, aggregate_type, payload, metadata, proce
           locked_until, processed_at, outcome;
 
 -- name: event_claim_ordered
--- The gate: no earlier event of the same aggregate is still pending.
+-- The gate: no earlier event of the same aggregate is still pending on its
+-- own row (routed ones are gated per handler, by their deliveries).
 WITH picked AS (
     SELECT e.id FROM events e
     WHERE e.id IN (
             SELECT w.id FROM events w
-            WHERE w.processed = 0
+            WHERE w.processed = 0 AND w.routed_at IS NULL
               AND (w.next_attempt_at IS NULL
                    OR w.next_attempt_at <= strftime('%Y-%m-%d %H:%M:%f', 'now'))
               AND (w.locked_until IS NULL
                    OR w.locked_until < strftime('%Y-%m-%d %H:%M:%f', 'now'))
             ORDER BY w.priority DESC, w.created_at, w.id
             LIMIT ?4)
-      AND e.processed = 0
+      AND e.processed = 0 AND e.routed_at IS NULL
       AND (e.next_attempt_at IS NULL OR e.next_attempt_at <= strftime('%Y-%m-%d %H:%M:%f', 'now'))
       AND (e.locked_until IS NULL OR e.locked_until < strftime('%Y-%m-%d %H:%M:%f', 'now'))
       AND (e.aggregate_id IS NULL OR NOT EXISTS (
             SELECT 1 FROM events p
-            WHERE p.aggregate_id = e.aggregate_id AND p.processed = 0
+            WHERE p.aggregate_id = e.aggregate_id AND p.processed = 0 AND p.routed_at IS NULL
               AND (p.created_at, p.id) < (e.created_at, e.id)))
     ORDER BY e.priority DESC, e.created_at, e.id
     LIMIT ?3
@@ -90,7 +101,11 @@ SET locked_by = ?1, locked_until = strftime('%Y-%m-%d %H:%M:%f', 'now', printf('
 FROM picked WHERE events.id = picked.id
 RETURNING id, event_type, aggregate_id, aggregate_type, payload, metadata, processed, version,
           created_at, created_by, priority, attempts, next_attempt_at, locked_by,
-          locked_until, processed_at, outcome;
+          locked_until, processed_at, outcome,
+          (SELECT json_group_array(DISTINCT d.handler) FROM event_deliveries d
+           WHERE d.aggregate_id = events.aggregate_id AND d.status = 'pending'
+             AND d.locked_by IS NOT ?1
+             AND (d.event_created_at, d.event_id) < (events.created_at, events.id));
 
 -- name: event_claim_ordered_carrying
 -- The completions (in order, see event_write_back), then the claim.
@@ -100,33 +115,40 @@ SET processed = 1, outcome = c.outcome, processed_at = strftime('%Y-%m-%d %H:%M:
     metadata = json_patch(coalesce(metadata, '{}'),
                           json_object('processed_at', strftime('%Y-%m-%d %H:%M:%f', 'now'),
                                       'processed_by', ?8))
-FROM (SELECT i.value AS id, ?6 ->> i.key AS token, ?7 ->> i.key AS outcome
+FROM (SELECT i.value AS id, ?6 ->> i.key AS token, ?7 ->> i.key AS outcome,
+             ?9 ->> i.key AS handler
       FROM json_each(?5) AS i) AS c
 WHERE events.id = c.id AND events.locked_by = c.token
-  AND (aggregate_id IS NULL OR NOT EXISTS (
+  AND (aggregate_id IS NULL OR (NOT EXISTS (
       SELECT 1 FROM events p
-      WHERE p.aggregate_id = events.aggregate_id AND p.processed = 0
+      WHERE p.aggregate_id = events.aggregate_id AND p.processed = 0 AND p.routed_at IS NULL
+        AND p.locked_by IS NOT c.token
         AND (p.created_at, p.id) < (events.created_at, events.id)
         AND NOT EXISTS (
             SELECT 1 FROM json_each(?5) AS f
-            WHERE f.value = p.id AND ?6 ->> f.key = p.locked_by)));
+            WHERE f.value = p.id AND ?6 ->> f.key = p.locked_by))
+    AND NOT EXISTS (
+      SELECT 1 FROM event_deliveries d
+      WHERE d.aggregate_id = events.aggregate_id AND d.handler = c.handler
+        AND d.status = 'pending'
+        AND (d.event_created_at, d.event_id) < (events.created_at, events.id))));
 WITH picked AS (
     SELECT e.id FROM events e
     WHERE e.id IN (
             SELECT w.id FROM events w
-            WHERE w.processed = 0
+            WHERE w.processed = 0 AND w.routed_at IS NULL
               AND (w.next_attempt_at IS NULL
                    OR w.next_attempt_at <= strftime('%Y-%m-%d %H:%M:%f', 'now'))
               AND (w.locked_until IS NULL
                    OR w.locked_until < strftime('%Y-%m-%d %H:%M:%f', 'now'))
             ORDER BY w.priority DESC, w.created_at, w.id
             LIMIT ?4)
-      AND e.processed = 0
+      AND e.processed = 0 AND e.routed_at IS NULL
       AND (e.next_attempt_at IS NULL OR e.next_attempt_at <= strftime('%Y-%m-%d %H:%M:%f', 'now'))
       AND (e.locked_until IS NULL OR e.locked_until < strftime('%Y-%m-%d %H:%M:%f', 'now'))
       AND (e.aggregate_id IS NULL OR NOT EXISTS (
             SELECT 1 FROM events p
-            WHERE p.aggregate_id = e.aggregate_id AND p.processed = 0
+            WHERE p.aggregate_id = e.aggregate_id AND p.processed = 0 AND p.routed_at IS NULL
               AND (p.created_at, p.id) < (e.created_at, e.id)))
     ORDER BY e.priority DESC, e.created_at, e.id
     LIMIT ?3
@@ -137,7 +159,11 @@ SET locked_by = ?1, locked_until = strftime('%Y-%m-%d %H:%M:%f', 'now', printf('
 FROM picked WHERE events.id = picked.id
 RETURNING id, event_type, aggregate_id, aggregate_type, payload, metadata, processed, version,
           created_at, created_by, priority, attempts, next_attempt_at, locked_by,
-          locked_until, processed_at, outcome;
+          locked_until, processed_at, outcome,
+          (SELECT json_group_array(DISTINCT d.handler) FROM event_deliveries d
+           WHERE d.aggregate_id = events.aggregate_id AND d.status = 'pending'
+             AND d.locked_by IS NOT ?1
+             AND (d.event_created_at, d.event_id) < (events.created_at, events.id));
 
 -- name: event_claim_ordered_blocking
 -- AGGREGATE_FAILURE=block: a dead-lettered earlier event holds back too.
@@ -145,24 +171,25 @@ WITH picked AS (
     SELECT e.id FROM events e
     WHERE e.id IN (
             SELECT w.id FROM events w
-            WHERE w.processed = 0
+            WHERE w.processed = 0 AND w.routed_at IS NULL
               AND (w.next_attempt_at IS NULL
                    OR w.next_attempt_at <= strftime('%Y-%m-%d %H:%M:%f', 'now'))
               AND (w.locked_until IS NULL
                    OR w.locked_until < strftime('%Y-%m-%d %H:%M:%f', 'now'))
             ORDER BY w.priority DESC, w.created_at, w.id
             LIMIT ?4)
-      AND e.processed = 0
+      AND e.processed = 0 AND e.routed_at IS NULL
       AND (e.next_attempt_at IS NULL OR e.next_attempt_at <= strftime('%Y-%m-%d %H:%M:%f', 'now'))
       AND (e.locked_until IS NULL OR e.locked_until < strftime('%Y-%m-%d %H:%M:%f', 'now'))
       AND (e.aggregate_id IS NULL OR (
             NOT EXISTS (
                 SELECT 1 FROM events p
-                WHERE p.aggregate_id = e.aggregate_id AND p.processed = 0
+                WHERE p.aggregate_id = e.aggregate_id AND p.processed = 0 AND p.routed_at IS NULL
                   AND (p.created_at, p.id) < (e.created_at, e.id))
             AND NOT EXISTS (
                 SELECT 1 FROM events p
                 WHERE p.aggregate_id = e.aggregate_id AND p.outcome = 'dead_lettered'
+                  AND p.routed_at IS NULL
                   AND (p.created_at, p.id) < (e.created_at, e.id))))
     ORDER BY e.priority DESC, e.created_at, e.id
     LIMIT ?3
@@ -173,7 +200,12 @@ SET locked_by = ?1, locked_until = strftime('%Y-%m-%d %H:%M:%f', 'now', printf('
 FROM picked WHERE events.id = picked.id
 RETURNING id, event_type, aggregate_id, aggregate_type, payload, metadata, processed, version,
           created_at, created_by, priority, attempts, next_attempt_at, locked_by,
-          locked_until, processed_at, outcome;
+          locked_until, processed_at, outcome,
+          (SELECT json_group_array(DISTINCT d.handler) FROM event_deliveries d
+           WHERE d.aggregate_id = events.aggregate_id
+             AND d.locked_by IS NOT ?1
+             AND (d.status = 'pending' OR d.outcome = 'dead_lettered')
+             AND (d.event_created_at, d.event_id) < (events.created_at, events.id));
 
 -- name: event_claim_ordered_blocking_carrying
 -- The completions (in order, see event_write_back), then the claim.
@@ -183,38 +215,46 @@ SET processed = 1, outcome = c.outcome, processed_at = strftime('%Y-%m-%d %H:%M:
     metadata = json_patch(coalesce(metadata, '{}'),
                           json_object('processed_at', strftime('%Y-%m-%d %H:%M:%f', 'now'),
                                       'processed_by', ?8))
-FROM (SELECT i.value AS id, ?6 ->> i.key AS token, ?7 ->> i.key AS outcome
+FROM (SELECT i.value AS id, ?6 ->> i.key AS token, ?7 ->> i.key AS outcome,
+             ?9 ->> i.key AS handler
       FROM json_each(?5) AS i) AS c
 WHERE events.id = c.id AND events.locked_by = c.token
-  AND (aggregate_id IS NULL OR NOT EXISTS (
+  AND (aggregate_id IS NULL OR (NOT EXISTS (
       SELECT 1 FROM events p
-      WHERE p.aggregate_id = events.aggregate_id AND p.processed = 0
+      WHERE p.aggregate_id = events.aggregate_id AND p.processed = 0 AND p.routed_at IS NULL
+        AND p.locked_by IS NOT c.token
         AND (p.created_at, p.id) < (events.created_at, events.id)
         AND NOT EXISTS (
             SELECT 1 FROM json_each(?5) AS f
-            WHERE f.value = p.id AND ?6 ->> f.key = p.locked_by)));
+            WHERE f.value = p.id AND ?6 ->> f.key = p.locked_by))
+    AND NOT EXISTS (
+      SELECT 1 FROM event_deliveries d
+      WHERE d.aggregate_id = events.aggregate_id AND d.handler = c.handler
+        AND d.status = 'pending'
+        AND (d.event_created_at, d.event_id) < (events.created_at, events.id))));
 WITH picked AS (
     SELECT e.id FROM events e
     WHERE e.id IN (
             SELECT w.id FROM events w
-            WHERE w.processed = 0
+            WHERE w.processed = 0 AND w.routed_at IS NULL
               AND (w.next_attempt_at IS NULL
                    OR w.next_attempt_at <= strftime('%Y-%m-%d %H:%M:%f', 'now'))
               AND (w.locked_until IS NULL
                    OR w.locked_until < strftime('%Y-%m-%d %H:%M:%f', 'now'))
             ORDER BY w.priority DESC, w.created_at, w.id
             LIMIT ?4)
-      AND e.processed = 0
+      AND e.processed = 0 AND e.routed_at IS NULL
       AND (e.next_attempt_at IS NULL OR e.next_attempt_at <= strftime('%Y-%m-%d %H:%M:%f', 'now'))
       AND (e.locked_until IS NULL OR e.locked_until < strftime('%Y-%m-%d %H:%M:%f', 'now'))
       AND (e.aggregate_id IS NULL OR (
             NOT EXISTS (
                 SELECT 1 FROM events p
-                WHERE p.aggregate_id = e.aggregate_id AND p.processed = 0
+                WHERE p.aggregate_id = e.aggregate_id AND p.processed = 0 AND p.routed_at IS NULL
                   AND (p.created_at, p.id) < (e.created_at, e.id))
             AND NOT EXISTS (
                 SELECT 1 FROM events p
                 WHERE p.aggregate_id = e.aggregate_id AND p.outcome = 'dead_lettered'
+                  AND p.routed_at IS NULL
                   AND (p.created_at, p.id) < (e.created_at, e.id))))
     ORDER BY e.priority DESC, e.created_at, e.id
     LIMIT ?3
@@ -225,30 +265,42 @@ SET locked_by = ?1, locked_until = strftime('%Y-%m-%d %H:%M:%f', 'now', printf('
 FROM picked WHERE events.id = picked.id
 RETURNING id, event_type, aggregate_id, aggregate_type, payload, metadata, processed, version,
           created_at, created_by, priority, attempts, next_attempt_at, locked_by,
-          locked_until, processed_at, outcome;
+          locked_until, processed_at, outcome,
+          (SELECT json_group_array(DISTINCT d.handler) FROM event_deliveries d
+           WHERE d.aggregate_id = events.aggregate_id
+             AND d.locked_by IS NOT ?1
+             AND (d.status = 'pending' OR d.outcome = 'dead_lettered')
+             AND (d.event_created_at, d.event_id) < (events.created_at, events.id));
 
 -- name: event_write_back
 -- Every kind of result of a batch, in one transaction (see postgresql.sql
--- for the parameters and what each kind means): the successes, the
--- retries, the dead letters inserted, then their events closed (the insert
--- reads the fence before the close clears it). Returns the id of every event
--- written (a dead-lettered one twice).
+-- for the parameters and what each kind means; ?19 the handler of each
+-- success): the successes, the retries, the dead letters inserted, then
+-- their events closed (the insert reads the fence before the close clears
+-- it). Returns the id of every event written (a dead-lettered one twice).
 UPDATE events
 SET processed = 1, outcome = c.outcome, processed_at = strftime('%Y-%m-%d %H:%M:%f', 'now'),
     locked_by = NULL, locked_until = NULL, next_attempt_at = NULL,
     metadata = json_patch(coalesce(metadata, '{}'),
                           json_object('processed_at', strftime('%Y-%m-%d %H:%M:%f', 'now'),
                                       'processed_by', ?4))
-FROM (SELECT i.value AS id, ?2 ->> i.key AS token, ?3 ->> i.key AS outcome
+FROM (SELECT i.value AS id, ?2 ->> i.key AS token, ?3 ->> i.key AS outcome,
+             ?19 ->> i.key AS handler
       FROM json_each(?1) AS i) AS c
 WHERE events.id = c.id AND events.locked_by = c.token
-  AND (NOT ?5 OR aggregate_id IS NULL OR NOT EXISTS (
+  AND (NOT ?5 OR aggregate_id IS NULL OR (NOT EXISTS (
       SELECT 1 FROM events p
-      WHERE p.aggregate_id = events.aggregate_id AND p.processed = 0
+      WHERE p.aggregate_id = events.aggregate_id AND p.processed = 0 AND p.routed_at IS NULL
+        AND p.locked_by IS NOT c.token
         AND (p.created_at, p.id) < (events.created_at, events.id)
         AND NOT EXISTS (
             SELECT 1 FROM json_each(?1) AS f
-            WHERE f.value = p.id AND ?2 ->> f.key = p.locked_by)))
+            WHERE f.value = p.id AND ?2 ->> f.key = p.locked_by))
+    AND NOT EXISTS (
+      SELECT 1 FROM event_deliveries d
+      WHERE d.aggregate_id = events.aggregate_id AND d.handler = c.handler
+        AND d.status = 'pending'
+        AND (d.event_created_at, d.event_id) < (events.created_at, events.id))))
 RETURNING id;
 UPDATE events
 SET locked_by = NULL, locked_until = NULL,
@@ -329,7 +381,7 @@ RETURNING id;
 UPDATE events
 SET locked_by = ?2, locked_until = strftime('%Y-%m-%d %H:%M:%f', 'now', printf('%+.3f seconds', ?3)),
     attempts = attempts + 1, next_attempt_at = NULL
-WHERE id = ?1 AND processed = 0
+WHERE id = ?1 AND processed = 0 AND routed_at IS NULL
   AND (locked_until IS NULL OR locked_until < strftime('%Y-%m-%d %H:%M:%f', 'now'))
 RETURNING id, event_type, aggregate_id, aggregate_type, payload, metadata, processed, version,
           created_at, created_by, priority, attempts, next_attempt_at, locked_by,
@@ -340,31 +392,40 @@ RETURNING id, event_type, aggregate_id, aggregate_type, payload, metadata, proce
 UPDATE events
 SET locked_by = ?2, locked_until = strftime('%Y-%m-%d %H:%M:%f', 'now', printf('%+.3f seconds', ?3)),
     attempts = attempts + 1, next_attempt_at = NULL
-WHERE id = ?1 AND processed = 0
+WHERE id = ?1 AND processed = 0 AND routed_at IS NULL
   AND (locked_until IS NULL OR locked_until < strftime('%Y-%m-%d %H:%M:%f', 'now'))
   AND (aggregate_id IS NULL OR NOT EXISTS (
         SELECT 1 FROM events p
-        WHERE p.aggregate_id = events.aggregate_id AND p.processed = 0
+        WHERE p.aggregate_id = events.aggregate_id AND p.processed = 0 AND p.routed_at IS NULL
           AND (p.created_at, p.id) < (events.created_at, events.id)))
 RETURNING id, event_type, aggregate_id, aggregate_type, payload, metadata, processed, version,
           created_at, created_by, priority, attempts, next_attempt_at, locked_by,
-          locked_until, processed_at, outcome;
+          locked_until, processed_at, outcome,
+          (SELECT json_group_array(DISTINCT d.handler) FROM event_deliveries d
+           WHERE d.aggregate_id = events.aggregate_id AND d.status = 'pending'
+             AND d.locked_by IS NOT ?2
+             AND (d.event_created_at, d.event_id) < (events.created_at, events.id));
 
 -- name: event_claim_one_ordered_blocking
 -- ... nor behind a dead-lettered one (AGGREGATE_FAILURE=block).
 UPDATE events
 SET locked_by = ?2, locked_until = strftime('%Y-%m-%d %H:%M:%f', 'now', printf('%+.3f seconds', ?3)),
     attempts = attempts + 1, next_attempt_at = NULL
-WHERE id = ?1 AND processed = 0
+WHERE id = ?1 AND processed = 0 AND routed_at IS NULL
   AND (locked_until IS NULL OR locked_until < strftime('%Y-%m-%d %H:%M:%f', 'now'))
   AND (aggregate_id IS NULL OR NOT EXISTS (
         SELECT 1 FROM events p
         WHERE p.aggregate_id = events.aggregate_id
-          AND (p.processed = 0 OR p.outcome = 'dead_lettered')
+          AND (p.processed = 0 OR p.outcome = 'dead_lettered') AND p.routed_at IS NULL
           AND (p.created_at, p.id) < (events.created_at, events.id)))
 RETURNING id, event_type, aggregate_id, aggregate_type, payload, metadata, processed, version,
           created_at, created_by, priority, attempts, next_attempt_at, locked_by,
-          locked_until, processed_at, outcome;
+          locked_until, processed_at, outcome,
+          (SELECT json_group_array(DISTINCT d.handler) FROM event_deliveries d
+           WHERE d.aggregate_id = events.aggregate_id
+             AND d.locked_by IS NOT ?2
+             AND (d.status = 'pending' OR d.outcome = 'dead_lettered')
+             AND (d.event_created_at, d.event_id) < (events.created_at, events.id));
 
 -- name: event_revoke_stale_runs
 -- Take back the rest of the runs behind heads just taken over (?1 their
@@ -377,10 +438,12 @@ RETURNING id;
 -- name: event_runs_behind
 -- For each head ?1: the first ?2 events of its aggregate that are pending
 -- (or, with ?3, dead-lettered), in order, with whether each is processed and
--- ready. A bounded index seek per aggregate (the correlated LIMIT).
+-- ready (due, not leased, on its own row). A bounded index seek per
+-- aggregate (the correlated LIMIT).
 SELECT h.id, e.id, e.processed,
        ((e.next_attempt_at IS NULL OR e.next_attempt_at <= strftime('%Y-%m-%d %H:%M:%f', 'now'))
-        AND (e.locked_until IS NULL OR e.locked_until < strftime('%Y-%m-%d %H:%M:%f', 'now'))) AS ready
+        AND (e.locked_until IS NULL OR e.locked_until < strftime('%Y-%m-%d %H:%M:%f', 'now'))
+        AND e.routed_at IS NULL) AS ready
 FROM events h
 JOIN events e ON e.id IN (
     SELECT x.id FROM events x
@@ -394,25 +457,38 @@ ORDER BY h.id, e.created_at, e.id;
 -- name: event_lock_available
 -- Which of ?1 are available (writers are serialized: no row locks to skip).
 SELECT id FROM events
-WHERE id IN (SELECT value FROM json_each(?1)) AND processed = 0
+WHERE id IN (SELECT value FROM json_each(?1)) AND processed = 0 AND routed_at IS NULL
   AND (next_attempt_at IS NULL OR next_attempt_at <= strftime('%Y-%m-%d %H:%M:%f', 'now'))
   AND (locked_until IS NULL OR locked_until < strftime('%Y-%m-%d %H:%M:%f', 'now'));
 
 -- name: event_claim_followers
--- Lease the events ?1 to token ?2 for ?3 seconds.
+-- Lease the events ?1 to token ?2 for ?3 seconds; each with the handlers
+-- whose earlier deliveries in its aggregate are pending (or, with ?4,
+-- dead-lettered): those must not run it yet. (The test is spelled in two
+-- terms so that SQLite sees it may use event_deliveries_aggregate_idx.)
 UPDATE events
 SET locked_by = ?2, locked_until = strftime('%Y-%m-%d %H:%M:%f', 'now', printf('%+.3f seconds', ?3)),
     attempts = attempts + 1
-WHERE id IN (SELECT value FROM json_each(?1)) AND processed = 0
+WHERE id IN (SELECT value FROM json_each(?1)) AND processed = 0 AND routed_at IS NULL
   AND (next_attempt_at IS NULL OR next_attempt_at <= strftime('%Y-%m-%d %H:%M:%f', 'now'))
   AND (locked_until IS NULL OR locked_until < strftime('%Y-%m-%d %H:%M:%f', 'now'))
 RETURNING id, event_type, aggregate_id, aggregate_type, payload, metadata, processed, version,
           created_at, created_by, priority, attempts, next_attempt_at, locked_by,
-          locked_until, processed_at, outcome;
+          locked_until, processed_at, outcome,
+          (SELECT json_group_array(DISTINCT d.handler) FROM event_deliveries d
+           WHERE d.aggregate_id = events.aggregate_id
+             AND d.locked_by IS NOT ?2
+             AND (d.status = 'pending' OR d.outcome = 'dead_lettered')
+             AND (d.status = 'pending' OR ?4)
+             AND (d.event_created_at, d.event_id) < (events.created_at, events.id));
 
 -- name: dead_letter_discard
--- Mark the events of the dead letters ?1 discarded (if still dead-lettered),
--- then delete the dead letters: two statements, one transaction.
+-- Mark the deliveries and the events of the dead letters ?1 discarded (if
+-- still dead-lettered), then delete the dead letters: one transaction.
+UPDATE event_deliveries SET outcome = 'discarded'
+WHERE (event_id, handler) IN (SELECT event_id, handler FROM event_dead_letters
+                              WHERE id IN (SELECT value FROM json_each(?1)))
+  AND outcome = 'dead_lettered';
 UPDATE events SET outcome = 'discarded'
 WHERE id IN (SELECT event_id FROM event_dead_letters
              WHERE id IN (SELECT value FROM json_each(?1)))
@@ -430,3 +506,442 @@ SELECT i.value, ?2 ->> i.key, ?3 ->> i.key, ?4 ->> i.key, ?5 ->> i.key,
 FROM json_each(?1) AS i WHERE true
 ON CONFLICT (id) DO NOTHING
 RETURNING id;
+
+-- Deliveries: the work of one subscription on one event, in event_deliveries
+-- (see postgresql.sql). A delivery claim returns the event's columns with
+-- the delivery's attempts, next_attempt_at, locked_by and locked_until in
+-- their places, then the handler (the 18th column).
+
+-- name: delivery_open
+-- Move events onto deliveries: ?1 event ids, ?2 their claim tokens (the
+-- event's lease is the fence, and is cleared), ?3 handlers, ?4 run now
+-- (leased with the event's token for ?6 seconds, its attempt counted) or
+-- wait, ?5 attempts already spent on the event's row (0 at a claim, whose
+-- attempt on the row is given back; see postgresql.sql). The deliveries opened
+-- leased carry the mark '#opened:<token>' until the last statement: the
+-- rows returned are those opened here, not ones that were already there.
+INSERT INTO event_deliveries (event_id, handler, event_type, aggregate_id, event_created_at,
+                              priority, attempts, locked_by, locked_until)
+SELECT e.id, p.handler, e.event_type, e.aggregate_id,
+       coalesce(e.created_at, strftime('%Y-%m-%d %H:%M:%f', 'now')), e.priority,
+       CASE WHEN p.spent > 0 THEN p.spent WHEN p.leased THEN 1 ELSE 0 END,
+       CASE WHEN p.leased THEN '#opened:' || p.token END,
+       CASE WHEN p.leased
+            THEN strftime('%Y-%m-%d %H:%M:%f', 'now', printf('%+.3f seconds', ?6)) END
+FROM (SELECT i.value AS id, ?2 ->> i.key AS token, ?3 ->> i.key AS handler,
+             ?4 ->> i.key AS leased, ?5 ->> i.key AS spent
+      FROM json_each(?1) AS i) AS p
+JOIN events e ON e.id = p.id AND e.locked_by = p.token
+WHERE e.processed = 0
+ON CONFLICT (event_id, handler) DO NOTHING;
+UPDATE events
+SET routed_at = strftime('%Y-%m-%d %H:%M:%f', 'now'), locked_by = NULL, locked_until = NULL,
+    next_attempt_at = NULL, deliveries_open = coalesce(events.deliveries_open, 0) + n.plans,
+    attempts = events.attempts - n.given_back
+FROM (SELECT i.value AS id, ?2 ->> i.key AS token, count(*) AS plans,
+             CASE WHEN max(?5 ->> i.key) = 0 THEN 1 ELSE 0 END AS given_back
+      FROM json_each(?1) AS i GROUP BY 1, 2) AS n
+WHERE events.id = n.id AND events.locked_by = n.token AND events.processed = 0;
+SELECT e.id, e.event_type, e.aggregate_id, e.aggregate_type, e.payload, e.metadata,
+       e.processed, e.version, e.created_at, e.created_by, e.priority,
+       d.attempts, NULL, p.token, d.locked_until, e.processed_at, e.outcome, d.handler
+FROM (SELECT i.value AS id, ?2 ->> i.key AS token, ?3 ->> i.key AS handler
+      FROM json_each(?1) AS i) AS p
+JOIN event_deliveries d
+  ON d.event_id = p.id AND d.handler = p.handler AND d.locked_by = '#opened:' || p.token
+JOIN events e ON e.id = d.event_id;
+UPDATE event_deliveries SET locked_by = p.token
+FROM (SELECT i.value AS id, ?2 ->> i.key AS token, ?3 ->> i.key AS handler
+      FROM json_each(?1) AS i) AS p
+WHERE event_deliveries.event_id = p.id AND event_deliveries.handler = p.handler
+  AND event_deliveries.locked_by = '#opened:' || p.token;
+
+-- name: delivery_claim
+-- Claims of deliveries: ?1 token, ?2 lease seconds, ?3 limit, ?4 window, as
+-- the event claims. RETURNING may name only the updated table here, so the
+-- event's columns are read with one primary-key lookup each; a delivery
+-- whose event is gone is not claimed (PostgreSQL's join would not return it).
+WITH picked AS (
+    SELECT d.event_id, d.handler FROM event_deliveries d
+    JOIN events e ON e.id = d.event_id
+    WHERE d.status = 'pending'
+      AND (d.next_attempt_at IS NULL OR d.next_attempt_at <= strftime('%Y-%m-%d %H:%M:%f', 'now'))
+      AND (d.locked_until IS NULL OR d.locked_until < strftime('%Y-%m-%d %H:%M:%f', 'now'))
+      AND ?4 > 0
+    ORDER BY d.priority DESC, d.event_created_at, d.event_id
+    LIMIT ?3
+)
+UPDATE event_deliveries
+SET locked_by = ?1, locked_until = strftime('%Y-%m-%d %H:%M:%f', 'now', printf('%+.3f seconds', ?2)),
+    attempts = event_deliveries.attempts + 1
+FROM picked
+WHERE event_deliveries.event_id = picked.event_id AND event_deliveries.handler = picked.handler
+RETURNING event_id,
+          (SELECT e.event_type FROM events e WHERE e.id = event_deliveries.event_id),
+          (SELECT e.aggregate_id FROM events e WHERE e.id = event_deliveries.event_id),
+          (SELECT e.aggregate_type FROM events e WHERE e.id = event_deliveries.event_id),
+          (SELECT e.payload FROM events e WHERE e.id = event_deliveries.event_id),
+          (SELECT e.metadata FROM events e WHERE e.id = event_deliveries.event_id),
+          (SELECT e.processed FROM events e WHERE e.id = event_deliveries.event_id),
+          (SELECT e.version FROM events e WHERE e.id = event_deliveries.event_id),
+          (SELECT e.created_at FROM events e WHERE e.id = event_deliveries.event_id),
+          (SELECT e.created_by FROM events e WHERE e.id = event_deliveries.event_id),
+          (SELECT e.priority FROM events e WHERE e.id = event_deliveries.event_id),
+          attempts, next_attempt_at, locked_by, locked_until,
+          (SELECT e.processed_at FROM events e WHERE e.id = event_deliveries.event_id),
+          (SELECT e.outcome FROM events e WHERE e.id = event_deliveries.event_id),
+          handler;
+
+-- name: delivery_claim_ordered
+-- The gate, per (handler, aggregate): no earlier delivery of the same
+-- handler in the aggregate is pending, and no earlier event of the
+-- aggregate is still unrouted (it may be this handler's too).
+WITH picked AS (
+    SELECT d.event_id, d.handler FROM event_deliveries d
+    JOIN events e ON e.id = d.event_id
+    WHERE (d.event_id, d.handler) IN (
+            SELECT w.event_id, w.handler FROM event_deliveries w
+            WHERE w.status = 'pending'
+              AND (w.next_attempt_at IS NULL
+                   OR w.next_attempt_at <= strftime('%Y-%m-%d %H:%M:%f', 'now'))
+              AND (w.locked_until IS NULL
+                   OR w.locked_until < strftime('%Y-%m-%d %H:%M:%f', 'now'))
+            ORDER BY w.priority DESC, w.event_created_at, w.event_id
+            LIMIT ?4)
+      AND d.status = 'pending'
+      AND (d.next_attempt_at IS NULL OR d.next_attempt_at <= strftime('%Y-%m-%d %H:%M:%f', 'now'))
+      AND (d.locked_until IS NULL OR d.locked_until < strftime('%Y-%m-%d %H:%M:%f', 'now'))
+      AND (d.aggregate_id IS NULL OR (
+            NOT EXISTS (
+                SELECT 1 FROM event_deliveries q
+                WHERE q.aggregate_id = d.aggregate_id AND q.handler = d.handler
+                  AND q.status = 'pending'
+                  AND (q.event_created_at, q.event_id) < (d.event_created_at, d.event_id))
+            AND NOT EXISTS (
+                SELECT 1 FROM events p
+                WHERE p.aggregate_id = d.aggregate_id AND p.processed = 0
+                  AND p.routed_at IS NULL
+                  AND (p.created_at, p.id) < (d.event_created_at, d.event_id))))
+    ORDER BY d.priority DESC, d.event_created_at, d.event_id
+    LIMIT ?3
+)
+UPDATE event_deliveries
+SET locked_by = ?1, locked_until = strftime('%Y-%m-%d %H:%M:%f', 'now', printf('%+.3f seconds', ?2)),
+    attempts = event_deliveries.attempts + 1
+FROM picked
+WHERE event_deliveries.event_id = picked.event_id AND event_deliveries.handler = picked.handler
+RETURNING event_id,
+          (SELECT e.event_type FROM events e WHERE e.id = event_deliveries.event_id),
+          (SELECT e.aggregate_id FROM events e WHERE e.id = event_deliveries.event_id),
+          (SELECT e.aggregate_type FROM events e WHERE e.id = event_deliveries.event_id),
+          (SELECT e.payload FROM events e WHERE e.id = event_deliveries.event_id),
+          (SELECT e.metadata FROM events e WHERE e.id = event_deliveries.event_id),
+          (SELECT e.processed FROM events e WHERE e.id = event_deliveries.event_id),
+          (SELECT e.version FROM events e WHERE e.id = event_deliveries.event_id),
+          (SELECT e.created_at FROM events e WHERE e.id = event_deliveries.event_id),
+          (SELECT e.created_by FROM events e WHERE e.id = event_deliveries.event_id),
+          (SELECT e.priority FROM events e WHERE e.id = event_deliveries.event_id),
+          attempts, next_attempt_at, locked_by, locked_until,
+          (SELECT e.processed_at FROM events e WHERE e.id = event_deliveries.event_id),
+          (SELECT e.outcome FROM events e WHERE e.id = event_deliveries.event_id),
+          handler;
+
+-- name: delivery_claim_ordered_blocking
+-- AGGREGATE_FAILURE=block: an earlier dead-lettered delivery of the same
+-- handler (or an earlier event dead-lettered on its own row) holds back too.
+WITH picked AS (
+    SELECT d.event_id, d.handler FROM event_deliveries d
+    JOIN events e ON e.id = d.event_id
+    WHERE (d.event_id, d.handler) IN (
+            SELECT w.event_id, w.handler FROM event_deliveries w
+            WHERE w.status = 'pending'
+              AND (w.next_attempt_at IS NULL
+                   OR w.next_attempt_at <= strftime('%Y-%m-%d %H:%M:%f', 'now'))
+              AND (w.locked_until IS NULL
+                   OR w.locked_until < strftime('%Y-%m-%d %H:%M:%f', 'now'))
+            ORDER BY w.priority DESC, w.event_created_at, w.event_id
+            LIMIT ?4)
+      AND d.status = 'pending'
+      AND (d.next_attempt_at IS NULL OR d.next_attempt_at <= strftime('%Y-%m-%d %H:%M:%f', 'now'))
+      AND (d.locked_until IS NULL OR d.locked_until < strftime('%Y-%m-%d %H:%M:%f', 'now'))
+      AND (d.aggregate_id IS NULL OR (
+            NOT EXISTS (
+                SELECT 1 FROM event_deliveries q
+                WHERE q.aggregate_id = d.aggregate_id AND q.handler = d.handler
+                  AND (q.status = 'pending' OR q.outcome = 'dead_lettered')
+                  AND (q.event_created_at, q.event_id) < (d.event_created_at, d.event_id))
+            AND NOT EXISTS (
+                SELECT 1 FROM events p
+                WHERE p.aggregate_id = d.aggregate_id AND p.processed = 0
+                  AND p.routed_at IS NULL
+                  AND (p.created_at, p.id) < (d.event_created_at, d.event_id))
+            AND NOT EXISTS (
+                SELECT 1 FROM events p
+                WHERE p.aggregate_id = d.aggregate_id AND p.outcome = 'dead_lettered'
+                  AND p.routed_at IS NULL
+                  AND (p.created_at, p.id) < (d.event_created_at, d.event_id))))
+    ORDER BY d.priority DESC, d.event_created_at, d.event_id
+    LIMIT ?3
+)
+UPDATE event_deliveries
+SET locked_by = ?1, locked_until = strftime('%Y-%m-%d %H:%M:%f', 'now', printf('%+.3f seconds', ?2)),
+    attempts = event_deliveries.attempts + 1
+FROM picked
+WHERE event_deliveries.event_id = picked.event_id AND event_deliveries.handler = picked.handler
+RETURNING event_id,
+          (SELECT e.event_type FROM events e WHERE e.id = event_deliveries.event_id),
+          (SELECT e.aggregate_id FROM events e WHERE e.id = event_deliveries.event_id),
+          (SELECT e.aggregate_type FROM events e WHERE e.id = event_deliveries.event_id),
+          (SELECT e.payload FROM events e WHERE e.id = event_deliveries.event_id),
+          (SELECT e.metadata FROM events e WHERE e.id = event_deliveries.event_id),
+          (SELECT e.processed FROM events e WHERE e.id = event_deliveries.event_id),
+          (SELECT e.version FROM events e WHERE e.id = event_deliveries.event_id),
+          (SELECT e.created_at FROM events e WHERE e.id = event_deliveries.event_id),
+          (SELECT e.created_by FROM events e WHERE e.id = event_deliveries.event_id),
+          (SELECT e.priority FROM events e WHERE e.id = event_deliveries.event_id),
+          attempts, next_attempt_at, locked_by, locked_until,
+          (SELECT e.processed_at FROM events e WHERE e.id = event_deliveries.event_id),
+          (SELECT e.outcome FROM events e WHERE e.id = event_deliveries.event_id),
+          handler;
+
+-- name: delivery_write_back
+-- The results of deliveries, fenced on (event, handler, token); the
+-- parameters and the in-order test as in postgresql.sql (?1 event ids, ?2
+-- handlers, ?3 tokens, ?4 kinds, ?5 delays, ?6 errors, ?7 attempts, ?8
+-- tracebacks, ?9 fingerprints, ?10 worker, ?11 in order, ?12 / ?13 the
+-- batch's successes on events' own rows). Four statements: the deliveries
+-- written, each marked '#written:<its index in ?1>'; their events (counts,
+-- outcome so far, last failure, attempts the most of its deliveries',
+-- processed when none is left open); the
+-- dead letters; the marks cleared, returning (event_id, handler) of each
+-- delivery written. The in-order test sees every row as it was before the
+-- statement (SQLite reads the rows to update first, then writes them), as
+-- PostgreSQL's snapshot does.
+UPDATE event_deliveries
+SET locked_by = '#written:' || r.k, locked_until = NULL,
+    status = CASE WHEN r.kind IN ('succeeded', 'dead_lettered') THEN 'done' ELSE 'pending' END,
+    outcome = CASE WHEN r.kind IN ('succeeded', 'dead_lettered') THEN r.kind END,
+    finished_at = CASE WHEN r.kind IN ('succeeded', 'dead_lettered')
+                       THEN strftime('%Y-%m-%d %H:%M:%f', 'now') END,
+    next_attempt_at = CASE WHEN r.kind IN ('retry', 'rescheduled')
+        THEN strftime('%Y-%m-%d %H:%M:%f', 'now', printf('%+.3f seconds', r.delay)) END,
+    attempts = CASE WHEN r.kind = 'rescheduled' THEN event_deliveries.attempts - 1
+                    ELSE event_deliveries.attempts END,
+    last_error = CASE WHEN r.kind IN ('retry', 'dead_lettered') THEN substr(r.error, 1, 2000)
+                      ELSE event_deliveries.last_error END
+FROM (SELECT i.key AS k, i.value AS id, ?2 ->> i.key AS handler, ?3 ->> i.key AS token,
+             ?4 ->> i.key AS kind, ?5 ->> i.key AS delay, ?6 ->> i.key AS error
+      FROM json_each(?1) AS i) AS r
+WHERE event_deliveries.event_id = r.id AND event_deliveries.handler = r.handler
+  AND event_deliveries.locked_by = r.token AND event_deliveries.status = 'pending'
+  AND (NOT ?11 OR r.kind <> 'succeeded' OR event_deliveries.aggregate_id IS NULL OR (
+        NOT EXISTS (
+            SELECT 1 FROM event_deliveries q
+            WHERE q.aggregate_id = event_deliveries.aggregate_id
+              AND q.handler = event_deliveries.handler
+              AND q.status = 'pending'
+              AND (q.event_created_at, q.event_id)
+                  < (event_deliveries.event_created_at, event_deliveries.event_id)
+              AND NOT EXISTS (
+                  SELECT 1 FROM json_each(?1) AS f
+                  WHERE f.value = q.event_id AND ?2 ->> f.key = q.handler
+                    AND ?4 ->> f.key = 'succeeded'
+                    AND ?3 ->> f.key = q.locked_by))
+        AND NOT EXISTS (
+            SELECT 1 FROM events p
+            WHERE p.aggregate_id = event_deliveries.aggregate_id AND p.processed = 0
+              AND p.routed_at IS NULL AND p.locked_by IS NOT r.token
+              AND (p.created_at, p.id)
+                  < (event_deliveries.event_created_at, event_deliveries.event_id)
+              AND NOT EXISTS (
+                  SELECT 1 FROM json_each(?12) AS f
+                  WHERE f.value = p.id AND ?13 ->> f.key = p.locked_by))));
+UPDATE events
+SET deliveries_open = max(coalesce(events.deliveries_open - t.finished, 0), 0),
+    attempts = max(events.attempts, t.spent),
+    processed = coalesce(events.deliveries_open - t.finished <= 0, 0),
+    processed_at = CASE WHEN events.deliveries_open - t.finished <= 0
+                        THEN strftime('%Y-%m-%d %H:%M:%f', 'now') END,
+    outcome = CASE WHEN t.outcome IS NULL THEN events.outcome
+                   WHEN events.outcome IS NULL OR events.outcome = t.outcome THEN t.outcome
+                   ELSE 'partial' END,
+    metadata = json_patch(json_patch(json_patch(
+        coalesce(events.metadata, '{}'),
+        CASE WHEN t.failed IS NULL THEN '{}'
+             ELSE json_object('retry_count', ?7 ->> t.failed,
+                              'last_error', substr(?6 ->> t.failed, 1, 2000),
+                              'last_error_handler', ?2 ->> t.failed,
+                              'last_error_at', strftime('%Y-%m-%d %H:%M:%f', 'now')) END),
+        CASE WHEN t.dead THEN json_object('dead_lettered', json('true')) ELSE '{}' END),
+        CASE WHEN events.deliveries_open - t.finished <= 0
+             THEN json_object('processed_at', strftime('%Y-%m-%d %H:%M:%f', 'now'),
+                              'processed_by', ?10)
+             ELSE '{}' END)
+FROM (SELECT d.event_id, max(d.attempts) AS spent,
+             sum(r.kind IN ('succeeded', 'dead_lettered')) AS finished,
+             CASE WHEN max(r.kind = 'succeeded') AND max(r.kind = 'dead_lettered') THEN 'partial'
+                  WHEN max(r.kind = 'dead_lettered') THEN 'dead_lettered'
+                  WHEN max(r.kind = 'succeeded') THEN 'succeeded' END AS outcome,
+             min(CASE WHEN r.kind IN ('retry', 'dead_lettered') THEN r.k END) AS failed,
+             max(r.kind = 'dead_lettered') AS dead
+      FROM (SELECT i.key AS k, i.value AS id, ?2 ->> i.key AS handler, ?4 ->> i.key AS kind
+            FROM json_each(?1) AS i) AS r
+      JOIN event_deliveries d
+        ON d.event_id = r.id AND d.handler = r.handler AND d.locked_by = '#written:' || r.k
+      GROUP BY d.event_id) AS t
+WHERE events.id = t.event_id;
+INSERT INTO event_dead_letters (id, event_id, event_type, payload, error_message, retry_count,
+                                original_created_at, created_at, error_detail, handler,
+                                error_fingerprint)
+SELECT lower(hex(randomblob(4)) || '-' || hex(randomblob(2)) || '-4'
+             || substr(hex(randomblob(2)), 2) || '-'
+             || substr('89ab', 1 + (abs(random()) % 4), 1)
+             || substr(hex(randomblob(2)), 2) || '-' || hex(randomblob(6))),
+       e.id, e.event_type, e.payload, ?6 ->> r.k, ?7 ->> r.k,
+       coalesce(e.created_at, strftime('%Y-%m-%d %H:%M:%f', 'now')),
+       strftime('%Y-%m-%d %H:%M:%f', 'now'), ?8 ->> r.k, r.handler, ?9 ->> r.k
+FROM (SELECT i.key AS k, i.value AS id, ?2 ->> i.key AS handler, ?4 ->> i.key AS kind
+      FROM json_each(?1) AS i) AS r
+JOIN event_deliveries d
+  ON d.event_id = r.id AND d.handler = r.handler AND d.locked_by = '#written:' || r.k
+JOIN events e ON e.id = d.event_id
+WHERE r.kind = 'dead_lettered';
+UPDATE event_deliveries SET locked_by = NULL
+FROM (SELECT i.key AS k, i.value AS id, ?2 ->> i.key AS handler FROM json_each(?1) AS i) AS r
+WHERE event_deliveries.event_id = r.id AND event_deliveries.handler = r.handler
+  AND event_deliveries.locked_by = '#written:' || r.k
+RETURNING event_id, handler;
+
+-- name: delivery_hold
+-- A transactional handler's first statement on a delivery (?1 event, ?2
+-- handler, ?3 token): the lease is still ours.
+UPDATE event_deliveries SET locked_until = locked_until
+WHERE event_id = ?1 AND handler = ?2 AND locked_by = ?3
+RETURNING event_id;
+
+-- name: delivery_release
+-- Give delivery leases back unfinished (?1 event ids, ?2 handlers, ?3
+-- tokens): the attempt is not spent.
+UPDATE event_deliveries
+SET locked_by = NULL, locked_until = NULL, attempts = event_deliveries.attempts - 1
+FROM (SELECT i.value AS id, ?2 ->> i.key AS handler, ?3 ->> i.key AS token
+      FROM json_each(?1) AS i) AS l
+WHERE event_deliveries.event_id = l.id AND event_deliveries.handler = l.handler
+  AND event_deliveries.locked_by = l.token
+RETURNING event_id;
+
+-- name: delivery_renew
+-- Extend the delivery leases ?1 / ?2 / ?3 by ?4 seconds from now.
+UPDATE event_deliveries
+SET locked_until = strftime('%Y-%m-%d %H:%M:%f', 'now', printf('%+.3f seconds', ?4))
+FROM (SELECT i.value AS id, ?2 ->> i.key AS handler, ?3 ->> i.key AS token
+      FROM json_each(?1) AS i) AS l
+WHERE event_deliveries.event_id = l.id AND event_deliveries.handler = l.handler
+  AND event_deliveries.locked_by = l.token
+RETURNING event_id, handler;
+
+-- name: delivery_replay
+-- Run one subscription ?2 of event ?1 again (see postgresql.sql): only for
+-- an event routed or processed, and not while that delivery is pending. Its
+-- open dead letters are closed, the event made pending (its outcome so far
+-- that of its other finished deliveries), then the delivery reopened or
+-- created. routed_at is set anew, always to a later time than it had (the
+-- clock has milliseconds), which tells the replay trigger to leave the
+-- event's other deliveries alone.
+UPDATE event_dead_letters SET replayed_at = strftime('%Y-%m-%d %H:%M:%f', 'now')
+WHERE event_id = ?1 AND handler = ?2 AND replayed_at IS NULL
+  AND EXISTS (SELECT 1 FROM events e
+              WHERE e.id = ?1 AND (e.processed = 1 OR e.routed_at IS NOT NULL))
+  AND NOT EXISTS (SELECT 1 FROM event_deliveries d
+                  WHERE d.event_id = ?1 AND d.handler = ?2 AND d.status <> 'done');
+UPDATE events
+SET processed = 0, processed_at = NULL,
+    routed_at = CASE WHEN routed_at >= strftime('%Y-%m-%d %H:%M:%f', 'now')
+                     THEN strftime('%Y-%m-%d %H:%M:%f', routed_at, '+0.001 seconds')
+                     ELSE strftime('%Y-%m-%d %H:%M:%f', 'now') END,
+    deliveries_open = coalesce(deliveries_open, 0) + 1,
+    outcome = (SELECT CASE WHEN count(DISTINCT o.outcome) > 1 THEN 'partial'
+                           ELSE min(o.outcome) END
+               FROM event_deliveries o
+               WHERE o.event_id = ?1 AND o.handler <> ?2 AND o.status = 'done'),
+    metadata = json_patch(coalesce(metadata, '{}'),
+                          json_object('replayed', json('true'),
+                                      'replayed_at', strftime('%Y-%m-%d %H:%M:%f', 'now'),
+                                      'replayed_handler', ?2))
+WHERE id = ?1 AND (processed = 1 OR routed_at IS NOT NULL)
+  AND NOT EXISTS (SELECT 1 FROM event_deliveries d
+                  WHERE d.event_id = ?1 AND d.handler = ?2 AND d.status <> 'done')
+RETURNING id;
+INSERT INTO event_deliveries (event_id, handler, event_type, aggregate_id, event_created_at,
+                              priority)
+SELECT e.id, ?2, e.event_type, e.aggregate_id,
+       coalesce(e.created_at, strftime('%Y-%m-%d %H:%M:%f', 'now')), e.priority
+FROM events e
+WHERE e.id = ?1 AND (e.processed = 1 OR e.routed_at IS NOT NULL)
+ON CONFLICT (event_id, handler) DO UPDATE
+SET status = 'pending', outcome = NULL, attempts = 0, next_attempt_at = NULL,
+    locked_by = NULL, locked_until = NULL, finished_at = NULL, last_error = NULL
+WHERE event_deliveries.status = 'done';
+
+-- name: delivery_add
+-- A backfill: give each of the events ?1 (routed or processed) a delivery
+-- for handler ?2 where it has none: those events first made pending again
+-- (routed_at set anew, as in delivery_replay), then their deliveries
+-- inserted. Returns the events given one.
+UPDATE events
+SET processed = 0, processed_at = NULL,
+    routed_at = CASE WHEN routed_at >= strftime('%Y-%m-%d %H:%M:%f', 'now')
+                     THEN strftime('%Y-%m-%d %H:%M:%f', routed_at, '+0.001 seconds')
+                     ELSE strftime('%Y-%m-%d %H:%M:%f', 'now') END,
+    deliveries_open = coalesce(deliveries_open, 0) + 1
+WHERE id IN (SELECT value FROM json_each(?1)) AND (processed = 1 OR routed_at IS NOT NULL)
+  AND NOT EXISTS (SELECT 1 FROM event_deliveries d
+                  WHERE d.event_id = events.id AND d.handler = ?2)
+RETURNING id;
+INSERT INTO event_deliveries (event_id, handler, event_type, aggregate_id, event_created_at,
+                              priority)
+SELECT e.id, ?2, e.event_type, e.aggregate_id,
+       coalesce(e.created_at, strftime('%Y-%m-%d %H:%M:%f', 'now')), e.priority
+FROM events e
+WHERE e.id IN (SELECT value FROM json_each(?1)) AND (e.processed = 1 OR e.routed_at IS NOT NULL)
+ON CONFLICT (event_id, handler) DO NOTHING;
+
+-- name: delivery_claim_followers
+-- The deliveries right behind each claimed head (?1 event ids, ?2 handlers),
+-- up to ?3 per head, leased to ?4 for ?5 seconds (see postgresql.sql). The
+-- rows leased carry the mark '#follow:<token>' until the last statement.
+UPDATE event_deliveries
+SET locked_by = '#follow:' || ?4,
+    locked_until = strftime('%Y-%m-%d %H:%M:%f', 'now', printf('%+.3f seconds', ?5)),
+    attempts = attempts + 1
+WHERE (event_id, handler) IN (
+    SELECT event_id, handler FROM (
+        SELECT q.event_id, q.handler,
+               row_number() OVER w AS k,
+               count(*) FILTER (WHERE NOT (
+                   (q.next_attempt_at IS NULL
+                    OR q.next_attempt_at <= strftime('%Y-%m-%d %H:%M:%f', 'now'))
+                   AND (q.locked_until IS NULL
+                        OR q.locked_until < strftime('%Y-%m-%d %H:%M:%f', 'now')))) OVER w
+                   AS stops
+        FROM (SELECT i.value AS id, ?2 ->> i.key AS handler FROM json_each(?1) AS i) AS hh
+        JOIN event_deliveries h
+          ON h.event_id = hh.id AND h.handler = hh.handler AND h.aggregate_id IS NOT NULL
+        JOIN event_deliveries q
+          ON q.aggregate_id = h.aggregate_id AND q.handler = h.handler
+         AND q.status = 'pending'
+         AND (q.event_created_at, q.event_id) > (h.event_created_at, h.event_id)
+        WHERE NOT EXISTS (
+            SELECT 1 FROM events p
+            WHERE p.aggregate_id = h.aggregate_id AND p.processed = 0
+              AND p.routed_at IS NULL
+              AND (p.created_at, p.id) < (q.event_created_at, q.event_id))
+        WINDOW w AS (PARTITION BY h.event_id, h.handler
+                     ORDER BY q.event_created_at, q.event_id))
+    WHERE k <= ?3 AND stops = 0);
+SELECT e.id, e.event_type, e.aggregate_id, e.aggregate_type, e.payload, e.metadata,
+       e.processed, e.version, e.created_at, e.created_by, e.priority,
+       d.attempts, d.next_attempt_at, ?4, d.locked_until, e.processed_at, e.outcome, d.handler
+FROM event_deliveries d JOIN events e ON e.id = d.event_id
+WHERE d.locked_by = '#follow:' || ?4;
+UPDATE event_deliveries SET locked_by = ?4 WHERE locked_by = '#follow:' || ?4;

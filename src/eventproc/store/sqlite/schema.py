@@ -13,7 +13,7 @@ from sqlalchemy.ext.asyncio import AsyncConnection
 from eventproc.store import queries
 from eventproc.store.schema import metadata
 
-TRIGGERS_FILE = "sqlite_triggers_v2.sql"
+TRIGGERS_FILE = "sqlite_triggers_v3.sql"
 
 
 async def create_schema(conn: AsyncConnection) -> None:

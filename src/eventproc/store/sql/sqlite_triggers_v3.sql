@@ -1,6 +1,9 @@
--- The same rules as postgres_triggers_v2.sql, in SQLite's spelling.
+-- The same rules as postgres_triggers_v3.sql, in SQLite's spelling: a replay
+-- of the whole event deletes its deliveries; one that sets routed_at anew
+-- (a replay of one delivery, by the store) is left alone.
 
 DROP TRIGGER IF EXISTS eventproc_replay_v1;
+DROP TRIGGER IF EXISTS eventproc_replay_v2;
 
 -- The replaced service's publishers may insert processed = NULL: it means
 -- "not processed".
@@ -15,13 +18,15 @@ END;
 -- or the seed's raw SQL) gets a fresh retry budget, closes the event's open
 -- dead letters, and moves the last failure out of the top-level metadata
 -- into metadata.previous_failures (the newest 10 are kept).
-CREATE TRIGGER IF NOT EXISTS eventproc_replay_v2
+CREATE TRIGGER IF NOT EXISTS eventproc_replay_v3
 AFTER UPDATE OF processed ON events
 FOR EACH ROW WHEN OLD.processed = 1 AND NEW.processed IS NOT 1
+    AND NEW.routed_at IS OLD.routed_at
 BEGIN
     UPDATE events
     SET processed = 0, attempts = 0, next_attempt_at = NULL, locked_by = NULL,
-        locked_until = NULL, processed_at = NULL, outcome = NULL,
+        locked_until = NULL, processed_at = NULL, outcome = NULL, routed_at = NULL,
+        deliveries_open = NULL,
         metadata = CASE
             WHEN json_valid(NEW.metadata) AND json_type(NEW.metadata) = 'object'
                  AND (json_type(NEW.metadata, '$.retry_count') IS NOT NULL
@@ -55,4 +60,5 @@ BEGIN
     WHERE id = NEW.id;
     UPDATE event_dead_letters SET replayed_at = strftime('%Y-%m-%d %H:%M:%f', 'now')
     WHERE event_id = NEW.id AND replayed_at IS NULL;
+    DELETE FROM event_deliveries WHERE event_id = NEW.id;
 END;

@@ -1,0 +1,89 @@
+"""Routing a claim: which subscriptions take each claimed event, and where each runs.
+
+An event that one subscription takes, and that nothing holds back, runs on
+its own row as before: no delivery row, no extra statement. One that several
+take, or whose single subscription must wait behind an earlier delivery of
+its aggregate (ORDERING=aggregate), moves onto deliveries
+(``Storage.delivery_open``): one per subscription, leased at once unless it
+must wait. One that none takes runs nowhere and is closed ``skipped``.
+"""
+
+import uuid
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+
+from eventproc.event import Event
+from eventproc.store.protocol import Lease, Plan
+
+Route = Callable[[Event], Sequence[str]]  # an event -> the names of the subscriptions taking it
+
+
+@dataclass(slots=True)
+class Routed:
+    """A claim, routed: what runs on events' rows now, and the deliveries to open."""
+
+    on_rows: list[Event] = field(default_factory=list)
+    plans: list[Plan] = field(default_factory=list)
+
+
+def route_claim(claimed: Sequence[Event], route: Route) -> Routed:
+    """Route each claimed event, oldest first within its aggregate.
+
+    A subscription that must wait on an aggregate (``Event.blocked``) waits
+    for the rest of the claim's events of that aggregate too: a run's head
+    that moves to a waiting delivery holds back its followers.
+    """
+    routed = Routed()
+    waiting: dict[uuid.UUID, set[str]] = {}
+    for event in sorted(claimed, key=_in_order):
+        held = event.blocked
+        if event.aggregate_id is not None and event.aggregate_id in waiting:
+            held = held | waiting[event.aggregate_id]
+        names = route(event)
+        if len(names) == 1 and names[0] not in held:
+            routed.on_rows.append(event.routed_to(names[0]))
+        elif not names:
+            routed.on_rows.append(event.routed_to(None))  # closed skipped by the dispatcher
+        else:
+            lease = Lease.of(event)
+            routed.plans += [Plan(lease, name, name not in held) for name in names]
+            if event.aggregate_id is not None and held:
+                waiting.setdefault(event.aggregate_id, set()).update(held & set(names))
+    return routed
+
+
+def runs_of(items: Sequence[Event]) -> list[list[Event]]:
+    """Group claimed work into runs: one per (handler, aggregate), in order; one per other item.
+
+    Ordering is per subscription: a slow or failing handler's deliveries
+    never hold back another's.
+    """
+    runs: list[list[Event]] = []
+    by_key: dict[tuple[str | None, uuid.UUID], list[Event]] = {}
+    for item in items:
+        if item.aggregate_id is None:
+            runs.append([item])
+            continue
+        key = (item.handler, item.aggregate_id)
+        run = by_key.get(key)
+        if run is None:
+            by_key[key] = run = []
+            runs.append(run)
+        run.append(item)
+    for run in by_key.values():
+        if len(run) > 1:
+            run.sort(key=_in_order)
+    return runs
+
+
+_EARLIEST = datetime.min.replace(tzinfo=UTC)
+
+
+def _in_order(event: Event) -> tuple[datetime, uuid.UUID]:
+    return (event.created_at or _EARLIEST, event.id)
+
+
+def in_claim_order(items: list[Event]) -> list[Event]:
+    """Priority first, then oldest, as a claim returns them."""
+    return sorted(items, key=lambda e: (-e.priority, e.created_at or _EARLIEST, e.id))
