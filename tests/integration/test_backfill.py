@@ -188,6 +188,18 @@ async def test_extra_filter_narrows_exact_types_page_alone_and_dry_runs_write_no
     assert await delivery_rows(store) == before and await pending_count(store) == 1
 
 
+async def test_events_a_subscription_handled_on_their_own_rows_are_not_backfilled_again(
+    store: Store,
+) -> None:
+    """A single subscription's events carry metadata.handled_by, so a backfill skips them."""
+    ids = await history(store)
+    single = await store.event_get(ids["first"])  # a.created, before new: only old took it
+    assert single is not None and single.metadata["handled_by"] == "old"
+    report = await backfill(store, registry_of({}, with_new=True), "old", since=SINCE, until=UNTIL)
+    # old's types a.*: first, tie_1, tie_2, free, deleted (on rows) and fanned (a delivery).
+    assert (report.matched, report.already_delivered, report.would_create) == (7, 6, 0)
+
+
 async def test_bad_input_is_refused_before_any_database_work(store: Store) -> None:
     registry = registry_of({}, with_new=True)
     with pytest.raises(

@@ -142,7 +142,9 @@ class Dispatcher:
             # The handler's time starts once it has its connection: waiting
             # for one (DATABASE_POOL_SIZE reached) is backpressure, bounded by
             # the pool's timeout (then StoreUnavailable: rescheduled, uncounted).
-            async with self.store.event_transaction(lease, in_order=self.ordered) as conn:
+            async with self.store.event_transaction(
+                lease, in_order=self.ordered, handler=handler.name
+            ) as conn:
                 async with asyncio.timeout(limit_seconds):
                     await handler.func(event, self._context(event, payload, conn))
             return WriteBack.committed(lease)

@@ -48,9 +48,7 @@ def claim(
 ) -> list[Any]:
     args: list[Any] = [token, policy.lease_seconds, policy.limit, claim_window(policy.limit)]
     if completing:
-        args += [*successes(completing), worker]
-        if policy.ordered:  # the in-order test looks at each one's handler
-            args.append(_handlers_of_successes(completing))
+        args += [*successes(completing), worker, _handlers_of_successes(completing)]
     return args
 
 

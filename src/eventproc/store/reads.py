@@ -165,7 +165,8 @@ async def backfill_page(
 
     Keyset order (created_at, id), walked on events_type_created_idx (the
     type, then a created_at range: the row comparison only breaks ties);
-    whether each has ``handler``'s delivery is a probe of that table's key.
+    whether each has ``handler``'s delivery is a probe of that table's key
+    (or its row says ``handler`` handled it).
     """
     delivered = exists().where(
         deliveries.c.event_id == events.c.id, deliveries.c.handler == handler
@@ -184,9 +185,12 @@ async def backfill_page(
         rows = (await conn.execute(statement)).all()
     return [
         BackfillRow(
-            row_to_event(row),
-            bool(row.delivered),
+            event,
+            # An event the subscription handled on its own row has no
+            # delivery row: its completion kept metadata.handled_by.
+            bool(row.delivered) or event.metadata.get("handled_by") == handler,
             not row.processed and row.routed_at is None,
         )
         for row in rows
+        for event in (row_to_event(row),)
     ]

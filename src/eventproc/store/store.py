@@ -240,22 +240,17 @@ class Store:
 
     @asynccontextmanager
     async def event_transaction(
-        self, lease: Lease, *, in_order: bool = False
+        self, lease: Lease, *, in_order: bool = False, handler: str | None = None
     ) -> AsyncIterator[AsyncConnection]:
-        """A transaction that holds the event's row and completes it on exit.
+        """A transaction that holds the event's (or delivery's) row and completes it on exit.
 
-        The fence is taken first, so another worker cannot claim the event
-        while the handler runs; if the lease was already lost, LeaseLost is
-        raised before the handler starts. Leaving the block by an exception
-        rolls back everything the handler wrote. Only database errors are
-        translated (into StoreError): anything else the handler raises, an
-        OSError of its own included, reaches the caller as raised.
-
-        ``in_order`` (ORDERING=aggregate): the completion is refused while an
-        earlier event of the aggregate is pending (a run whose head another
-        worker took over while this one was stalled), and then LeaseLost
-        rolls back the handler's writes too: they must not commit before the
-        earlier event's.
+        The fence is taken first, so nobody claims it while the handler
+        runs; a lease already lost raises LeaseLost before the handler
+        starts. An exception rolls back all the handler wrote; only database
+        errors are translated (StoreError), the handler's own pass as raised.
+        ``in_order``: a completion refused (an earlier event of the aggregate
+        pending under another lease) is LeaseLost too, and rolls back.
+        ``handler``: kept on an event's row as metadata.handled_by.
         """
         raised: BaseException | None = None
         try:
@@ -269,7 +264,7 @@ class Store:
                 except BaseException as exc:
                     raised = exc
                     raise _HandlerRaised from exc
-                if not await self._complete_in(conn, lease, in_order=in_order):
+                if not await self._complete_in(conn, lease, handler, in_order=in_order):
                     raise LeaseLost(
                         f"{lease.event_id} could not complete: its lease was lost, or an "
                         "earlier event of its aggregate is pending; its writes are rolled back"
@@ -283,13 +278,16 @@ class Store:
             return await deliveries.hold(self.driver, conn, lease)
         return bool(await self.driver.run(conn, "event_hold", [lease.event_id, lease.token]))
 
-    async def _complete_in(self, conn: AsyncConnection, lease: Lease, *, in_order: bool) -> bool:
+    async def _complete_in(
+        self, conn: AsyncConnection, lease: Lease, handler: str | None, *, in_order: bool
+    ) -> bool:
         if lease.handler is not None:
             return await deliveries.complete_in(
                 self.driver, conn, lease, self.worker_name, in_order=in_order
             )
-        done = args.write_back([WriteBack.succeeded(lease)], self.worker_name, in_order=in_order)
-        return bool(await self.driver.run(conn, "event_write_back", done))
+        done = WriteBack.succeeded(lease, handler)
+        written = args.write_back([done], self.worker_name, in_order=in_order)
+        return bool(await self.driver.run(conn, "event_write_back", written))
 
     @translated
     async def event_release_many(self, leases: Sequence[Lease]) -> int:

@@ -6,7 +6,9 @@
 -- test only the first $4 available events against the aggregate gate; the
 -- unordered ones take it so that every claim has the same parameters).
 -- Carrying claims first complete $5 ids / $6 tokens / $7 outcomes for
--- worker $8, in a CTE of the same statement: one statement and one commit
+-- worker $8 ($9: the subscription that handled each, kept as
+-- metadata.handled_by; a backfill and the admin API read it), in a CTE of
+-- the same statement: one statement and one commit
 -- for both. An event they complete is not claimed again; an event they
 -- unblock may be (the statement's snapshot still shows it pending, `done`
 -- says otherwise).
@@ -41,8 +43,10 @@ WITH done AS (
     SET processed = true, outcome = c.outcome, processed_at = now(), locked_by = NULL,
         locked_until = NULL, next_attempt_at = NULL,
         metadata = coalesce(e.metadata, '{}'::jsonb)
-                   || jsonb_build_object('processed_at', now(), 'processed_by', $8::text)
-    FROM unnest($5::uuid[], $6::text[], $7::text[]) AS c(id, token, outcome)
+                   || jsonb_strip_nulls(jsonb_build_object(
+                          'processed_at', now(), 'processed_by', $8::text,
+                          'handled_by', c.handler))
+    FROM unnest($5::uuid[], $6::text[], $7::text[], $9::text[]) AS c(id, token, outcome, handler)
     WHERE e.id = c.id AND e.locked_by = c.token
     RETURNING e.id
 ), picked AS (
@@ -106,7 +110,9 @@ WITH done AS (
     SET processed = true, outcome = c.outcome, processed_at = now(), locked_by = NULL,
         locked_until = NULL, next_attempt_at = NULL,
         metadata = coalesce(e.metadata, '{}'::jsonb)
-                   || jsonb_build_object('processed_at', now(), 'processed_by', $8::text)
+                   || jsonb_strip_nulls(jsonb_build_object(
+                          'processed_at', now(), 'processed_by', $8::text,
+                          'handled_by', c.handler))
     FROM unnest($5::uuid[], $6::text[], $7::text[], $9::text[]) AS c(id, token, outcome, handler)
     WHERE e.id = c.id AND e.locked_by = c.token
       AND (e.aggregate_id IS NULL OR (NOT EXISTS (
@@ -204,7 +210,9 @@ WITH done AS (
     SET processed = true, outcome = c.outcome, processed_at = now(), locked_by = NULL,
         locked_until = NULL, next_attempt_at = NULL,
         metadata = coalesce(e.metadata, '{}'::jsonb)
-                   || jsonb_build_object('processed_at', now(), 'processed_by', $8::text)
+                   || jsonb_strip_nulls(jsonb_build_object(
+                          'processed_at', now(), 'processed_by', $8::text,
+                          'handled_by', c.handler))
     FROM unnest($5::uuid[], $6::text[], $7::text[], $9::text[]) AS c(id, token, outcome, handler)
     WHERE e.id = c.id AND e.locked_by = c.token
       AND (e.aggregate_id IS NULL OR (NOT EXISTS (
@@ -294,7 +302,9 @@ WITH done AS (
     SET processed = true, outcome = c.outcome, processed_at = now(), locked_by = NULL,
         locked_until = NULL, next_attempt_at = NULL,
         metadata = coalesce(e.metadata, '{}'::jsonb)
-                   || jsonb_build_object('processed_at', now(), 'processed_by', $4::text)
+                   || jsonb_strip_nulls(jsonb_build_object(
+                          'processed_at', now(), 'processed_by', $4::text,
+                          'handled_by', c.handler))
     FROM unnest($1::uuid[], $2::text[], $3::text[], $19::text[]) AS c(id, token, outcome, handler)
     WHERE e.id = c.id AND e.locked_by = c.token
       AND (NOT $5::bool OR e.aggregate_id IS NULL OR (NOT EXISTS (

@@ -50,8 +50,10 @@ SET processed = 1, outcome = c.outcome, processed_at = strftime('%Y-%m-%d %H:%M:
     locked_by = NULL, locked_until = NULL, next_attempt_at = NULL,
     metadata = json_patch(coalesce(metadata, '{}'),
                           json_object('processed_at', strftime('%Y-%m-%d %H:%M:%f', 'now'),
-                                      'processed_by', ?8))
-FROM (SELECT i.value AS id, ?6 ->> i.key AS token, ?7 ->> i.key AS outcome
+                                      'processed_by', ?8,
+                                      'handled_by', c.handler))
+FROM (SELECT i.value AS id, ?6 ->> i.key AS token, ?7 ->> i.key AS outcome,
+             ?9 ->> i.key AS handler
       FROM json_each(?5) AS i) AS c
 WHERE events.id = c.id AND events.locked_by = c.token;
 WITH picked AS (
@@ -114,7 +116,8 @@ SET processed = 1, outcome = c.outcome, processed_at = strftime('%Y-%m-%d %H:%M:
     locked_by = NULL, locked_until = NULL, next_attempt_at = NULL,
     metadata = json_patch(coalesce(metadata, '{}'),
                           json_object('processed_at', strftime('%Y-%m-%d %H:%M:%f', 'now'),
-                                      'processed_by', ?8))
+                                      'processed_by', ?8,
+                                      'handled_by', c.handler))
 FROM (SELECT i.value AS id, ?6 ->> i.key AS token, ?7 ->> i.key AS outcome,
              ?9 ->> i.key AS handler
       FROM json_each(?5) AS i) AS c
@@ -214,7 +217,8 @@ SET processed = 1, outcome = c.outcome, processed_at = strftime('%Y-%m-%d %H:%M:
     locked_by = NULL, locked_until = NULL, next_attempt_at = NULL,
     metadata = json_patch(coalesce(metadata, '{}'),
                           json_object('processed_at', strftime('%Y-%m-%d %H:%M:%f', 'now'),
-                                      'processed_by', ?8))
+                                      'processed_by', ?8,
+                                      'handled_by', c.handler))
 FROM (SELECT i.value AS id, ?6 ->> i.key AS token, ?7 ->> i.key AS outcome,
              ?9 ->> i.key AS handler
       FROM json_each(?5) AS i) AS c
@@ -283,7 +287,8 @@ SET processed = 1, outcome = c.outcome, processed_at = strftime('%Y-%m-%d %H:%M:
     locked_by = NULL, locked_until = NULL, next_attempt_at = NULL,
     metadata = json_patch(coalesce(metadata, '{}'),
                           json_object('processed_at', strftime('%Y-%m-%d %H:%M:%f', 'now'),
-                                      'processed_by', ?4))
+                                      'processed_by', ?4,
+                                      'handled_by', c.handler))
 FROM (SELECT i.value AS id, ?2 ->> i.key AS token, ?3 ->> i.key AS outcome,
              ?19 ->> i.key AS handler
       FROM json_each(?1) AS i) AS c
