@@ -136,6 +136,8 @@ async def test_no_matching_subscription_is_skipped(store: Store) -> None:
     await Processor(store, registry, config()).run(until_idle=True)
     done = await store.event_get(event.id)
     assert done is not None and done.processed and done.outcome == "skipped"
+    assert done.metadata["skipped_reason"] == "no subscription takes this event"
+    assert "handled_by" not in done.metadata
 
 
 async def test_ordering_is_per_handler_and_aggregate(store: Store) -> None:

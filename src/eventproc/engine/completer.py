@@ -82,6 +82,7 @@ class Completer:
         self._oldest = 0.0  # when the first buffered result was added
         self._failing = 0  # of _batch, results that are not successes
         self._committed = 0
+        self._unblocking = False  # a transactional delivery committed since the last flush
         self._ready = asyncio.Event()
         self._idle = asyncio.Event()
         self._idle.set()
@@ -106,6 +107,10 @@ class Completer:
     def add(self, result: WriteBack) -> None:
         if result.kind is Kind.COMMITTED:
             self._committed += 1
+            # A transactional delivery's own commit may unblock the next one.
+            self._unblocking = self._unblocking or (
+                self.in_order and result.lease.handler is not None
+            )
         else:
             if not self._batch:
                 self._oldest = time.monotonic()
@@ -233,6 +238,7 @@ class Completer:
     async def _flush(self) -> bool:
         batch, self._batch, self._failing = self._batch, [], 0
         committed, self._committed = self._committed, 0
+        unblocking, self._unblocking = self._unblocking, False
         upto = self._added  # this batch: everything added before the swap
         try:
             if batch:
@@ -263,11 +269,21 @@ class Completer:
         # database's own next_attempt_at.
         self._publish(
             tuple(item.delay_seconds for item in batch if item.rescheduling),
-            deliveries=any(
-                item.lease.handler is not None or item.moves_to_delivery for item in batch
-            ),
+            deliveries=unblocking or self._unblocks(batch),
         )
         return True
+
+    def _unblocks(self, batch: list[WriteBack]) -> bool:
+        """Whether the batch may have let a waiting delivery go (ORDERING=aggregate).
+
+        A delivery that finished may be the one its handler's later ones of
+        the aggregate wait for; retries need no claim now (the producer
+        remembers when they fall due), nor does anything with ORDERING=none,
+        where no delivery waits.
+        """
+        return self.in_order and any(
+            item.lease.handler is not None and not item.rescheduling for item in batch
+        )
 
     def _publish(self, retry_delays: tuple[float, ...], *, deliveries: bool = False) -> None:
         self.flushes.put_nowait(Flushed(time.monotonic(), retry_delays, deliveries))

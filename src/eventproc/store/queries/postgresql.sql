@@ -45,7 +45,9 @@ WITH done AS (
         metadata = coalesce(e.metadata, '{}'::jsonb)
                    || jsonb_strip_nulls(jsonb_build_object(
                           'processed_at', now(), 'processed_by', $8::text,
-                          'handled_by', c.handler))
+                          'handled_by', c.handler,
+                          'skipped_reason', CASE WHEN c.outcome = 'skipped'
+                                            THEN 'no subscription takes this event' END))
     FROM unnest($5::uuid[], $6::text[], $7::text[], $9::text[]) AS c(id, token, outcome, handler)
     WHERE e.id = c.id AND e.locked_by = c.token
     RETURNING e.id
@@ -112,7 +114,9 @@ WITH done AS (
         metadata = coalesce(e.metadata, '{}'::jsonb)
                    || jsonb_strip_nulls(jsonb_build_object(
                           'processed_at', now(), 'processed_by', $8::text,
-                          'handled_by', c.handler))
+                          'handled_by', c.handler,
+                          'skipped_reason', CASE WHEN c.outcome = 'skipped'
+                                            THEN 'no subscription takes this event' END))
     FROM unnest($5::uuid[], $6::text[], $7::text[], $9::text[]) AS c(id, token, outcome, handler)
     WHERE e.id = c.id AND e.locked_by = c.token
       AND (e.aggregate_id IS NULL OR (NOT EXISTS (
@@ -212,7 +216,9 @@ WITH done AS (
         metadata = coalesce(e.metadata, '{}'::jsonb)
                    || jsonb_strip_nulls(jsonb_build_object(
                           'processed_at', now(), 'processed_by', $8::text,
-                          'handled_by', c.handler))
+                          'handled_by', c.handler,
+                          'skipped_reason', CASE WHEN c.outcome = 'skipped'
+                                            THEN 'no subscription takes this event' END))
     FROM unnest($5::uuid[], $6::text[], $7::text[], $9::text[]) AS c(id, token, outcome, handler)
     WHERE e.id = c.id AND e.locked_by = c.token
       AND (e.aggregate_id IS NULL OR (NOT EXISTS (
@@ -304,7 +310,9 @@ WITH done AS (
         metadata = coalesce(e.metadata, '{}'::jsonb)
                    || jsonb_strip_nulls(jsonb_build_object(
                           'processed_at', now(), 'processed_by', $4::text,
-                          'handled_by', c.handler))
+                          'handled_by', c.handler,
+                          'skipped_reason', CASE WHEN c.outcome = 'skipped'
+                                            THEN 'no subscription takes this event' END))
     FROM unnest($1::uuid[], $2::text[], $3::text[], $19::text[]) AS c(id, token, outcome, handler)
     WHERE e.id = c.id AND e.locked_by = c.token
       AND (NOT $5::bool OR e.aggregate_id IS NULL OR (NOT EXISTS (

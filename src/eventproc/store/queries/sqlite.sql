@@ -51,7 +51,9 @@ SET processed = 1, outcome = c.outcome, processed_at = strftime('%Y-%m-%d %H:%M:
     metadata = json_patch(coalesce(metadata, '{}'),
                           json_object('processed_at', strftime('%Y-%m-%d %H:%M:%f', 'now'),
                                       'processed_by', ?8,
-                                      'handled_by', c.handler))
+                                      'handled_by', c.handler,
+                                      'skipped_reason', CASE WHEN c.outcome = 'skipped'
+                                          THEN 'no subscription takes this event' END))
 FROM (SELECT i.value AS id, ?6 ->> i.key AS token, ?7 ->> i.key AS outcome,
              ?9 ->> i.key AS handler
       FROM json_each(?5) AS i) AS c
@@ -117,7 +119,9 @@ SET processed = 1, outcome = c.outcome, processed_at = strftime('%Y-%m-%d %H:%M:
     metadata = json_patch(coalesce(metadata, '{}'),
                           json_object('processed_at', strftime('%Y-%m-%d %H:%M:%f', 'now'),
                                       'processed_by', ?8,
-                                      'handled_by', c.handler))
+                                      'handled_by', c.handler,
+                                      'skipped_reason', CASE WHEN c.outcome = 'skipped'
+                                          THEN 'no subscription takes this event' END))
 FROM (SELECT i.value AS id, ?6 ->> i.key AS token, ?7 ->> i.key AS outcome,
              ?9 ->> i.key AS handler
       FROM json_each(?5) AS i) AS c
@@ -218,7 +222,9 @@ SET processed = 1, outcome = c.outcome, processed_at = strftime('%Y-%m-%d %H:%M:
     metadata = json_patch(coalesce(metadata, '{}'),
                           json_object('processed_at', strftime('%Y-%m-%d %H:%M:%f', 'now'),
                                       'processed_by', ?8,
-                                      'handled_by', c.handler))
+                                      'handled_by', c.handler,
+                                      'skipped_reason', CASE WHEN c.outcome = 'skipped'
+                                          THEN 'no subscription takes this event' END))
 FROM (SELECT i.value AS id, ?6 ->> i.key AS token, ?7 ->> i.key AS outcome,
              ?9 ->> i.key AS handler
       FROM json_each(?5) AS i) AS c
@@ -288,7 +294,9 @@ SET processed = 1, outcome = c.outcome, processed_at = strftime('%Y-%m-%d %H:%M:
     metadata = json_patch(coalesce(metadata, '{}'),
                           json_object('processed_at', strftime('%Y-%m-%d %H:%M:%f', 'now'),
                                       'processed_by', ?4,
-                                      'handled_by', c.handler))
+                                      'handled_by', c.handler,
+                                      'skipped_reason', CASE WHEN c.outcome = 'skipped'
+                                          THEN 'no subscription takes this event' END))
 FROM (SELECT i.value AS id, ?2 ->> i.key AS token, ?3 ->> i.key AS outcome,
              ?19 ->> i.key AS handler
       FROM json_each(?1) AS i) AS c
