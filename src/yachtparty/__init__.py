@@ -1,4 +1,4 @@
-"""The Yachtparty handler pack for eventproc: 11 handlers, their payload models, their tables.
+"""The Yachtparty handler pack for eventproc: 11 event types, their models, their tables.
 
 ``yachtparty:registry`` is what ``HANDLERS`` points at by default. The pack's
 contract is /work/shared/yachtparty-handlers.md. Modules:
@@ -8,7 +8,7 @@ contract is /work/shared/yachtparty-handlers.md. Modules:
 - :mod:`yachtparty.queries`  insert a row at most once (on eventproc.columns)
 - :mod:`yachtparty.ids`      deterministic ids for everything a handler creates
 - :mod:`yachtparty.effects`  agent tasks, follow-up events, referent checks
-- :mod:`yachtparty.handlers` the 11 handlers
+- :mod:`yachtparty.handlers` the 12 subscriptions (which handler is split, and why)
 - :mod:`yachtparty.cache`    the cache-invalidation extension point
 - :mod:`yachtparty.sample`   sample data and a traffic generator (the demo's sample hook, tests)
 """

@@ -1,4 +1,8 @@
-"""The 11 Yachtparty handlers, as /work/shared/yachtparty-handlers.md specifies them.
+"""The Yachtparty handlers, as /work/shared/yachtparty-handlers.md specifies them.
+
+Its 11 event types are taken by 12 subscriptions: ``user.response.recorded``
+by two, since logging a response and telling a conversation's owner of a
+rejection are unrelated (see "One event, two subscriptions" below).
 
 Every handler is transactional: its writes and follow-up events commit in the
 transaction that marks its event processed, exactly once. Every row it
@@ -15,6 +19,27 @@ a replay changes nothing. Failure policy:
 Each subscription's ``name`` is written out, equal to the function's dotted
 name that earlier releases recorded in ``event_dead_letters.handler``: it is
 the deliveries' identity, so renaming a function no longer renames it.
+
+One event, two subscriptions: each delivery has its own retries and dead
+letter, so a handler is split where its halves are unrelated and one can
+fail alone. ``response_recorded`` (the log row, under its recorded name) and
+``response_rejected`` (``yachtparty.handlers.response_rejected``, filtered to
+rejections, so any other response still has one subscription and runs as
+before): a rejection whose conversation is missing retries and
+dead-letters the owner's task alone, and the response stays logged. Not
+split, on purpose:
+
+- ``user_verified``: its task must not go out while the caches it refreshes
+  could not be invalidated; a failing hook rolls the task back and retries both;
+- ``response_received``: both tasks hang on the one community request, and a
+  missing request (their only failure of their own) fails both alike, so a
+  split would only double the dead letters; a filter cannot tell them apart
+  (what decides is the stored request, not the event);
+- ``processing_completed``: the log row and the urgent task have no failure
+  apart (the user, the payload), and a filter on ``urgentItems`` cannot
+  mirror the model's lax integers (``"3"``, ``true``), so it would drop some
+  escalations;
+- ``intro_completed``: its notifications go out only with the first award.
 """
 
 import logging
@@ -450,10 +475,7 @@ async def _conversation_owner(ctx: HandlerContext, conversation_id: uuid.UUID) -
 @registry.handler(
     "user.response.recorded",
     name="yachtparty.handlers.response_recorded",
-    description=(
-        "Log a member's response to an agent; a rejection queues a "
-        "notify_user_of_priorities task for the conversation's owner."
-    ),
+    description="Log a member's response to an agent (agent_actions_log).",
     payload=ResponseRecorded,
     transactional=True,
 )
@@ -482,9 +504,32 @@ async def response_recorded(event: Event, ctx: HandlerContext) -> None:
             "created_at": now,
         },
     )
+
+
+REJECTIONS = {"payload": {"responseType": ["rejection"]}}
+"""Only a rejection needs the owner told; the other responses are logged only."""
+
+
+@registry.handler(
+    "user.response.recorded",
+    name="yachtparty.handlers.response_rejected",
+    filter=REJECTIONS,
+    description=(
+        "A member rejected what an agent offered: queue a notify_user_of_priorities "
+        "task for the conversation's owner."
+    ),
+    payload=ResponseRecorded,
+    transactional=True,
+)
+async def response_rejected(event: Event, ctx: HandlerContext) -> None:
+    """Its own subscription: a missing conversation retries this alone, not the log row."""
+    payload = payload_of(ctx, ResponseRecorded)
     if payload.responseType != "rejection":
-        return
+        return  # REJECTIONS routes none here; a delivery made by hand does nothing
+    # The responder must exist, as for the log row: a response from nobody notifies nobody.
+    await require_user(ctx, payload.userId)
     owner = await _conversation_owner(ctx, payload.conversationId)
+    now = await db_now(ctx.connection)
     notice = Task(
         NOTIFY_PRIORITIES,
         "account_manager",

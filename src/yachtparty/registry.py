@@ -1,4 +1,6 @@
-"""The pack's :class:`eventproc.Registry`: its 11 handlers, its schema hook, its sample data.
+"""The pack's :class:`eventproc.Registry`: 12 subscriptions, a schema hook, sample data.
+
+The 12 subscriptions take 11 event types (see :mod:`yachtparty.handlers`).
 
 Handlers register themselves here when :mod:`yachtparty.handlers` is
 imported, the schema hook when :mod:`yachtparty.tables` is, the demo's

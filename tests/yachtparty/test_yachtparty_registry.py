@@ -32,7 +32,7 @@ EVENT_TYPES = {
 
 def test_registry_has_the_11_event_types_each_described() -> None:
     assert set(registry.event_types) == EVENT_TYPES
-    assert len(registry) == 11
+    assert len(registry) == 12  # user.response.recorded has two subscriptions
     for handler in registry:
         assert handler.description.strip(), handler.event_type
         assert handler.transactional, handler.event_type
