@@ -165,7 +165,7 @@ def test_without_handlers_it_routes_against_the_yachtparty_pack(handlers: Path) 
     assert done.returncode == 0, done.stderr
     body = json.loads(done.stdout)
     assert body["matched"] == ["yachtparty.handlers.intro_completed"]
-    assert len(body["subscriptions"]) == 11
+    assert len(body["subscriptions"]) == 12  # 11 event types, user.response.recorded split in two
 
 
 def test_a_bad_filter_stops_start_up_in_one_line_naming_the_handler_and_clause(
