@@ -72,6 +72,9 @@ class BlockedAggregate(OpenModel):
     reason: str
     waiting: int
     retryAt: str | None
+    # The subscription held back; null when an event on its own row holds
+    # back every subscription of the aggregate.
+    handler: str | None
 
 
 class WakeUpsInfo(OpenModel):
@@ -144,6 +147,7 @@ def blocked_json(blocked: BlockedSummary | None) -> list[dict[str, object]]:
             "waiting": item.waiting,
             "retryAt": item.retry_at.isoformat() if item.retry_at else None,
             "waitingSince": item.waiting_since.isoformat() if item.waiting_since else None,
+            "handler": item.handler,
         }
         for item in blocked.items[:BLOCKED_SHOWN]
     ]

@@ -209,6 +209,9 @@ class BlockedAggregate:
     retry_at: datetime | None
     waiting_since: datetime | None = None  # created_at of the oldest event held back
     waiting_due: int = 0  # of ``waiting``, those that would be due but for the block
+    # The subscription whose deliveries are held back (a delivery heads the
+    # block); None when an event on its own row holds back its whole aggregate.
+    handler: str | None = None
 
 
 @dataclass(frozen=True, slots=True)

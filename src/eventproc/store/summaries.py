@@ -4,7 +4,9 @@ Read-only Core queries, each bounded: a scrape must cost the same whatever
 the backlog.
 """
 
+import uuid
 from collections.abc import Sequence
+from datetime import UTC, datetime
 from typing import Any
 
 from sqlalchemy import and_, exists, func, or_, select, tuple_
@@ -22,10 +24,21 @@ BLOCKED_SCAN = 1000  # most blocked aggregates one summary reads (the count is c
 async def blocked_summary(driver: Driver, *, include_dead_letters: bool) -> BlockedSummary:
     """Every blocked aggregate (up to BLOCKED_SCAN), oldest block first, with totals.
 
-    The head of a block is the earliest retrying (or, with
-    ``include_dead_letters``, dead-lettered) event of an aggregate that has
-    later pending events; those wait behind it.
+    Two kinds of head: an event still handled on its own row holds back
+    every later event of its aggregate; a delivery holds back only its own
+    handler's later deliveries there (ordering is per (handler, aggregate)).
     """
+    async with driver.reader.connect() as conn:
+        rows = (await conn.execute(_row_heads(driver, include_dead_letters))).all()
+        held = (await conn.execute(_delivery_heads(driver, include_dead_letters))).all()
+        db_now = aware((await conn.execute(select(driver.now()))).scalar_one())
+    return _summary_of([*map(_row_item, rows), *map(_delivery_item, held)], db_now)
+
+
+def _row_heads(driver: Driver, include_dead_letters: bool) -> Any:
+    """The earliest retrying (or dead-lettered) event on its own row of each
+    aggregate that has later pending events; those wait behind it. A routed
+    event is no head here: its deliveries are."""
     now = driver.now()
     retrying = and_(events.c.processed == False, events.c.next_attempt_at > now)  # noqa: E712
     blocking = (
@@ -40,11 +53,11 @@ async def blocked_summary(driver: Driver, *, include_dead_letters: bool) -> Bloc
             .over(partition_by=events.c.aggregate_id, order_by=(events.c.created_at, events.c.id))
             .label("rank"),
         )
-        .where(events.c.aggregate_id.is_not(None), blocking)
+        .where(events.c.aggregate_id.is_not(None), events.c.routed_at.is_(None), blocking)
         .subquery("heads")
     )
     waiting, *counts = _waiting_behind(driver, ranked)
-    statement = (
+    return (
         select(ranked, *counts)
         # A head with nothing behind it blocks nothing (a dead letter of
         # long ago): left out here, so that old ones never crowd out the
@@ -53,51 +66,131 @@ async def blocked_summary(driver: Driver, *, include_dead_letters: bool) -> Bloc
         .order_by(ranked.c.created_at, ranked.c.id)
         .limit(BLOCKED_SCAN)
     )
-    async with driver.reader.connect() as conn:
-        rows = (await conn.execute(statement)).all()
-        db_now = aware((await conn.execute(select(now))).scalar_one())
-    return _summary_of(rows, db_now)
+
+
+def _delivery_heads(driver: Driver, include_dead_letters: bool) -> Any:
+    """The earliest retrying (or dead-lettered) delivery of each (handler,
+    aggregate) that has later pending deliveries of that handler there.
+
+    Read from the rows event_deliveries_aggregate_idx holds (pending or
+    dead-lettered, with an aggregate); the waiting counts by the same index.
+    """
+    now = driver.now()
+    retrying = and_(deliveries.c.status == "pending", deliveries.c.next_attempt_at > now)
+    blocking = (
+        or_(retrying, deliveries.c.outcome == Outcome.DEAD_LETTERED.value)
+        if include_dead_letters
+        else retrying
+    )
+    ranked = (
+        select(
+            *deliveries.c,
+            func.row_number()
+            .over(
+                partition_by=(deliveries.c.aggregate_id, deliveries.c.handler),
+                order_by=(deliveries.c.event_created_at, deliveries.c.event_id),
+            )
+            .label("rank"),
+        )
+        .where(deliveries.c.aggregate_id.is_not(None), blocking)
+        .subquery("delivery_heads")
+    )
+    waiting, *counts = _deliveries_behind(driver, ranked)
+    return (
+        select(ranked, events.c.aggregate_type, *counts)
+        .join_from(ranked, events, events.c.id == ranked.c.event_id)
+        .where(ranked.c.rank == 1, exists().where(waiting))
+        .order_by(ranked.c.event_created_at, ranked.c.event_id, ranked.c.handler)
+        .limit(BLOCKED_SCAN)
+    )
 
 
 def _waiting_behind(driver: Driver, head: Any) -> list[Any]:
     """The condition "pending after ``head`` in its aggregate", then scalar
     subqueries over those events (how many, how many due, since when)."""
     later = events.alias("later")
-    now = driver.now()
     after = and_(
         later.c.aggregate_id == head.c.aggregate_id,
         later.c.processed == False,  # noqa: E712
         tuple_(later.c.created_at, later.c.id) > tuple_(head.c.created_at, head.c.id),
     )
-    due = and_(
-        after,
-        or_(later.c.next_attempt_at.is_(None), later.c.next_attempt_at <= now),
-        or_(later.c.locked_until.is_(None), later.c.locked_until < now),
+    return _counts(driver, later, after, later.c.created_at)
+
+
+def _deliveries_behind(driver: Driver, head: Any) -> list[Any]:
+    """As :func:`_waiting_behind`, over the later pending deliveries of the
+    head's handler in its aggregate."""
+    later = deliveries.alias("later")
+    after = and_(
+        later.c.aggregate_id == head.c.aggregate_id,
+        later.c.handler == head.c.handler,
+        later.c.status == "pending",
+        tuple_(later.c.event_created_at, later.c.event_id)
+        > tuple_(head.c.event_created_at, head.c.event_id),
     )
+    return _counts(driver, later, after, later.c.event_created_at)
+
+
+def _counts(driver: Driver, later: Any, after: Any, created_at: Any) -> list[Any]:
+    due = and_(after, *_ready(later, driver.now()))
     return [
         after,
         select(func.count()).where(after).scalar_subquery().label("waiting"),
         select(func.count()).where(due).scalar_subquery().label("waiting_due"),
-        select(func.min(later.c.created_at)).where(after).scalar_subquery().label("waiting_since"),
+        select(func.min(created_at)).where(after).scalar_subquery().label("waiting_since"),
     ]
 
 
-def _summary_of(rows: Sequence[Row[Any]], now: Any) -> BlockedSummary:
-    items = [
-        BlockedAggregate(
-            aggregate_id=row.aggregate_id,
-            aggregate_type=row.aggregate_type,
-            event_id=row.id,
-            event_type=row.event_type,
-            reason="retrying" if not row.processed else "dead_lettered",
-            waiting=row.waiting,
-            retry_at=row.next_attempt_at if not row.processed else None,
-            waiting_since=aware(row.waiting_since),
-            waiting_due=row.waiting_due,
-        )
-        for row in rows
-    ]
-    return BlockedSummary(items=tuple(items), capped=len(rows) >= BLOCKED_SCAN, database_now=now)
+# A head's place in the summary's order (the head event's created_at, its id,
+# its handler) and what it reports.
+_Item = tuple[tuple[Any, uuid.UUID, str], BlockedAggregate]
+
+
+def _row_item(row: Row[Any]) -> _Item:
+    retrying = not row.processed
+    item = BlockedAggregate(
+        aggregate_id=row.aggregate_id,
+        aggregate_type=row.aggregate_type,
+        event_id=row.id,
+        event_type=row.event_type,
+        reason="retrying" if retrying else "dead_lettered",
+        waiting=row.waiting,
+        retry_at=row.next_attempt_at if retrying else None,
+        waiting_since=aware(row.waiting_since),
+        waiting_due=row.waiting_due,
+    )
+    return (_moment(row.created_at), row.id, ""), item
+
+
+def _delivery_item(row: Row[Any]) -> _Item:
+    retrying = row.status == "pending"
+    item = BlockedAggregate(
+        aggregate_id=row.aggregate_id,
+        aggregate_type=row.aggregate_type,
+        event_id=row.event_id,
+        event_type=row.event_type,
+        reason="retrying" if retrying else "dead_lettered",
+        waiting=row.waiting,
+        retry_at=row.next_attempt_at if retrying else None,
+        waiting_since=aware(row.waiting_since),
+        waiting_due=row.waiting_due,
+        handler=row.handler,
+    )
+    return (_moment(row.event_created_at), row.event_id, row.handler), item
+
+
+_EARLIEST = datetime.min.replace(tzinfo=UTC)
+
+
+def _moment(value: Any) -> datetime:
+    return aware(value) if value is not None else _EARLIEST
+
+
+def _summary_of(found: Sequence[_Item], now: Any) -> BlockedSummary:
+    """Both kinds of head in one order, oldest block first, cut at BLOCKED_SCAN."""
+    ordered = sorted(found, key=lambda pair: pair[0])
+    items = tuple(item for _, item in ordered[:BLOCKED_SCAN])
+    return BlockedSummary(items=items, capped=len(found) >= BLOCKED_SCAN, database_now=now)
 
 
 async def stats_snapshot(driver: Driver) -> StoreStats:
