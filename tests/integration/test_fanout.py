@@ -193,3 +193,47 @@ async def test_replaying_one_delivery_leaves_the_others_alone(store: Store) -> N
     done = await store.event_get(event.id)
     assert done is not None and done.processed and done.outcome == "succeeded"
     assert [letter.replayed_at is not None for letter in await store.dead_letter_list()] == [True]
+
+
+@pytest.mark.parametrize("same_batch", [True, False])
+async def test_a_runs_failure_is_not_written_after_its_earlier_success_was_refused(
+    store: Store, same_batch: bool
+) -> None:
+    """A stalled run [a, b]: a was taken over, so b's failure must not be recorded before a ran.
+
+    (The stale-run revocation normally clears b's lease; here it is put back,
+    as when the revocation skipped b's row because it was locked.)
+    """
+    from eventproc.store.protocol import ClaimPolicy, Lease, WriteBack
+
+    aggregate = uuid.uuid4()
+    first, second = (NewEvent("t.run", {"n": n}, aggregate_id=aggregate) for n in range(2))
+    await store.event_insert_many([first, second])
+    policy = ClaimPolicy(lease_seconds=0.2, ordered=True, limit=2, follow=True)
+    stalled = await store.event_claim_many("stalled", policy)
+    assert [event.id for event in stalled] == [first.id, second.id]
+    await asyncio.sleep(0.3)
+    taken = await store.event_claim_many("taker", ClaimPolicy(lease_seconds=30, limit=1))
+    assert [event.id for event in taken] == [first.id]
+    placeholder = "$1" if store.backend == "postgresql" else "?"
+    async with store.begin() as conn:
+        await conn.exec_driver_sql(
+            "UPDATE events SET locked_by = 'stalled', locked_until = "
+            + (
+                "now() + interval '30 seconds'"
+                if store.backend == "postgresql"
+                else "strftime('%Y-%m-%d %H:%M:%f', 'now', '+30 seconds')"
+            )
+            + f" WHERE id = {placeholder}",
+            (second.id if store.backend == "postgresql" else str(second.id),),
+        )
+    done = WriteBack.succeeded(Lease(first.id, "stalled"), "h")
+    failed = WriteBack.retry(Lease(second.id, "stalled"), 0.0, "boom", 1, "h")
+    if same_batch:
+        assert await store.event_write_back([done, failed], in_order=True) == 0
+    else:
+        assert await store.event_write_back([done], in_order=True) == 0
+        assert await store.event_write_back([failed], in_order=True) == 0
+    assert await deliveries_of(store, second.id) == {}  # not moved onto a delivery
+    row = await store.event_get(second.id)
+    assert row is not None and row.locked_by == "stalled" and "last_error" not in row.metadata

@@ -30,27 +30,46 @@ class Routed:
 def route_claim(claimed: Sequence[Event], route: Route) -> Routed:
     """Route each claimed event, oldest first within its aggregate.
 
-    A subscription that must wait on an aggregate (``Event.blocked``) waits
-    for the rest of the claim's events of that aggregate too: a run's head
-    that moves to a waiting delivery holds back its followers.
+    An aggregate's events stay on their rows only when one subscription
+    takes all of this claim's events of it: then they are one run, handled
+    and written back in order, and the in-order test of their completions
+    (an earlier event of the aggregate still on its row) holds them to it.
+    Where several subscriptions take them, each goes onto deliveries, whose
+    order is kept per (handler, aggregate). A subscription that must wait on
+    an aggregate (``Event.blocked``) waits for the rest of the claim's
+    events of it too: a run's head that waits holds back its followers.
     """
     routed = Routed()
+    names_of = {event.id: route(event) for event in claimed}
+    shared = _shared_aggregates(claimed, names_of)
     waiting: dict[uuid.UUID, set[str]] = {}
     for event in sorted(claimed, key=_in_order):
+        names = names_of[event.id]
+        aggregate = event.aggregate_id
         held = event.blocked
-        if event.aggregate_id is not None and event.aggregate_id in waiting:
-            held = held | waiting[event.aggregate_id]
-        names = route(event)
-        if len(names) == 1 and names[0] not in held:
-            routed.on_rows.append(event.routed_to(names[0]))
-        elif not names:
+        if aggregate is not None and aggregate in waiting:
+            held = held | waiting[aggregate]
+        if not names:
             routed.on_rows.append(event.routed_to(None))  # closed skipped by the dispatcher
+        elif len(names) == 1 and names[0] not in held and aggregate not in shared:
+            routed.on_rows.append(event.routed_to(names[0]))
         else:
             lease = Lease.of(event)
             routed.plans += [Plan(lease, name, name not in held) for name in names]
-            if event.aggregate_id is not None and held:
-                waiting.setdefault(event.aggregate_id, set()).update(held & set(names))
+            if aggregate is not None and held:
+                waiting.setdefault(aggregate, set()).update(held & set(names))
     return routed
+
+
+def _shared_aggregates(
+    claimed: Sequence[Event], names_of: dict[uuid.UUID, Sequence[str]]
+) -> set[uuid.UUID]:
+    """The aggregates whose claimed events more than one subscription takes."""
+    takers: dict[uuid.UUID, set[str]] = {}
+    for event in claimed:
+        if event.aggregate_id is not None:
+            takers.setdefault(event.aggregate_id, set()).update(names_of[event.id])
+    return {aggregate for aggregate, names in takers.items() if len(names) > 1}
 
 
 def runs_of(items: Sequence[Event]) -> list[list[Event]]:

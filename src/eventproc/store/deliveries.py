@@ -47,14 +47,15 @@ async def claim(driver: Driver, token: str, policy: ClaimPolicy) -> list[Event]:
     rows = await driver.fetch(claim_query(policy), args.delivery_claim(token, policy))
     claimed = [as_delivery(driver.event(row), row) for row in rows]
     heads = [item for item in claimed if item.aggregate_id is not None]
-    spare = policy.limit - len(claimed)
-    if policy.ordered and policy.follow and heads and spare > 0:
+    # Never more than the claim's room: each head's run gets an equal share.
+    per_head = (policy.limit - len(claimed)) // len(heads) if heads else 0
+    if policy.ordered and policy.follow and per_head > 0:
         followers = await driver.fetch(
             "delivery_claim_followers",
             [
                 [head.id for head in heads],
                 [head.handler for head in heads],
-                max(spare // len(heads), 1),
+                per_head,
                 token,
                 policy.lease_seconds,
             ],
@@ -90,8 +91,8 @@ async def write_back(
     *,
     in_order: bool,
     beside: Sequence[WriteBack] = (),
-) -> set[uuid.UUID]:
-    """Write deliveries' results; the ids of the events whose deliveries were written."""
+) -> set[tuple[uuid.UUID, str]]:
+    """Write deliveries' results; the (event id, handler) of each one written."""
     if not batch:
         return set()
     rows = await driver.fetch(
@@ -99,7 +100,7 @@ async def write_back(
         args.delivery_write_back(batch, worker, in_order=in_order, beside=beside),
         durable=any(item.kind is not Kind.SUCCEEDED for item in batch),
     )
-    return {uuid_of(row[0]) for row in rows}
+    return {(uuid_of(row[0]), str(row[1])) for row in rows}
 
 
 async def complete_in(

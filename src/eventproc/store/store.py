@@ -18,7 +18,7 @@ from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
 from eventproc.errors import LeaseLost, StoreError
 from eventproc.event import DeadLetter, Event, NewEvent
-from eventproc.store import args, deliveries, queries, reads, runs, summaries
+from eventproc.store import args, deliveries, queries, reads, runs, summaries, write_backs
 from eventproc.store.driver import Driver
 from eventproc.store.errors import idempotent, translated, translating
 from eventproc.store.protocol import (
@@ -45,6 +45,7 @@ class Store:
         self.url_for_display = driver.url_for_display
         self.worker_name = worker_name
         self._wakers: list[Callable[[], None]] = []
+        self._refusals = write_backs.Refusals()
         self.wake_ups = WakeUps()
 
     @property
@@ -208,11 +209,11 @@ class Store:
 
         Results of deliveries go first (one statement), then those of
         events handled on their own rows (one statement; SQLite: one
-        transaction each). A handler's failure on an event's row first moves
-        the event onto that handler's delivery. ``in_order``
-        (ORDERING=aggregate): nothing is completed while an earlier event of
-        its aggregate, or an earlier delivery of its handler there, is
-        pending and not written by this same call (see the queries).
+        transaction each); see write_backs.py. A handler's failure on an
+        event's row first moves the event onto that handler's delivery.
+        ``in_order`` (ORDERING=aggregate): nothing is completed while an
+        earlier event of its aggregate, or an earlier delivery of its handler
+        there, is pending and not written by this same call (the queries).
         Successes may commit without waiting for the disk (ASYNC_COMMIT); a
         batch holding a failure waits, which also makes every earlier fast
         commit durable. Returns how many events were written.
@@ -220,23 +221,9 @@ class Store:
         written = [item for item in batch if item.kind is not Kind.COMMITTED]
         if not written:
             return 0
-        moving = [item for item in written if item.moves_to_delivery]
-        on_rows = [item for item in written if item.lease.handler is None]
-        on_deliveries = [item for item in written if item.lease.handler is not None]
-        if moving:
-            on_rows = [item for item in on_rows if not item.moves_to_delivery]
-            on_deliveries += await deliveries.move_failures(self.driver, moving)
-        ids = await deliveries.write_back(
-            self.driver, on_deliveries, self.worker_name, in_order=in_order, beside=on_rows
+        return await write_backs.write(
+            self.driver, written, self.worker_name, in_order=in_order, refusals=self._refusals
         )
-        if on_rows:
-            rows = await self.driver.fetch(
-                "event_write_back",
-                args.write_back(on_rows, self.worker_name, in_order=in_order),
-                durable=any(item.closing is None for item in on_rows),
-            )
-            ids |= {uuid_of(row[0]) for row in rows}
-        return len(ids)
 
     @asynccontextmanager
     async def event_transaction(

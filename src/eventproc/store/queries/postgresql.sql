@@ -122,7 +122,6 @@ WITH done AS (
       AND (e.aggregate_id IS NULL OR (NOT EXISTS (
           SELECT 1 FROM events p
           WHERE p.aggregate_id = e.aggregate_id AND NOT p.processed AND p.routed_at IS NULL
-            AND p.locked_by IS DISTINCT FROM c.token
             AND (p.created_at, p.id) < (e.created_at, e.id)
             AND NOT EXISTS (
                 SELECT 1 FROM unnest($5::uuid[], $6::text[]) AS f(id, token)
@@ -224,7 +223,6 @@ WITH done AS (
       AND (e.aggregate_id IS NULL OR (NOT EXISTS (
           SELECT 1 FROM events p
           WHERE p.aggregate_id = e.aggregate_id AND NOT p.processed AND p.routed_at IS NULL
-            AND p.locked_by IS DISTINCT FROM c.token
             AND (p.created_at, p.id) < (e.created_at, e.id)
             AND NOT EXISTS (
                 SELECT 1 FROM unnest($5::uuid[], $6::text[]) AS f(id, token)
@@ -281,10 +279,9 @@ RETURNING e.id, e.event_type, e.aggregate_id, e.aggregate_type, e.payload::text,
 -- claim token (a row whose lease was lost matches nothing):
 --   successes: $1 ids, $2 tokens, $3 outcomes, for worker $4; with $5
 --     (ORDERING=aggregate) an event is not completed while an earlier event
---     of its aggregate is pending on its row under another lease (a run's
---     own earlier events are written first, in order, by the same worker;
---     other handlers' events of the claim run beside it) and not completed
---     by this same statement:
+--     of its aggregate is pending on its row and not completed by this same
+--     statement (a claim puts an aggregate's events on their rows only when
+--     one handler takes them all, so those are its own run's):
 --     a run whose head lease was taken over while its results waited (an
 --     outage) must not see its later events marked done before the head ran
 --     again; they run again after it;
@@ -318,7 +315,6 @@ WITH done AS (
       AND (NOT $5::bool OR e.aggregate_id IS NULL OR (NOT EXISTS (
           SELECT 1 FROM events p
           WHERE p.aggregate_id = e.aggregate_id AND NOT p.processed AND p.routed_at IS NULL
-            AND p.locked_by IS DISTINCT FROM c.token
             AND (p.created_at, p.id) < (e.created_at, e.id)
             AND NOT EXISTS (
                 SELECT 1 FROM unnest($1::uuid[], $2::text[]) AS f(id, token)
@@ -765,7 +761,7 @@ WITH r AS (
             AND NOT EXISTS (
                 SELECT 1 FROM events p
                 WHERE p.aggregate_id = d.aggregate_id AND NOT p.processed
-                  AND p.routed_at IS NULL AND p.locked_by IS DISTINCT FROM r.token
+                  AND p.routed_at IS NULL
                   AND (p.created_at, p.id) < (d.event_created_at, d.event_id)
                   AND NOT EXISTS (
                       SELECT 1 FROM unnest($12::uuid[], $13::text[]) AS f(id, token)

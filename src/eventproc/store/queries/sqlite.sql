@@ -129,7 +129,6 @@ WHERE events.id = c.id AND events.locked_by = c.token
   AND (aggregate_id IS NULL OR (NOT EXISTS (
       SELECT 1 FROM events p
       WHERE p.aggregate_id = events.aggregate_id AND p.processed = 0 AND p.routed_at IS NULL
-        AND p.locked_by IS NOT c.token
         AND (p.created_at, p.id) < (events.created_at, events.id)
         AND NOT EXISTS (
             SELECT 1 FROM json_each(?5) AS f
@@ -232,7 +231,6 @@ WHERE events.id = c.id AND events.locked_by = c.token
   AND (aggregate_id IS NULL OR (NOT EXISTS (
       SELECT 1 FROM events p
       WHERE p.aggregate_id = events.aggregate_id AND p.processed = 0 AND p.routed_at IS NULL
-        AND p.locked_by IS NOT c.token
         AND (p.created_at, p.id) < (events.created_at, events.id)
         AND NOT EXISTS (
             SELECT 1 FROM json_each(?5) AS f
@@ -304,7 +302,6 @@ WHERE events.id = c.id AND events.locked_by = c.token
   AND (NOT ?5 OR aggregate_id IS NULL OR (NOT EXISTS (
       SELECT 1 FROM events p
       WHERE p.aggregate_id = events.aggregate_id AND p.processed = 0 AND p.routed_at IS NULL
-        AND p.locked_by IS NOT c.token
         AND (p.created_at, p.id) < (events.created_at, events.id)
         AND NOT EXISTS (
             SELECT 1 FROM json_each(?1) AS f
@@ -763,7 +760,7 @@ WHERE event_deliveries.event_id = r.id AND event_deliveries.handler = r.handler
         AND NOT EXISTS (
             SELECT 1 FROM events p
             WHERE p.aggregate_id = event_deliveries.aggregate_id AND p.processed = 0
-              AND p.routed_at IS NULL AND p.locked_by IS NOT r.token
+              AND p.routed_at IS NULL
               AND (p.created_at, p.id)
                   < (event_deliveries.event_created_at, event_deliveries.event_id)
               AND NOT EXISTS (
