@@ -32,8 +32,8 @@ from typing import Any
 import asyncpg
 import chaos_checks
 from chaos_cluster import ThrowawayCluster
-from chaos_handlers import SCHEMA
-from chaos_workload import Mix, Planned, plan
+from chaos_handlers import HEALTHY_HANDLERS, SCHEMA
+from chaos_workload import FLAKY_MODES, FanMix, Mix, Planned, plan, plan_fanout
 
 from eventproc.config import Settings
 from eventproc.errors import StoreError
@@ -47,6 +47,7 @@ SETUP_AND_TEARDOWN_SECONDS = 300.0  # on top of duration_limit: the run's hard b
 MONITOR_INTERVAL = 0.2
 DUMPED_TABLES = (
     "events",
+    "event_deliveries",
     "event_dead_letters",
     "chaos_journal",
     "chaos_transitions",
@@ -83,7 +84,12 @@ class ChaosConfig:
     backlog: int = 5_000  # the publisher keeps at most this many events pending
     publish_batch: int = 500
     fault_window: tuple[float, float] = (0.2, 0.85)
+    # "default": chaos.plain / chaos.tx, one subscription each; "fanout": one
+    # type taken by fast, flaky and slow (chaos_handlers), flaky as ``flaky`` says.
+    workload: str = "default"
+    flaky: str = "failing"  # fanout: failing | quiet (never fails) | absent (not subscribed)
     mix: Mix = field(default_factory=Mix)
+    fan_mix: FanMix = field(default_factory=FanMix)
     workdir: Path | None = None  # worker logs (default: inside the cluster's temp dir)
     dump: bool = False  # copy the tables to workdir as CSV (always done when a check fails)
     pg_bin: str | None = None
@@ -91,9 +97,32 @@ class ChaosConfig:
     # (tests/support/pgbouncer.py; POOLER=transaction); the checks stay direct.
     pgbouncer: bool = False
 
+    def __post_init__(self) -> None:
+        if self.workload not in ("default", "fanout"):
+            raise ValueError(f"workload must be default or fanout, got {self.workload!r}")
+        if self.flaky not in FLAKY_MODES:
+            raise ValueError(f"flaky must be one of {FLAKY_MODES}, got {self.flaky!r}")
+
     @property
     def stop_for(self) -> float:
         return self.stop_seconds if self.stop_seconds is not None else 2 * self.lease_seconds + 1
+
+    @property
+    def registry_name(self) -> str:
+        """The workers' ``HANDLERS=chaos_handlers:<this>``."""
+        if self.workload == "default":
+            return "registry"
+        return "fanout_without_flaky" if self.flaky == "absent" else "fanout"
+
+    @property
+    def healthy(self) -> tuple[str, ...]:
+        """Handlers whose throughput is reported apart (the fan-out's healthy ones)."""
+        return HEALTHY_HANDLERS if self.workload == "fanout" else ()
+
+    def plan(self) -> list[Planned]:
+        if self.workload == "fanout":
+            return plan_fanout(self.events, self.aggregates, self.seed, self.fan_mix, self.flaky)
+        return plan(self.events, self.aggregates, self.seed, self.mix)
 
     def as_json(self) -> dict[str, Any]:
         data = asdict(self)
@@ -230,7 +259,7 @@ class Workers:
         env.update(
             DATABASE_URL=self.worker_url,
             CHAOS_JOURNAL_URL=self.url,  # the journal is the harness's, never pooled
-            HANDLERS="chaos_handlers:registry",
+            HANDLERS=f"chaos_handlers:{config.registry_name}",
             PYTHONPATH=os.pathsep.join(filter(None, [str(CHAOS_DIR), env.get("PYTHONPATH")])),
             WORKER_ID=name,
             CHAOS_DRIVER_PID=str(os.getpid()),
@@ -419,7 +448,7 @@ class ChaosRun:
                 worker_url = self.pooler.url(url)
                 self.say(f"PgBouncer (transaction mode) on 127.0.0.1:{self.pooler.port}")
             self.workers = Workers(url, config, logdir, self.say, worker_url)
-            self.planned = plan(config.events, config.aggregates, config.seed, config.mix)
+            self.planned = config.plan()
             first = [self.workers.spawn() for _ in range(config.workers)]
             await self.workers.wait_ready([w.name for w in first], WORKER_READY_SECONDS)
             self.say(f"{config.workers} workers ready; publishing {config.events:,} events")
@@ -433,6 +462,7 @@ class ChaosRun:
                 ordered=config.ordering == "aggregate",
                 publish_started=self.publish_started,
                 fault_times=[f.started for f in self.faults if f.started is not None],
+                healthy=config.healthy,
             )
             self._add_run_checks(report)
             if config.dump or not report.passed:
@@ -622,8 +652,10 @@ class ChaosRun:
             return set()
         try:
             rows = await conn.fetch(
-                "SELECT DISTINCT split_part(locked_by, ':', 1) AS worker FROM events "
-                "WHERE NOT processed AND locked_until > now()",
+                "SELECT split_part(locked_by, ':', 1) AS worker FROM events "
+                "WHERE NOT processed AND locked_until > now() "
+                "UNION SELECT split_part(locked_by, ':', 1) FROM event_deliveries "
+                "WHERE status = 'pending' AND locked_until > now()",
                 timeout=5,
             )
         except (OSError, asyncpg.PostgresError, asyncpg.InterfaceError, TimeoutError):
@@ -675,10 +707,13 @@ def format_result(result: ChaosResult) -> str:
     """The summary table (Markdown, so that the README can quote it as printed)."""
     config, report = result.config, result.report
     out, done = report.outcomes, _faults_done(result.faults)
+    workload = "default workload"
+    if config.workload == "fanout":
+        workload = f"fan-out workload ({config.registry_name}, flaky {config.flaky})"
     lines = [
-        f"eventproc chaos run: {config.workers} workers, {out['planned']:,} events over "
-        f"{config.aggregates:,} aggregates, ORDERING={config.ordering}, "
-        f"lease {config.lease_seconds:g}s, seed {config.seed}",
+        f"eventproc chaos run, {workload}: {config.workers} workers, {out['planned']:,} events "
+        f"({out['deliveries_planned']:,} deliveries) over {config.aggregates:,} aggregates, "
+        f"ORDERING={config.ordering}, lease {config.lease_seconds:g}s, seed {config.seed}",
         f"faults: {done['kill']}/{config.kills} SIGKILLs (each worker replaced), "
         f"{done['stop']}/{config.stops} SIGSTOPs for {config.stop_for:g}s, "
         f"{done['restart']}/{config.restarts} PostgreSQL restarts "
@@ -688,15 +723,29 @@ def format_result(result: ChaosResult) -> str:
         "| | count | must be |",
         "|---|---:|:---:|",
         f"| events published | {out['published']:,} | {out['planned']:,} |",
-        f"| processed (succeeded) | {out['succeeded']:,} | |",
-        f"| dead-lettered as injected (always failing, permanent) "
+        f"| deliveries succeeded | {out['succeeded']:,} | |",
+        f"| deliveries dead-lettered as injected (always failing, permanent) "
         f"| {out['dead_lettered_expected']:,} | |",
+        f"| events processed: succeeded / partial / dead-lettered | "
+        f"{out['events_succeeded']:,} / {out['events_partial']:,} / "
+        f"{out['events_dead_lettered']:,} | |",
     ]
     for check in report.checks:
         verdict = "0" if check.enforced else "(not required)"
         mark = "" if check.ok else " **FAIL**"
         lines.append(f"| {check.label} | {check.value:,}{mark} | {verdict} |")
-    speed = report.throughput
+    lines += _throughput_rows(report.throughput)
+    activity = ", ".join(f"{k.replace('_', ' ')} {v:,}" for k, v in report.activity.items())
+    lines += ["", f"activity: {activity}"]
+    for key, examples in report.examples.items():
+        lines.append(f"examples of {key}: " + "; ".join(examples))
+    verdict = "PASS" if report.passed else f"FAIL: {report.violations}"
+    lines.append(f"RESULT: {verdict}")
+    return "\n".join(lines)
+
+
+def _throughput_rows(speed: dict[str, Any]) -> list[str]:
+    lines = []
     if speed.get("overall_per_s") is not None:
         lines.append(
             f"| throughput, whole run ({speed['seconds']:g} s) | "
@@ -713,13 +762,34 @@ def format_result(result: ChaosResult) -> str:
     if speed.get("longest_stall_s") is not None:
         stall = speed["longest_stall_s"]
         lines.append(f"| longest time without an event finishing | {stall} s | |")
-    activity = ", ".join(f"{k.replace('_', ' ')} {v:,}" for k, v in report.activity.items())
-    lines += ["", f"activity: {activity}"]
-    for key, examples in report.examples.items():
-        lines.append(f"examples of {key}: " + "; ".join(examples))
-    verdict = "PASS" if report.passed else f"FAIL: {report.violations}"
-    lines.append(f"RESULT: {verdict}")
-    return "\n".join(lines)
+    per_handler = speed.get("deliveries_per_s") or {}
+    if len(per_handler) > 1:
+        rates = ", ".join(f"{name} {rate:,.0f}" for name, rate in per_handler.items() if rate)
+        lines.append(f"| deliveries/s per handler, whole run | {rates} | |")
+    healthy = speed.get("healthy")
+    if healthy and healthy.get("overall_per_s") is not None:
+        names = " + ".join(healthy["handlers"])
+        lines.append(
+            f"| healthy handlers ({names}), whole run ({healthy['seconds']:g} s) | "
+            f"{healthy['overall_per_s']:,.0f} deliveries/s | |"
+        )
+        if healthy.get("under_faults_per_s") is not None:
+            lines.append(
+                f"| healthy handlers before the first fault / from it to the end | "
+                f"{healthy['fault_free_per_s']:,.0f} / {healthy['under_faults_per_s']:,.0f} "
+                f"deliveries/s | |"
+            )
+        waits = healthy.get("latency_ms", {})
+        failing, calm = waits.get("beside_a_failure", {}), waits.get("beside_no_failure", {})
+        if failing.get("deliveries") and calm.get("deliveries"):
+            lines.append(
+                "| healthy deliveries' time from routing to done, median / p90: events whose "
+                "other delivery failed / the others | "
+                f"{failing['median']:,.0f} / {failing['p90']:,.0f} ms "
+                f"({failing['deliveries']:,}) / {calm['median']:,.0f} / {calm['p90']:,.0f} ms "
+                f"({calm['deliveries']:,}) | |"
+            )
+    return lines
 
 
 def _faults_done(faults: list[Fault]) -> dict[str, int]:

@@ -10,6 +10,11 @@ missing the test fails, it is never skipped. It runs twice: direct, and with
 the workers and the publisher through a real PgBouncer in transaction mode
 (``run.py --pgbouncer``; PgBouncer then also stands between them and the
 restart).
+
+The fan-out run is the same, on the fan-out workload: every event is taken
+by three subscriptions (``fast``, ``flaky`` failing about 20 % of the time,
+transactional, and ``slow``), and every invariant is checked per (event,
+handler) delivery.
 """
 
 from pathlib import Path
@@ -17,7 +22,7 @@ from pathlib import Path
 import pytest
 from chaos_cluster import find_pg_bin
 from chaos_driver import ChaosConfig, format_result, run_chaos
-from chaos_workload import Mix
+from chaos_workload import FanMix, Mix
 
 
 @pytest.mark.slow
@@ -58,3 +63,51 @@ async def test_small_chaos_run_keeps_every_invariant(tmp_path: Path, pgbouncer: 
     assert all(fault.done for fault in result.faults), table
     assert activity["lease_takeovers"] > 0, table
     assert activity["handlings_failed_by_injection"] > 0, table
+
+
+@pytest.mark.slow
+@pytest.mark.timeout(180)
+@pytest.mark.parametrize("pgbouncer", [False, True], ids=["direct", "pgbouncer"])
+async def test_small_fanout_run_keeps_every_invariant_per_delivery(
+    tmp_path: Path, pgbouncer: bool
+) -> None:
+    find_pg_bin()
+    config = ChaosConfig(
+        workers=3,
+        events=1_500,
+        aggregates=60,
+        kills=2,
+        stops=1,
+        restarts=1,
+        lease_seconds=2,
+        restart_downtime=1,
+        duration_limit=90,
+        seed=1,
+        workload="fanout",
+        fan_mix=FanMix(),
+        workdir=tmp_path,
+        pgbouncer=pgbouncer,
+    )
+    lines: list[str] = []
+    result = await run_chaos(config, log=lines.append)
+    table = "\n".join([*lines, "", format_result(result)])
+
+    assert result.report.violations == {}, table
+    outcomes, activity = result.report.outcomes, result.report.activity
+    assert outcomes["published"] == outcomes["planned"] == 1_500, table
+    assert outcomes["deliveries_planned"] == 3 * 1_500, table
+    assert outcomes["lost"] == outcomes["events_lost"] == 0, table
+    dead = outcomes["dead_lettered_planned"]
+    assert outcomes["dead_lettered_expected"] == dead > 0, table
+    assert outcomes["succeeded"] == 3 * 1_500 - dead, table
+    # Only flaky dead-letters: those events end partial, every other one succeeded.
+    assert outcomes["events_partial"] == dead, table
+    assert outcomes["events_succeeded"] == 1_500 - dead, table
+    assert all(fault.done for fault in result.faults), table
+    assert activity["lease_takeovers"] > 0, table
+    assert activity["handlings_failed_by_injection"] > 0, table
+    assert activity["deliveries_opened"] == 3 * 1_500, table
+    healthy = result.report.throughput["healthy"]
+    assert healthy["handlers"] == ["fast", "slow"], table
+    assert healthy["deliveries"] == 2 * 1_500, table
+    assert healthy["overall_per_s"] > 0, table
