@@ -47,6 +47,14 @@ async def claim(driver: Driver, token: str, policy: ClaimPolicy) -> list[Event]:
     rows = await driver.fetch(claim_query(policy), args.delivery_claim(token, policy))
     claimed = [as_delivery(driver.event(row), row) for row in rows]
     heads = [item for item in claimed if item.aggregate_id is not None]
+    taken_over = [head for head in heads if head.attempts > 1] if policy.ordered else []
+    if taken_over:
+        # A head claimed again may have been part of a run whose worker
+        # stalled past its lease: its later deliveries must not go on.
+        await driver.fetch(
+            "delivery_revoke_stale_runs",
+            [[head.aggregate_id for head in taken_over], [h.handler for h in taken_over], token],
+        )
     # Never more than the claim's room: each head's run gets an equal share.
     per_head = (policy.limit - len(claimed)) // len(heads) if heads else 0
     if policy.ordered and policy.follow and per_head > 0:

@@ -7,7 +7,8 @@ steps: the successes first, then the failures, leaving out any failure of a
 run whose earlier success was just refused (its lease was taken over, or an
 earlier event is pending): writing it would record a later event's handling
 before its predecessor's final one. The runs refused are remembered for a
-while, since a run's failure may come in a later batch than its refusal.
+while, and later results of theirs left out too, since they may come in a
+later batch than the refusal (they run again: delivery is at least once).
 """
 
 import uuid
@@ -58,6 +59,8 @@ async def write(
         written, _ = await _write(driver, batch, worker, in_order=False)
         return len(written)
     successes = [item for item in batch if item.closing is not None]
+    if any(run_of(item) in refusals for item in successes):
+        successes = [item for item in successes if run_of(item) not in refusals]
     done, refused = await _write(driver, successes, worker, in_order=True)
     refusals.add(refused)
     failures = [item for item in batch if item.closing is None and run_of(item) not in refusals]

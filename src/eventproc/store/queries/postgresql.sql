@@ -942,3 +942,18 @@ SELECT e.id, e.event_type, e.aggregate_id, e.aggregate_type, e.payload::text,
        l.attempts, l.next_attempt_at, l.locked_by, l.locked_until, e.processed_at, e.outcome,
        l.handler
 FROM leased l JOIN events e ON e.id = l.event_id;
+
+-- name: delivery_revoke_stale_runs
+-- Take back the rest of the runs behind delivery heads just taken over ($1
+-- their aggregates, $2 their handlers): the stalled worker's later
+-- deliveries of that handler and aggregate (leased with its expired lease,
+-- not $3) must not run, or be written, ahead of the head's new handling.
+-- Rows locked right now are never waited for.
+UPDATE event_deliveries SET locked_by = NULL, locked_until = NULL
+WHERE (event_id, handler) IN (
+    SELECT d.event_id, d.handler FROM event_deliveries d
+    JOIN unnest($1::uuid[], $2::text[]) AS h(aggregate_id, handler)
+      ON d.aggregate_id = h.aggregate_id AND d.handler = h.handler
+    WHERE d.status = 'pending' AND d.locked_by IS NOT NULL AND d.locked_by <> $3
+    FOR UPDATE OF d SKIP LOCKED)
+RETURNING event_id;

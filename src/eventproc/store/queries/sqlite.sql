@@ -955,3 +955,15 @@ SELECT e.id, e.event_type, e.aggregate_id, e.aggregate_type, e.payload, e.metada
 FROM event_deliveries d JOIN events e ON e.id = d.event_id
 WHERE d.locked_by = '#follow:' || ?4;
 UPDATE event_deliveries SET locked_by = ?4 WHERE locked_by = '#follow:' || ?4;
+
+-- name: delivery_revoke_stale_runs
+-- The rest of the runs behind delivery heads just taken over (?1 their
+-- aggregates, ?2 their handlers), leased to another token than ?3, taken
+-- back (see postgresql.sql).
+UPDATE event_deliveries SET locked_by = NULL, locked_until = NULL
+WHERE status = 'pending' AND locked_by IS NOT NULL AND locked_by <> ?3
+  AND EXISTS (
+      SELECT 1 FROM json_each(?1) AS i
+      WHERE i.value = event_deliveries.aggregate_id
+        AND ?2 ->> i.key = event_deliveries.handler)
+RETURNING event_id;
