@@ -54,6 +54,7 @@ async def open_(store: Store, plans: list[tuple[uuid.UUID, str, bool]]) -> list[
             [plan[2] for plan in plans],
             [0] * len(plans),
             LEASE,
+            [True] * len(plans),  # at a claim: the claim's attempt on the row is given back
         ],
     )
 

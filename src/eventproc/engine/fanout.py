@@ -55,7 +55,8 @@ def route_claim(claimed: Sequence[Event], route: Route) -> Routed:
             routed.on_rows.append(event.routed_to(names[0]))
         else:
             lease = Lease.of(event)
-            routed.plans += [Plan(lease, name, name not in held) for name in names]
+            spent = max(event.attempts - 1, 0)  # a retrying or expired event keeps its count
+            routed.plans += [Plan(lease, name, name not in held, spent) for name in names]
             if aggregate is not None and held:
                 waiting.setdefault(aggregate, set()).update(held & set(names))
     return routed

@@ -89,6 +89,7 @@ def delivery_open(plans: Sequence[Plan], lease_seconds: float) -> list[Any]:
         [plan.run_now for plan in ordered],
         [plan.spent for plan in ordered],
         lease_seconds,
+        [plan.give_back for plan in ordered],
     ]
 
 

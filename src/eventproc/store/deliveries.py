@@ -79,7 +79,7 @@ async def move_failures(driver: Driver, batch: Sequence[WriteBack]) -> list[Writ
     event lease was lost meanwhile moves nothing and is dropped.
     """
     plans = [
-        Plan(item.lease, item.handler or "", run_now=True, spent=max(item.attempt, 1))
+        Plan(item.lease, item.handler or "", True, max(item.attempt - 1, 0), give_back=False)
         for item in batch
     ]
     opened = await open_plans(driver, plans, MOVE_LEASE_SECONDS)

@@ -48,7 +48,10 @@ class Plan(NamedTuple):
     lease: Lease  # the event's own lease: the fence, cleared as it moves
     handler: str
     run_now: bool  # leased with the event's token at once, or waits its turn
-    spent: int = 0  # attempts spent on the event's row by this handler (0: none, at a claim)
+    spent: int = 0  # attempts spent on the event's row before this claim's
+    # At a claim: the claim's attempt on the row is given back (each delivery
+    # counts its own); not for a failure on the row moving onto its delivery.
+    give_back: bool = True
 
 
 class Kind(enum.StrEnum):

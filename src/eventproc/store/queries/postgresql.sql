@@ -560,20 +560,22 @@ RETURNING id;
 -- Move events onto deliveries: $1 event ids, $2 their claim tokens (the
 -- event's lease is the fence, and is cleared), $3 handlers, $4 run now (the
 -- delivery is leased with the event's token for $6 seconds and its attempt
--- counted) or wait for its turn, $5 attempts already spent on the event's row
--- (0 at a claim: the claim's attempt on the row is given back, each delivery
--- counts its own; a single subscription that failed there keeps its count,
--- this attempt included). Returns the leased deliveries.
+-- counted) or wait for its turn, $5 attempts spent on the event's row before
+-- this one (a retrying or expired event keeps its count), $7 give this
+-- claim's attempt on the row back (at a claim: each delivery counts its own;
+-- not when a subscription that failed on the row moves onto its delivery).
+-- Returns the leased deliveries.
 WITH plan AS (
-    SELECT * FROM unnest($1::uuid[], $2::text[], $3::text[], $4::bool[], $5::int[])
-           AS p(id, token, handler, leased, spent)
+    SELECT * FROM unnest($1::uuid[], $2::text[], $3::text[], $4::bool[], $5::int[],
+                         $7::bool[])
+           AS p(id, token, handler, leased, spent, give_back)
 ), moved AS (
     UPDATE events e
     SET routed_at = clock_timestamp(), locked_by = NULL, locked_until = NULL,
         next_attempt_at = NULL, deliveries_open = coalesce(e.deliveries_open, 0) + n.count,
         attempts = e.attempts - n.given_back
     FROM (SELECT id, token, count(*)::int AS count,
-                 CASE WHEN max(spent) = 0 THEN 1 ELSE 0 END AS given_back
+                 CASE WHEN bool_or(give_back) THEN 1 ELSE 0 END AS given_back
           FROM plan GROUP BY id, token) n
     WHERE e.id = n.id AND e.locked_by = n.token AND NOT e.processed
     RETURNING e.id, e.event_type, e.aggregate_id, e.aggregate_type, e.payload, e.metadata,
@@ -583,8 +585,7 @@ WITH plan AS (
     INSERT INTO event_deliveries (event_id, handler, event_type, aggregate_id,
                                   event_created_at, priority, attempts, locked_by, locked_until)
     SELECT m.id, p.handler, m.event_type, m.aggregate_id, coalesce(m.created_at, now()),
-           m.priority,
-           CASE WHEN p.spent > 0 THEN p.spent WHEN p.leased THEN 1 ELSE 0 END,
+           m.priority, p.spent + CASE WHEN p.leased THEN 1 ELSE 0 END,
            CASE WHEN p.leased THEN p.token END,
            CASE WHEN p.leased THEN now() + $6 * interval '1 second' END
     FROM moved m JOIN plan p ON p.id = m.id AND p.token = m.token

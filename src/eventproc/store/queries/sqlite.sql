@@ -526,15 +526,15 @@ RETURNING id;
 -- Move events onto deliveries: ?1 event ids, ?2 their claim tokens (the
 -- event's lease is the fence, and is cleared), ?3 handlers, ?4 run now
 -- (leased with the event's token for ?6 seconds, its attempt counted) or
--- wait, ?5 attempts already spent on the event's row (0 at a claim, whose
--- attempt on the row is given back; see postgresql.sql). The deliveries opened
+-- wait, ?5 attempts spent on the event's row before this one, ?7 give this
+-- claim's attempt on the row back (see postgresql.sql). The deliveries opened
 -- leased carry the mark '#opened:<token>' until the last statement: the
 -- rows returned are those opened here, not ones that were already there.
 INSERT INTO event_deliveries (event_id, handler, event_type, aggregate_id, event_created_at,
                               priority, attempts, locked_by, locked_until)
 SELECT e.id, p.handler, e.event_type, e.aggregate_id,
        coalesce(e.created_at, strftime('%Y-%m-%d %H:%M:%f', 'now')), e.priority,
-       CASE WHEN p.spent > 0 THEN p.spent WHEN p.leased THEN 1 ELSE 0 END,
+       p.spent + CASE WHEN p.leased THEN 1 ELSE 0 END,
        CASE WHEN p.leased THEN '#opened:' || p.token END,
        CASE WHEN p.leased
             THEN strftime('%Y-%m-%d %H:%M:%f', 'now', printf('%+.3f seconds', ?6)) END
@@ -549,7 +549,7 @@ SET routed_at = strftime('%Y-%m-%d %H:%M:%f', 'now'), locked_by = NULL, locked_u
     next_attempt_at = NULL, deliveries_open = coalesce(events.deliveries_open, 0) + n.plans,
     attempts = events.attempts - n.given_back
 FROM (SELECT i.value AS id, ?2 ->> i.key AS token, count(*) AS plans,
-             CASE WHEN max(?5 ->> i.key) = 0 THEN 1 ELSE 0 END AS given_back
+             max(?7 ->> i.key) AS given_back
       FROM json_each(?1) AS i GROUP BY 1, 2) AS n
 WHERE events.id = n.id AND events.locked_by = n.token AND events.processed = 0;
 SELECT e.id, e.event_type, e.aggregate_id, e.aggregate_type, e.payload, e.metadata,
