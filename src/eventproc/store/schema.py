@@ -46,6 +46,7 @@ events = Table(
     # Routing (the delivery model): set when the event's work moved to
     # event_deliveries (several subscriptions, or a single one that failed or
     # had to wait); NULL while the event is handled on this row, as before.
+    # A routed event's next_attempt_at is 9999-12-31: never claimable here.
     Column("routed_at", UTCDateTime()),
     Column("deliveries_open", Integer),  # deliveries not finished yet (routed events)
 )

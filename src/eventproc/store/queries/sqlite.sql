@@ -7,6 +7,9 @@
 -- index). A named query may be several statements: the driver runs them in
 -- one transaction, in order, and returns the rows of all of them.
 --
+-- An event moved onto deliveries is never claimable on its row: its
+-- next_attempt_at is 9999-12-31 (see postgresql.sql).
+--
 -- Claims: ?1 token, ?2 lease seconds, ?3 limit, ?4 window (ordered claims
 -- test only the first ?4 available events against the aggregate gate; the
 -- unordered ones take it so that every claim has the same parameters).
@@ -28,7 +31,7 @@
 -- name: event_claim
 WITH picked AS (
     SELECT e.id FROM events e
-    WHERE e.processed = 0 AND e.routed_at IS NULL
+    WHERE e.processed = 0
       AND (e.next_attempt_at IS NULL OR e.next_attempt_at <= strftime('%Y-%m-%d %H:%M:%f', 'now'))
       AND (e.locked_until IS NULL OR e.locked_until < strftime('%Y-%m-%d %H:%M:%f', 'now'))
       AND ?4 > 0
@@ -60,7 +63,7 @@ FROM (SELECT i.value AS id, ?6 ->> i.key AS token, ?7 ->> i.key AS outcome,
 WHERE events.id = c.id AND events.locked_by = c.token;
 WITH picked AS (
     SELECT e.id FROM events e
-    WHERE e.processed = 0 AND e.routed_at IS NULL
+    WHERE e.processed = 0
       AND (e.next_attempt_at IS NULL OR e.next_attempt_at <= strftime('%Y-%m-%d %H:%M:%f', 'now'))
       AND (e.locked_until IS NULL OR e.locked_until < strftime('%Y-%m-%d %H:%M:%f', 'now'))
       AND ?4 > 0
@@ -82,14 +85,14 @@ WITH picked AS (
     SELECT e.id FROM events e
     WHERE e.id IN (
             SELECT w.id FROM events w
-            WHERE w.processed = 0 AND w.routed_at IS NULL
+            WHERE w.processed = 0
               AND (w.next_attempt_at IS NULL
                    OR w.next_attempt_at <= strftime('%Y-%m-%d %H:%M:%f', 'now'))
               AND (w.locked_until IS NULL
                    OR w.locked_until < strftime('%Y-%m-%d %H:%M:%f', 'now'))
             ORDER BY w.priority DESC, w.created_at, w.id
             LIMIT ?4)
-      AND e.processed = 0 AND e.routed_at IS NULL
+      AND e.processed = 0
       AND (e.next_attempt_at IS NULL OR e.next_attempt_at <= strftime('%Y-%m-%d %H:%M:%f', 'now'))
       AND (e.locked_until IS NULL OR e.locked_until < strftime('%Y-%m-%d %H:%M:%f', 'now'))
       AND (e.aggregate_id IS NULL OR NOT EXISTS (
@@ -142,14 +145,14 @@ WITH picked AS (
     SELECT e.id FROM events e
     WHERE e.id IN (
             SELECT w.id FROM events w
-            WHERE w.processed = 0 AND w.routed_at IS NULL
+            WHERE w.processed = 0
               AND (w.next_attempt_at IS NULL
                    OR w.next_attempt_at <= strftime('%Y-%m-%d %H:%M:%f', 'now'))
               AND (w.locked_until IS NULL
                    OR w.locked_until < strftime('%Y-%m-%d %H:%M:%f', 'now'))
             ORDER BY w.priority DESC, w.created_at, w.id
             LIMIT ?4)
-      AND e.processed = 0 AND e.routed_at IS NULL
+      AND e.processed = 0
       AND (e.next_attempt_at IS NULL OR e.next_attempt_at <= strftime('%Y-%m-%d %H:%M:%f', 'now'))
       AND (e.locked_until IS NULL OR e.locked_until < strftime('%Y-%m-%d %H:%M:%f', 'now'))
       AND (e.aggregate_id IS NULL OR NOT EXISTS (
@@ -177,14 +180,14 @@ WITH picked AS (
     SELECT e.id FROM events e
     WHERE e.id IN (
             SELECT w.id FROM events w
-            WHERE w.processed = 0 AND w.routed_at IS NULL
+            WHERE w.processed = 0
               AND (w.next_attempt_at IS NULL
                    OR w.next_attempt_at <= strftime('%Y-%m-%d %H:%M:%f', 'now'))
               AND (w.locked_until IS NULL
                    OR w.locked_until < strftime('%Y-%m-%d %H:%M:%f', 'now'))
             ORDER BY w.priority DESC, w.created_at, w.id
             LIMIT ?4)
-      AND e.processed = 0 AND e.routed_at IS NULL
+      AND e.processed = 0
       AND (e.next_attempt_at IS NULL OR e.next_attempt_at <= strftime('%Y-%m-%d %H:%M:%f', 'now'))
       AND (e.locked_until IS NULL OR e.locked_until < strftime('%Y-%m-%d %H:%M:%f', 'now'))
       AND (e.aggregate_id IS NULL OR (
@@ -244,14 +247,14 @@ WITH picked AS (
     SELECT e.id FROM events e
     WHERE e.id IN (
             SELECT w.id FROM events w
-            WHERE w.processed = 0 AND w.routed_at IS NULL
+            WHERE w.processed = 0
               AND (w.next_attempt_at IS NULL
                    OR w.next_attempt_at <= strftime('%Y-%m-%d %H:%M:%f', 'now'))
               AND (w.locked_until IS NULL
                    OR w.locked_until < strftime('%Y-%m-%d %H:%M:%f', 'now'))
             ORDER BY w.priority DESC, w.created_at, w.id
             LIMIT ?4)
-      AND e.processed = 0 AND e.routed_at IS NULL
+      AND e.processed = 0
       AND (e.next_attempt_at IS NULL OR e.next_attempt_at <= strftime('%Y-%m-%d %H:%M:%f', 'now'))
       AND (e.locked_until IS NULL OR e.locked_until < strftime('%Y-%m-%d %H:%M:%f', 'now'))
       AND (e.aggregate_id IS NULL OR (
@@ -546,7 +549,8 @@ WHERE e.processed = 0
 ON CONFLICT (event_id, handler) DO NOTHING;
 UPDATE events
 SET routed_at = strftime('%Y-%m-%d %H:%M:%f', 'now'), locked_by = NULL, locked_until = NULL,
-    next_attempt_at = NULL, deliveries_open = coalesce(events.deliveries_open, 0) + n.plans,
+    next_attempt_at = '9999-12-31 00:00:00.000',
+    deliveries_open = coalesce(events.deliveries_open, 0) + n.plans,
     attempts = events.attempts - n.given_back
 FROM (SELECT i.value AS id, ?2 ->> i.key AS token, count(*) AS plans,
              max(?7 ->> i.key) AS given_back
@@ -869,7 +873,7 @@ SET processed = 0, processed_at = NULL,
     routed_at = CASE WHEN routed_at >= strftime('%Y-%m-%d %H:%M:%f', 'now')
                      THEN strftime('%Y-%m-%d %H:%M:%f', routed_at, '+0.001 seconds')
                      ELSE strftime('%Y-%m-%d %H:%M:%f', 'now') END,
-    deliveries_open = coalesce(deliveries_open, 0) + 1,
+    next_attempt_at = '9999-12-31 00:00:00.000', deliveries_open = coalesce(deliveries_open, 0) + 1,
     outcome = (SELECT CASE WHEN count(DISTINCT o.outcome) > 1 THEN 'partial'
                            ELSE min(o.outcome) END
                FROM event_deliveries o
@@ -903,7 +907,7 @@ SET processed = 0, processed_at = NULL,
     routed_at = CASE WHEN routed_at >= strftime('%Y-%m-%d %H:%M:%f', 'now')
                      THEN strftime('%Y-%m-%d %H:%M:%f', routed_at, '+0.001 seconds')
                      ELSE strftime('%Y-%m-%d %H:%M:%f', 'now') END,
-    deliveries_open = coalesce(deliveries_open, 0) + 1
+    next_attempt_at = '9999-12-31 00:00:00.000', deliveries_open = coalesce(deliveries_open, 0) + 1
 WHERE id IN (SELECT value FROM json_each(?1)) AND (processed = 1 OR routed_at IS NOT NULL)
   AND NOT EXISTS (SELECT 1 FROM event_deliveries d
                   WHERE d.event_id = events.id AND d.handler = ?2)
