@@ -69,6 +69,15 @@ Index(
     postgresql_where=text("NOT processed AND aggregate_id IS NOT NULL"),
     sqlite_where=text("processed = 0 AND aggregate_id IS NOT NULL"),
 )
+# The delivery model's gate: earlier events of the aggregate still on their rows.
+Index(
+    "events_aggregate_unrouted_idx",
+    events.c.aggregate_id,
+    events.c.created_at,
+    events.c.id,
+    postgresql_where=text("NOT processed AND routed_at IS NULL AND aggregate_id IS NOT NULL"),
+    sqlite_where=text("processed = 0 AND routed_at IS NULL AND aggregate_id IS NOT NULL"),
+)
 # With AGGREGATE_FAILURE=block a dead-lettered event holds back its aggregate.
 Index(
     "events_aggregate_dead_idx",

@@ -19,6 +19,12 @@
 -- unblock may be (the statement's snapshot still shows it pending, `done`
 -- says otherwise).
 --
+-- The per-row tests against event_deliveries in ordered claims and
+-- completions (the handlers an event must wait for, an earlier pending
+-- delivery of its handler) sit behind one test per statement that the
+-- table holds any pending or dead-lettered delivery with an aggregate: with
+-- none (one subscription per event, the common case) they cost nothing.
+--
 -- An event moved onto deliveries (routed_at set) is never claimable on its
 -- row: its next_attempt_at is 9999-12-31, so the claims need no test of
 -- their own. (They had one, `routed_at IS NULL`: before the table's first
@@ -112,10 +118,12 @@ WHERE e.id = ANY(ARRAY(SELECT id FROM picked))
 RETURNING e.id, e.event_type, e.aggregate_id, e.aggregate_type, e.payload::text,
           e.metadata::text, e.processed, e.version, e.created_at, e.created_by, e.priority,
           e.attempts, e.next_attempt_at, e.locked_by, e.locked_until, e.processed_at, e.outcome,
-          ARRAY(SELECT DISTINCT d.handler FROM event_deliveries d
-                WHERE d.aggregate_id = e.aggregate_id AND d.status = 'pending'
-                  AND d.locked_by IS DISTINCT FROM $1::text
-                  AND (d.event_created_at, d.event_id) < (e.created_at, e.id));
+          CASE WHEN (SELECT EXISTS (SELECT 1 FROM event_deliveries WHERE aggregate_id IS NOT NULL
+                             AND (status = 'pending' OR outcome = 'dead_lettered')))
+          THEN ARRAY(SELECT DISTINCT d.handler FROM event_deliveries d
+                     WHERE d.aggregate_id = e.aggregate_id AND d.status = 'pending'
+                       AND d.locked_by IS DISTINCT FROM $1::text
+                       AND (d.event_created_at, d.event_id) < (e.created_at, e.id)) END;
 
 -- name: event_claim_ordered_carrying
 -- The completions are written in order (see event_complete); an earlier
@@ -139,11 +147,12 @@ WITH done AS (
             AND NOT EXISTS (
                 SELECT 1 FROM unnest($5::uuid[], $6::text[]) AS f(id, token)
                 WHERE f.id = p.id AND f.token = p.locked_by))
-          AND NOT EXISTS (
+          AND (NOT (SELECT EXISTS (SELECT 1 FROM event_deliveries WHERE aggregate_id IS NOT NULL
+                             AND (status = 'pending' OR outcome = 'dead_lettered'))) OR NOT EXISTS (
               SELECT 1 FROM event_deliveries d
               WHERE d.aggregate_id = e.aggregate_id AND d.handler = c.handler
                 AND d.status = 'pending'
-                AND (d.event_created_at, d.event_id) < (e.created_at, e.id))))
+                AND (d.event_created_at, d.event_id) < (e.created_at, e.id)))))
     RETURNING e.id
 ), picked AS (
     SELECT e.id FROM events e
@@ -174,10 +183,12 @@ WHERE e.id = ANY(ARRAY(SELECT id FROM picked))
 RETURNING e.id, e.event_type, e.aggregate_id, e.aggregate_type, e.payload::text,
           e.metadata::text, e.processed, e.version, e.created_at, e.created_by, e.priority,
           e.attempts, e.next_attempt_at, e.locked_by, e.locked_until, e.processed_at, e.outcome,
-          ARRAY(SELECT DISTINCT d.handler FROM event_deliveries d
-                WHERE d.aggregate_id = e.aggregate_id AND d.status = 'pending'
-                  AND d.locked_by IS DISTINCT FROM $1::text
-                  AND (d.event_created_at, d.event_id) < (e.created_at, e.id));
+          CASE WHEN (SELECT EXISTS (SELECT 1 FROM event_deliveries WHERE aggregate_id IS NOT NULL
+                             AND (status = 'pending' OR outcome = 'dead_lettered')))
+          THEN ARRAY(SELECT DISTINCT d.handler FROM event_deliveries d
+                     WHERE d.aggregate_id = e.aggregate_id AND d.status = 'pending'
+                       AND d.locked_by IS DISTINCT FROM $1::text
+                       AND (d.event_created_at, d.event_id) < (e.created_at, e.id)) END;
 
 -- name: event_claim_ordered_blocking
 -- AGGREGATE_FAILURE=block: a dead-lettered earlier event holds back too.
@@ -214,11 +225,13 @@ WHERE e.id = ANY(ARRAY(SELECT id FROM picked))
 RETURNING e.id, e.event_type, e.aggregate_id, e.aggregate_type, e.payload::text,
           e.metadata::text, e.processed, e.version, e.created_at, e.created_by, e.priority,
           e.attempts, e.next_attempt_at, e.locked_by, e.locked_until, e.processed_at, e.outcome,
-          ARRAY(SELECT DISTINCT d.handler FROM event_deliveries d
-                WHERE d.aggregate_id = e.aggregate_id
-                  AND d.locked_by IS DISTINCT FROM $1::text
-                  AND (d.status = 'pending' OR d.outcome = 'dead_lettered')
-                  AND (d.event_created_at, d.event_id) < (e.created_at, e.id));
+          CASE WHEN (SELECT EXISTS (SELECT 1 FROM event_deliveries WHERE aggregate_id IS NOT NULL
+                             AND (status = 'pending' OR outcome = 'dead_lettered')))
+          THEN ARRAY(SELECT DISTINCT d.handler FROM event_deliveries d
+                     WHERE d.aggregate_id = e.aggregate_id
+                       AND d.locked_by IS DISTINCT FROM $1::text
+                       AND (d.status = 'pending' OR d.outcome = 'dead_lettered')
+                       AND (d.event_created_at, d.event_id) < (e.created_at, e.id)) END;
 
 -- name: event_claim_ordered_blocking_carrying
 WITH done AS (
@@ -240,11 +253,12 @@ WITH done AS (
             AND NOT EXISTS (
                 SELECT 1 FROM unnest($5::uuid[], $6::text[]) AS f(id, token)
                 WHERE f.id = p.id AND f.token = p.locked_by))
-          AND NOT EXISTS (
+          AND (NOT (SELECT EXISTS (SELECT 1 FROM event_deliveries WHERE aggregate_id IS NOT NULL
+                             AND (status = 'pending' OR outcome = 'dead_lettered'))) OR NOT EXISTS (
               SELECT 1 FROM event_deliveries d
               WHERE d.aggregate_id = e.aggregate_id AND d.handler = c.handler
                 AND d.status = 'pending'
-                AND (d.event_created_at, d.event_id) < (e.created_at, e.id))))
+                AND (d.event_created_at, d.event_id) < (e.created_at, e.id)))))
     RETURNING e.id
 ), picked AS (
     SELECT e.id FROM events e
@@ -281,11 +295,13 @@ WHERE e.id = ANY(ARRAY(SELECT id FROM picked))
 RETURNING e.id, e.event_type, e.aggregate_id, e.aggregate_type, e.payload::text,
           e.metadata::text, e.processed, e.version, e.created_at, e.created_by, e.priority,
           e.attempts, e.next_attempt_at, e.locked_by, e.locked_until, e.processed_at, e.outcome,
-          ARRAY(SELECT DISTINCT d.handler FROM event_deliveries d
-                WHERE d.aggregate_id = e.aggregate_id
-                  AND d.locked_by IS DISTINCT FROM $1::text
-                  AND (d.status = 'pending' OR d.outcome = 'dead_lettered')
-                  AND (d.event_created_at, d.event_id) < (e.created_at, e.id));
+          CASE WHEN (SELECT EXISTS (SELECT 1 FROM event_deliveries WHERE aggregate_id IS NOT NULL
+                             AND (status = 'pending' OR outcome = 'dead_lettered')))
+          THEN ARRAY(SELECT DISTINCT d.handler FROM event_deliveries d
+                     WHERE d.aggregate_id = e.aggregate_id
+                       AND d.locked_by IS DISTINCT FROM $1::text
+                       AND (d.status = 'pending' OR d.outcome = 'dead_lettered')
+                       AND (d.event_created_at, d.event_id) < (e.created_at, e.id)) END;
 
 -- name: event_write_back
 -- Every kind of result of a batch in one statement, each fenced on its
@@ -332,11 +348,12 @@ WITH done AS (
             AND NOT EXISTS (
                 SELECT 1 FROM unnest($1::uuid[], $2::text[]) AS f(id, token)
                 WHERE f.id = p.id AND f.token = p.locked_by))
-          AND NOT EXISTS (
+          AND (NOT (SELECT EXISTS (SELECT 1 FROM event_deliveries WHERE aggregate_id IS NOT NULL
+                             AND (status = 'pending' OR outcome = 'dead_lettered'))) OR NOT EXISTS (
               SELECT 1 FROM event_deliveries d
               WHERE d.aggregate_id = e.aggregate_id AND d.handler = c.handler
                 AND d.status = 'pending'
-                AND (d.event_created_at, d.event_id) < (e.created_at, e.id))))
+                AND (d.event_created_at, d.event_id) < (e.created_at, e.id)))))
     RETURNING e.id
 ), retried AS (
     UPDATE events e
@@ -444,10 +461,12 @@ WHERE e.id = $1 AND NOT e.processed AND e.routed_at IS NULL
 RETURNING e.id, e.event_type, e.aggregate_id, e.aggregate_type, e.payload::text,
           e.metadata::text, e.processed, e.version, e.created_at, e.created_by, e.priority,
           e.attempts, e.next_attempt_at, e.locked_by, e.locked_until, e.processed_at, e.outcome,
-          ARRAY(SELECT DISTINCT d.handler FROM event_deliveries d
-                WHERE d.aggregate_id = e.aggregate_id AND d.status = 'pending'
-                  AND d.locked_by IS DISTINCT FROM $2::text
-                  AND (d.event_created_at, d.event_id) < (e.created_at, e.id));
+          CASE WHEN (SELECT EXISTS (SELECT 1 FROM event_deliveries WHERE aggregate_id IS NOT NULL
+                             AND (status = 'pending' OR outcome = 'dead_lettered')))
+          THEN ARRAY(SELECT DISTINCT d.handler FROM event_deliveries d
+                     WHERE d.aggregate_id = e.aggregate_id AND d.status = 'pending'
+                       AND d.locked_by IS DISTINCT FROM $2::text
+                       AND (d.event_created_at, d.event_id) < (e.created_at, e.id)) END;
 
 -- name: event_claim_one_ordered_blocking
 -- ... nor behind a dead-lettered one (AGGREGATE_FAILURE=block).
@@ -464,11 +483,13 @@ WHERE e.id = $1 AND NOT e.processed AND e.routed_at IS NULL
 RETURNING e.id, e.event_type, e.aggregate_id, e.aggregate_type, e.payload::text,
           e.metadata::text, e.processed, e.version, e.created_at, e.created_by, e.priority,
           e.attempts, e.next_attempt_at, e.locked_by, e.locked_until, e.processed_at, e.outcome,
-          ARRAY(SELECT DISTINCT d.handler FROM event_deliveries d
-                WHERE d.aggregate_id = e.aggregate_id
-                  AND d.locked_by IS DISTINCT FROM $2::text
-                  AND (d.status = 'pending' OR d.outcome = 'dead_lettered')
-                  AND (d.event_created_at, d.event_id) < (e.created_at, e.id));
+          CASE WHEN (SELECT EXISTS (SELECT 1 FROM event_deliveries WHERE aggregate_id IS NOT NULL
+                             AND (status = 'pending' OR outcome = 'dead_lettered')))
+          THEN ARRAY(SELECT DISTINCT d.handler FROM event_deliveries d
+                     WHERE d.aggregate_id = e.aggregate_id
+                       AND d.locked_by IS DISTINCT FROM $2::text
+                       AND (d.status = 'pending' OR d.outcome = 'dead_lettered')
+                       AND (d.event_created_at, d.event_id) < (e.created_at, e.id)) END;
 
 -- name: event_revoke_stale_runs
 -- Take back the rest of the runs behind heads just taken over ($1 their
@@ -527,11 +548,13 @@ WHERE e.id = ANY($1::uuid[]) AND NOT e.processed AND e.routed_at IS NULL
 RETURNING e.id, e.event_type, e.aggregate_id, e.aggregate_type, e.payload::text,
           e.metadata::text, e.processed, e.version, e.created_at, e.created_by, e.priority,
           e.attempts, e.next_attempt_at, e.locked_by, e.locked_until, e.processed_at, e.outcome,
-          ARRAY(SELECT DISTINCT d.handler FROM event_deliveries d
-                WHERE d.aggregate_id = e.aggregate_id
-                  AND d.locked_by IS DISTINCT FROM $2::text
-                  AND (d.status = 'pending' OR ($4::bool AND d.outcome = 'dead_lettered'))
-                  AND (d.event_created_at, d.event_id) < (e.created_at, e.id));
+          CASE WHEN (SELECT EXISTS (SELECT 1 FROM event_deliveries WHERE aggregate_id IS NOT NULL
+                             AND (status = 'pending' OR outcome = 'dead_lettered')))
+          THEN ARRAY(SELECT DISTINCT d.handler FROM event_deliveries d
+                     WHERE d.aggregate_id = e.aggregate_id
+                       AND d.locked_by IS DISTINCT FROM $2::text
+                       AND (d.status = 'pending' OR ($4::bool AND d.outcome = 'dead_lettered'))
+                       AND (d.event_created_at, d.event_id) < (e.created_at, e.id)) END;
 
 -- name: dead_letter_discard
 -- Delete the dead letters $1; their events (and deliveries), if still
