@@ -259,7 +259,9 @@ class Producer:
                 await self.store.event_release_many([*moving, *map(Lease.of, routed.on_rows)])
             raise
         if any(not plan.run_now for plan in routed.plans):
-            self.deliveries_maybe = True
+            # Nothing of those runs now, so nothing will wake this loop when
+            # it is done: look again at once (a drain must see it is idle).
+            self.deliveries_maybe = self._claim_requested = True
         return in_claim_order([*routed.on_rows, *opened])
 
     async def start_routed(self, claimed: list[Event]) -> None:
