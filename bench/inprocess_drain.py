@@ -1,0 +1,84 @@
+"""In-process drain on PostgreSQL, each named query timed: for bisecting a regression.
+
+    PYTHONPATH=/tmp/snap/src .venv/bin/python bench/inprocess_drain.py SUBSCRIPTIONS [N] [agg]
+
+Publishes N events (default 20,000; with ``agg`` over 1,000 aggregates and
+ORDERING=aggregate) into a fresh database ``inprocess_drain`` on
+127.0.0.1:5432, drains them with a Processor in this process, and prints
+events/s, deliveries/s and, per named query, calls and mean time. Run it
+against ``git archive <commit> src`` snapshots one after another to compare.
+"""
+
+import asyncio
+import collections
+import sys
+import time
+import uuid
+from typing import Any
+
+import asyncpg
+
+from eventproc import Event, HandlerContext, NewEvent, Registry
+from eventproc.engine import Processor
+from eventproc.processor_config import ProcessorConfig
+from eventproc.store import open_store
+
+SERVER = "postgresql://postgres@127.0.0.1:5432"
+
+
+async def main(subscriptions: int, n: int, ordered: bool) -> None:
+    admin = await asyncpg.connect(f"{SERVER}/postgres")
+    await admin.execute("DROP DATABASE IF EXISTS inprocess_drain")
+    await admin.execute("CREATE DATABASE inprocess_drain")
+    await admin.close()
+    store = open_store(f"{SERVER}/inprocess_drain", worker_name="bench")
+    await store.migrate()
+    aggregates = [uuid.uuid4() for _ in range(1000)]
+    for start in range(0, n, 1000):
+        await store.event_insert_many(
+            [
+                NewEvent("b", {"i": i}, aggregate_id=aggregates[i % 1000] if ordered else None)
+                for i in range(start, min(n, start + 1000))
+            ]
+        )
+    registry, calls = Registry(), [0]
+    for k in range(subscriptions):
+
+        async def handle(event: Event, ctx: HandlerContext) -> None:
+            calls[0] += 1
+
+        registry.register("b", handle, **({"name": f"s{k}"} if subscriptions > 1 else {}))
+    counts: collections.Counter[str] = collections.Counter()
+    spent: collections.Counter[str] = collections.Counter()
+    fetch = store.driver.fetch
+
+    async def timed(name: str, args: Any, durable: bool = False) -> Any:
+        started = time.perf_counter()
+        try:
+            return await fetch(name, args, durable=durable)
+        finally:
+            counts[name] += 1
+            spent[name] += time.perf_counter() - started
+
+    store.driver.fetch = timed  # type: ignore[method-assign]
+    processor = Processor(store, registry, ProcessorConfig(ordered=ordered, poll_interval_ms=1000))
+    started = time.perf_counter()
+    await processor.run(until_idle=True)
+    elapsed = time.perf_counter() - started
+    print(
+        f"subscriptions={subscriptions} ordered={ordered} events/s={n / elapsed:.0f} "
+        f"deliveries/s={calls[0] / elapsed:.0f}"
+    )
+    for name, count in counts.most_common():
+        print(f"  {name}: {count} calls, {spent[name] * 1000 / count:.2f} ms mean")
+    await store.close()
+
+
+if __name__ == "__main__":
+    asyncio.run(
+        main(
+            int(sys.argv[1]),
+            int(sys.argv[2]) if len(sys.argv) > 2 else 20_000,
+            len(sys.argv) > 3 and sys.argv[3] == "agg",
+        )
+    )
