@@ -29,18 +29,18 @@ def _by_id(items: Sequence[WriteBack]) -> list[WriteBack]:
 
 
 def successes(batch: Sequence[WriteBack]) -> list[Any]:
-    """ids, tokens and outcomes of the successes in ``batch``."""
+    """ids, tokens, outcomes and handlers of the successes in ``batch``, sorted once.
+
+    The handlers go last in each query ($9 of the claims, $19 of the
+    write-back), so callers place the first three and the fourth apart.
+    """
     done = _by_id([item for item in batch if item.closing is not None])
     return [
         [item.lease.event_id for item in done],
         [item.lease.token for item in done],
         [item.closing.value for item in done if item.closing is not None],
+        [item.handler for item in done],
     ]
-
-
-def _handlers_of_successes(batch: Sequence[WriteBack]) -> list[str | None]:
-    """The handler of each success, in the order ``successes`` lists them."""
-    return [item.handler for item in _by_id([i for i in batch if i.closing is not None])]
 
 
 def claim(
@@ -48,7 +48,8 @@ def claim(
 ) -> list[Any]:
     args: list[Any] = [token, policy.lease_seconds, policy.limit, claim_window(policy.limit)]
     if completing:
-        args += [*successes(completing), worker, _handlers_of_successes(completing)]
+        *done, handlers = successes(completing)
+        args += [*done, worker, handlers]
     return args
 
 
@@ -59,8 +60,9 @@ def delivery_claim(token: str, policy: ClaimPolicy) -> list[Any]:
 def write_back(batch: Sequence[WriteBack], worker: str, *, in_order: bool) -> list[Any]:
     retries = _by_id([item for item in batch if item.rescheduling])
     letters = _by_id([item for item in batch if item.kind is Kind.DEAD_LETTERED])
+    *done, handlers = successes(batch)
     return [
-        *successes(batch),
+        *done,
         worker,
         in_order,
         [item.lease.event_id for item in retries],
@@ -76,7 +78,7 @@ def write_back(batch: Sequence[WriteBack], worker: str, *, in_order: bool) -> li
         [item.detail for item in letters],
         [item.handler for item in letters],
         [item.fingerprint for item in letters],
-        _handlers_of_successes(batch),
+        handlers,
     ]
 
 

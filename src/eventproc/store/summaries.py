@@ -147,36 +147,31 @@ _Item = tuple[tuple[Any, uuid.UUID, str], BlockedAggregate]
 
 
 def _row_item(row: Row[Any]) -> _Item:
-    retrying = not row.processed
-    item = BlockedAggregate(
-        aggregate_id=row.aggregate_id,
-        aggregate_type=row.aggregate_type,
-        event_id=row.id,
-        event_type=row.event_type,
-        reason="retrying" if retrying else "dead_lettered",
-        waiting=row.waiting,
-        retry_at=row.next_attempt_at if retrying else None,
-        waiting_since=aware(row.waiting_since),
-        waiting_due=row.waiting_due,
-    )
-    return (_moment(row.created_at), row.id, ""), item
+    return _item(row, row.id, row.created_at, retrying=not row.processed, handler=None)
 
 
 def _delivery_item(row: Row[Any]) -> _Item:
     retrying = row.status == "pending"
+    return _item(row, row.event_id, row.event_created_at, retrying=retrying, handler=row.handler)
+
+
+def _item(
+    row: Row[Any], event_id: uuid.UUID, created_at: Any, *, retrying: bool, handler: str | None
+) -> _Item:
+    """A head, on an event's row or a delivery (whose event id and time are its own columns)."""
     item = BlockedAggregate(
         aggregate_id=row.aggregate_id,
         aggregate_type=row.aggregate_type,
-        event_id=row.event_id,
+        event_id=event_id,
         event_type=row.event_type,
         reason="retrying" if retrying else "dead_lettered",
         waiting=row.waiting,
         retry_at=row.next_attempt_at if retrying else None,
         waiting_since=aware(row.waiting_since),
         waiting_due=row.waiting_due,
-        handler=row.handler,
+        handler=handler,
     )
-    return (_moment(row.event_created_at), row.event_id, row.handler), item
+    return (_moment(created_at), event_id, handler or ""), item
 
 
 _EARLIEST = datetime.min.replace(tzinfo=UTC)
