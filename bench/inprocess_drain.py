@@ -5,12 +5,14 @@
 Publishes N events (default 20,000; with ``agg`` over 1,000 aggregates and
 ORDERING=aggregate) into a fresh database ``inprocess_drain`` on
 127.0.0.1:5432, drains them with a Processor in this process, and prints
-events/s, deliveries/s and, per named query, calls and mean time. Run it
+events/s, deliveries/s and, per named query, calls and mean time
+(``ASYNC_COMMIT=false`` in the environment: every commit waits). Run it
 against ``git archive <commit> src`` snapshots one after another to compare.
 """
 
 import asyncio
 import collections
+import os
 import sys
 import time
 import uuid
@@ -31,7 +33,11 @@ async def main(subscriptions: int, n: int, ordered: bool) -> None:
     await admin.execute("DROP DATABASE IF EXISTS inprocess_drain")
     await admin.execute("CREATE DATABASE inprocess_drain")
     await admin.close()
-    store = open_store(f"{SERVER}/inprocess_drain", worker_name="bench")
+    store = open_store(
+        f"{SERVER}/inprocess_drain",
+        worker_name="bench",
+        async_commit=os.environ.get("ASYNC_COMMIT", "true") != "false",
+    )
     await store.migrate()
     aggregates = [uuid.uuid4() for _ in range(1000)]
     for start in range(0, n, 1000):

@@ -104,10 +104,25 @@ def pg_url() -> Iterator[str]:
     drop_database(url)
 
 
+# Every table of eventproc's (the admin surface's included): emptied between tests.
+EVENTPROC_TABLES = (
+    "events",
+    "event_dead_letters",
+    "event_deliveries",
+    "event_attempts",
+    "admin_actions",
+    "admin_operations",
+    "admin_operation_items",
+    "handler_pauses",
+    "eventproc_workers",
+    "handler_stats",
+)
+
+
 async def truncate_postgres(url: str, extra_tables: tuple[str, ...] = ()) -> None:
     conn = await asyncpg.connect(_dsn(url))
     try:
-        tables = ", ".join(("events", "event_dead_letters", "event_deliveries", *extra_tables))
+        tables = ", ".join((*EVENTPROC_TABLES, *extra_tables))
         await conn.execute(f"TRUNCATE {tables} CASCADE")
     finally:
         await conn.close()

@@ -14,6 +14,8 @@ from typing import Any, Self
 from pydantic import AliasChoices, Field, ValidationError, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
+from eventproc.admin.redaction import RedactionError, parse_paths
+from eventproc.admin.roles import TokenBook, TokenError
 from eventproc.errors import ConfigError
 from eventproc.processor_config import ProcessorConfig
 from eventproc.retry import RetryPolicy
@@ -24,7 +26,7 @@ DEFAULT_SQLITE_PATH = "eventproc.db"
 # wake workers: pickups within about a second, one cheap claim a second when idle.
 TRANSACTION_POOLER_POLL_MS = 1000
 # Settings whose value is never repeated in an error (it may hold a password).
-SECRET = frozenset({"database_url", "api_token"})
+SECRET = frozenset({"database_url", "api_token", "api_tokens"})
 _HOST_LABEL = re.compile(r"(?!-)[A-Za-z0-9_-]{1,63}(?<!-)")
 
 
@@ -110,7 +112,13 @@ class Settings(BaseSettings):
     # Wiring and surface.
     handlers: str = "yachtparty:registry"
     host: str = "127.0.0.1"
-    api_token: str | None = None
+    api_token: str | None = None  # one admin token (as before API_TOKENS)
+    # Tokens with roles: "viewer:T1,operator:T2,admin:T3" (or role:name:token),
+    # and/or a file of "role name token" lines (eventproc.admin.roles).
+    api_tokens: str | None = None
+    api_tokens_file: Path | None = None
+    # Payload and metadata paths viewers see as "[redacted]" (eventproc.admin.redaction).
+    redact_paths: str = ""
     allow_unauthenticated: bool = False
     log_format: LogFormat = LogFormat.AUTO
     # Largest request body the HTTP API reads: a bigger one is refused (413) as it arrives.
@@ -248,12 +256,29 @@ class Settings(BaseSettings):
 
     def check_bind(self) -> None:
         """Refuse to serve mutating endpoints to a network with no token."""
-        if self.api_token or self.allow_unauthenticated or _is_loopback(self.host):
+        if self.has_tokens or self.allow_unauthenticated or _is_loopback(self.host):
             return
         raise ConfigError(
-            f"HOST={self.host} is not a loopback address and API_TOKEN is not set: "
-            "set API_TOKEN (recommended) or ALLOW_UNAUTHENTICATED=true"
+            f"HOST={self.host} is not a loopback address and no API token is set: "
+            "set API_TOKEN or API_TOKENS (recommended) or ALLOW_UNAUTHENTICATED=true"
         )
+
+    @property
+    def has_tokens(self) -> bool:
+        return bool(self.api_token or self.api_tokens or self.api_tokens_file)
+
+    def token_book(self) -> TokenBook:
+        """The tokens, read and checked (a bad entry: ConfigError naming it)."""
+        try:
+            return TokenBook.from_settings(self.api_token, self.api_tokens, self.api_tokens_file)
+        except TokenError as exc:
+            raise ConfigError(str(exc)) from None
+
+    def redaction(self) -> tuple[tuple[str, ...], ...]:
+        try:
+            return parse_paths(self.redact_paths)
+        except RedactionError as exc:
+            raise ConfigError(str(exc)) from None
 
 
 def _is_address_or_host_name(host: str) -> bool:

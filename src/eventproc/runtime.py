@@ -55,6 +55,8 @@ class Runtime:
     ) -> None:
         self.settings = settings
         self.http_app = http_app
+        self.tokens = settings.token_book()  # who may call the API, with which role
+        self.redaction = settings.redaction()  # payload paths viewers never see
         self.worker_id = settings.worker_id or default_worker_id()
         self.registry = registry if registry is not None else load_registry(settings.handlers)
         self.store: Store = open_store(

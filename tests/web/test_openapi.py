@@ -4,6 +4,7 @@ from typing import Any
 
 import httpx
 
+from eventproc.admin.roles import Role, TokenBook
 from eventproc.runtime import Runtime
 
 OPERATIONS = {
@@ -11,8 +12,8 @@ OPERATIONS = {
     ("/health", "head"): {"200", "500"},
     ("/health/ready", "get"): {"200", "503", "500"},
     ("/health/ready", "head"): {"200", "503", "500"},
-    ("/process-event", "post"): {"202", "400", "404", "409", "413", "422", "503", "500"},
-    ("/process-batch", "post"): {"202", "413", "503", "500"},
+    ("/process-event", "post"): {"202", "400", "403", "404", "409", "413", "422", "503", "500"},
+    ("/process-batch", "post"): {"202", "403", "413", "503", "500"},
     ("/metrics", "get"): {"200", "500"},
 }
 TRIGGERS = {("/process-event", "post"), ("/process-batch", "post")}
@@ -40,7 +41,14 @@ async def test_every_operation_documents_its_statuses_and_bodies(
 ) -> None:
     doc = await document(client)
     found = operations(doc)
-    assert set(found) == set(OPERATIONS)
+    admin = {key for key in found if key[0].startswith("/admin/v1/")}
+    assert set(found) - admin == set(OPERATIONS)
+    assert ("/admin/v1/events", "get") in admin
+    for key in admin:  # every admin operation: auth, bad parameters, outages, all as ErrorBody
+        responses = found[key]["responses"]
+        assert {"403", "422", "500", "503"} <= set(responses), key
+        for status in set(responses) - {"200", "201", "202"}:
+            assert responses[status]["content"] == {"application/json": {"schema": ERROR}}, key
     for key, statuses in OPERATIONS.items():
         responses = found[key]["responses"]
         assert set(responses) == statuses, key
@@ -91,7 +99,10 @@ async def test_without_a_token_nothing_requires_auth(client: httpx.AsyncClient) 
     assert doc["components"]["securitySchemes"]["bearerAuth"] == {
         "type": "http",
         "scheme": "bearer",
-        "description": "The value of API_TOKEN (needed only when the server sets one).",
+        "description": (
+            "A token from API_TOKEN (admin) or API_TOKENS / API_TOKENS_FILE (viewer, operator "
+            "or admin); needed only when the server sets any."
+        ),
     }
     for key, operation in operations(doc).items():
         assert "security" not in operation, key
@@ -101,10 +112,10 @@ async def test_without_a_token_nothing_requires_auth(client: httpx.AsyncClient) 
 async def test_with_a_token_the_triggers_require_bearer_auth_and_document_401(
     client: httpx.AsyncClient, runtime: Runtime
 ) -> None:
-    runtime.settings.api_token = "s3cret"
+    runtime.tokens = TokenBook([(Role.ADMIN, None, "s3cret")])
     doc = await document(client)
     for key, operation in operations(doc).items():
-        if key in TRIGGERS:
+        if key in TRIGGERS or key[0].startswith("/admin/v1/"):
             assert operation["security"] == [{"bearerAuth": []}], key
             unauthorized = operation["responses"]["401"]
             assert unauthorized["content"] == {"application/json": {"schema": ERROR}}
@@ -113,5 +124,5 @@ async def test_with_a_token_the_triggers_require_bearer_auth_and_document_401(
             assert "security" not in operation and "401" not in operation["responses"], key
     refused = await client.post("/process-batch")
     assert refused.status_code == 401
-    assert refused.json() == {"error": "Missing or wrong bearer token"}
+    assert refused.json() == {"error": "Missing or unknown bearer token"}
     assert refused.headers["www-authenticate"] == "Bearer"

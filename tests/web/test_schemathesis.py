@@ -55,7 +55,8 @@ def config_text(event_ids: list[str], token: str | None) -> str:
 
     The seed answers 400 "Event already processed" for an event that was
     (schemathesis would expect 409), so 400 is accepted for valid bodies of
-    /process-event alone.
+    /process-event alone. Event ids in paths (/admin/v1/events/{event_id})
+    are real ones half the time too.
     """
     lines = [
         "[dictionaries.event_ids]",
@@ -63,11 +64,20 @@ def config_text(event_ids: list[str], token: str | None) -> str:
         "",
         "[parameters]",
         '"body.event_id" = { dictionary = "event_ids", probability = 0.5 }',
+        '"path.event_id" = { dictionary = "event_ids", probability = 0.5 }',
         "",
         "[[operations]]",
         'include-path = "/process-event"',
         "[operations.checks.positive_data_acceptance]",
         'expected-statuses = ["2xx", "400", "401", "403", "404", "409", "429"]',
+        "",
+        # A cursor is opaque: any string matches its schema, only one from a
+        # previous page is valid (422 otherwise); a replay of an event that
+        # is still pending has nothing to replay (409).
+        "[[operations]]",
+        'include-path-regex = "^/admin/v1/"',
+        "[operations.checks.positive_data_acceptance]",
+        'expected-statuses = ["2xx", "401", "403", "404", "409", "422", "429"]',
     ]
     if token:
         lines += ["", "[auth.openapi.bearerAuth]", f'bearer = "{token}"']
@@ -137,4 +147,5 @@ async def test_with_api_token_not_sent(tmp_path: Path, store_url: str) -> None:
     async with running(store_url, TOKEN) as (url, ids):
         code, out = await schemathesis(url, ids, tmp_path)
     assert_clean(code, out)
-    assert "401 Unauthorized (2 operations)" in out, out
+    unauthorized = re.search(r"401 Unauthorized \((\d+) operations\)", out)
+    assert unauthorized is not None and int(unauthorized[1]) >= 6, out

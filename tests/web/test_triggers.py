@@ -4,6 +4,7 @@ import uuid
 import httpx
 import pytest
 
+from eventproc.admin.roles import Role, TokenBook
 from eventproc.event import NewEvent
 from eventproc.runtime import Runtime
 from eventproc.store import ClaimPolicy, Lease, WriteBack
@@ -74,7 +75,7 @@ async def test_process_batch(client: httpx.AsyncClient, runtime: Runtime) -> Non
 
 
 async def test_token_guards_triggers(client: httpx.AsyncClient, runtime: Runtime) -> None:
-    runtime.settings.api_token = "s3cret"
+    runtime.tokens = TokenBook([(Role.ADMIN, None, "s3cret")])
     assert (await client.post("/process-batch")).status_code == 401
     wrong = await client.post("/process-batch", headers={"Authorization": "Bearer nope"})
     assert wrong.status_code == 401

@@ -14,10 +14,10 @@ from typing import TYPE_CHECKING, Any
 from fastapi import FastAPI
 
 from eventproc import __version__
-from eventproc.http import docs, health, metrics_route, triggers
+from eventproc.http import admin, docs, health, metrics_route, triggers
 from eventproc.http.auth import without_auth
 from eventproc.http.errors import COMMON_RESPONSES, install_error_handlers
-from eventproc.http.middleware import BodyLimit, CatchAll
+from eventproc.http.middleware import BodyLimit, CatchAll, JsonNesting
 
 if TYPE_CHECKING:
     from eventproc.runtime import Runtime
@@ -30,7 +30,7 @@ class EventprocAPI(FastAPI):
 
     def openapi(self) -> dict[str, Any]:
         document = super().openapi()
-        if self.state.runtime.settings.api_token:
+        if self.state.runtime.tokens.configured:
             return document
         if self._tokenless_openapi is None:
             self._tokenless_openapi = without_auth(copy.deepcopy(document))
@@ -41,7 +41,9 @@ def create_app(runtime: "Runtime") -> FastAPI:
     app = EventprocAPI(
         title="eventproc",
         version=__version__,
-        description="Event processor: health, manual triggers and metrics.",
+        description=(
+            "Event processor: health, manual triggers, metrics and the admin API (/admin/v1)."
+        ),
         docs_url=None,
         redoc_url=None,
         responses=COMMON_RESPONSES,
@@ -50,9 +52,11 @@ def create_app(runtime: "Runtime") -> FastAPI:
     app.include_router(health.router)
     app.include_router(triggers.router)
     app.include_router(metrics_route.router)
+    app.include_router(admin.router)
     docs.install_docs(app)
     install_error_handlers(app)
-    # Added last = outermost: CatchAll also covers BodyLimit.
+    # Added last = outermost: CatchAll also covers BodyLimit, BodyLimit JsonNesting.
+    app.add_middleware(JsonNesting)
     app.add_middleware(BodyLimit, max_bytes=runtime.settings.max_body_bytes)
     app.add_middleware(CatchAll)
     return app

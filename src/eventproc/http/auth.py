@@ -1,48 +1,102 @@
-"""Bearer-token auth: one dependency for every router that changes something.
+"""Bearer tokens with roles: one dependency, ``require(role)``, for every router.
 
-When ``API_TOKEN`` is set, routes that depend on :func:`require_token` need
-``Authorization: Bearer <token>``; the OpenAPI document then declares the
-``bearerAuth`` scheme on them and their 401. Without a token the document
-keeps the scheme (so clients see how auth works) but drops the requirement
-and the 401, because this server enforces neither.
+With tokens configured (API_TOKEN, API_TOKENS, API_TOKENS_FILE), a route
+that depends on ``require(role)`` needs ``Authorization: Bearer <token>`` of
+that role or a higher one (401 without a known token, 403 below the role);
+the OpenAPI document declares the ``bearerAuth`` scheme and those answers.
+Without any token the service is open as before (every caller an admin
+named ``anonymous``) and the document drops the requirement and the 401.
+
+A browser can be made to send a request to a loopback server from any page
+it visits: a mutation (any method but GET, HEAD, OPTIONS) is refused with
+403 unless it is same-origin by ``Sec-Fetch-Site`` or ``Origin``. Clients
+that are not browsers send neither header and are not affected.
 """
 
-import hmac
+from collections.abc import Awaitable, Callable
 from typing import Any
+from urllib.parse import urlsplit
 
 from fastapi import Request, Security
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 
+from eventproc.admin.roles import ANONYMOUS, Principal, Role
 from eventproc.http.deps import get_runtime
 from eventproc.http.errors import ApiError, error_responses
 
 SCHEME = "bearerAuth"
+_SAFE_METHODS = frozenset({"GET", "HEAD", "OPTIONS"})
+_SAME_ORIGIN_FETCH = frozenset({"same-origin", "none"})
 
 bearer = HTTPBearer(
     auto_error=False,
     scheme_name=SCHEME,
-    description="The value of API_TOKEN (needed only when the server sets one).",
+    description=(
+        "A token from API_TOKEN (admin) or API_TOKENS / API_TOKENS_FILE (viewer, operator "
+        "or admin); needed only when the server sets any."
+    ),
 )
 
 AUTH_RESPONSES: dict[int | str, dict[str, Any]] = error_responses(
-    {401: "Missing or wrong bearer token"}
+    {
+        401: "Missing or unknown bearer token",
+        403: "The token's role may not do this, or a cross-site browser request",
+    }
 )
 AUTH_RESPONSES[401]["headers"] = {
     "WWW-Authenticate": {"description": "Always `Bearer`", "schema": {"type": "string"}}
 }
 
+Guard = Callable[..., Awaitable[Principal]]
 
-async def require_token(
-    request: Request,
-    credentials: HTTPAuthorizationCredentials | None = Security(bearer),  # noqa: B008
-) -> None:
-    """Refuse the request unless it carries the configured token (no token set: allow)."""
-    token = get_runtime(request).settings.api_token
-    if not token:
-        return
+
+def require(role: Role) -> Guard:
+    """A dependency that answers who is calling, refusing anyone below ``role``."""
+
+    async def guard(
+        request: Request,
+        credentials: HTTPAuthorizationCredentials | None = Security(bearer),  # noqa: B008
+    ) -> Principal:
+        principal = _principal(request, credentials)
+        if not principal.role.allows(role):
+            raise ApiError(
+                403,
+                f"This needs the {role} role; the token given is {principal.role}",
+                needed=str(role),
+            )
+        if request.method not in _SAFE_METHODS:
+            refuse_cross_site(request)
+        request.state.principal = principal
+        return principal
+
+    guard.__name__ = f"require_{role}"
+    return guard
+
+
+def _principal(request: Request, credentials: HTTPAuthorizationCredentials | None) -> Principal:
+    tokens = get_runtime(request).tokens
+    if not tokens.configured:
+        return ANONYMOUS
     given = credentials.credentials.strip() if credentials is not None else ""
-    if not given or not hmac.compare_digest(given.encode(), token.encode()):
-        raise ApiError(401, "Missing or wrong bearer token", headers={"WWW-Authenticate": "Bearer"})
+    found = tokens.find(given) if given else None
+    if found is None:
+        raise ApiError(
+            401, "Missing or unknown bearer token", headers={"WWW-Authenticate": "Bearer"}
+        )
+    return found
+
+
+def refuse_cross_site(request: Request) -> None:
+    """403 for a browser's request from another site (CSRF); other clients pass."""
+    fetch_site = request.headers.get("sec-fetch-site")
+    if fetch_site is not None and fetch_site.lower() not in _SAME_ORIGIN_FETCH:
+        raise ApiError(403, f"Cross-site request refused (Sec-Fetch-Site: {fetch_site})")
+    origin = request.headers.get("origin")
+    if origin is None or fetch_site is not None:
+        return
+    host = request.headers.get("host", "")
+    if origin == "null" or urlsplit(origin).netloc.lower() != host.lower():
+        raise ApiError(403, f"Cross-origin request refused (Origin: {origin})")
 
 
 def without_auth(document: dict[str, Any]) -> dict[str, Any]:

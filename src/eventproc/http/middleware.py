@@ -11,6 +11,7 @@ from typing import Any
 
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
+from eventproc.http.bodies import MAX_JSON_DEPTH, nesting_exceeds
 from eventproc.http.errors import ApiError, error_response
 
 logger = logging.getLogger("eventproc.http")
@@ -62,6 +63,47 @@ class BodyLimit:
             return message
 
         return counted
+
+
+class JsonNesting:
+    """Refuse (400) a JSON body nested deeper than MAX_JSON_DEPTH before any route parses it.
+
+    Routes that declare a body model let FastAPI parse it, and ``json.loads``
+    recurses: a 64 KB body of brackets would be a RecursionError (a 500).
+    The body is already capped by BodyLimit, so it is read whole here and
+    handed on unchanged.
+    """
+
+    def __init__(self, app: ASGIApp) -> None:
+        self.app = app
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http" or scope.get("method") in ("GET", "HEAD", "OPTIONS"):
+            await self.app(scope, receive, send)
+            return
+        chunks: list[bytes] = []
+        while True:
+            message = await receive()
+            if message["type"] != "http.request":
+                break
+            chunks.append(message.get("body", b""))
+            if not message.get("more_body", False):
+                break
+        body = b"".join(chunks)
+        if nesting_exceeds(body):
+            message_text = f"Malformed JSON body: nested deeper than {MAX_JSON_DEPTH} levels"
+            await error_response(400, message_text)(scope, receive, send)
+            return
+        sent = False
+
+        async def replay() -> Message:
+            nonlocal sent
+            if sent:
+                return await receive()
+            sent = True
+            return {"type": "http.request", "body": body, "more_body": False}
+
+        await self.app(scope, replay, send)
 
 
 class CatchAll:

@@ -5,8 +5,9 @@ from typing import Any, Literal
 
 from fastapi import APIRouter, Depends, Request
 
+from eventproc.admin.roles import Role
 from eventproc.errors import NotFound
-from eventproc.http.auth import AUTH_RESPONSES, require_token
+from eventproc.http.auth import AUTH_RESPONSES, require
 from eventproc.http.bodies import read_json
 from eventproc.http.deps import get_runtime
 from eventproc.http.errors import ApiError, error_responses
@@ -14,7 +15,7 @@ from eventproc.http.schemas import OpenModel
 
 router = APIRouter(
     tags=["triggers"],
-    dependencies=[Depends(require_token)],
+    dependencies=[Depends(require(Role.OPERATOR))],
     responses={
         **AUTH_RESPONSES,
         **error_responses(

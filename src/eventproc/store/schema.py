@@ -1,12 +1,14 @@
-"""The events and dead-letter tables: the single source of truth for both backends.
+"""eventproc's tables: the single source of truth for both backends.
 
 Seed columns come first and keep their seed types; eventproc's processing
 columns all have defaults, so a plain seed-style INSERT still works.
 """
 
 from sqlalchemy import (
+    BigInteger,
     Boolean,
     Column,
+    Float,
     Index,
     Integer,
     MetaData,
@@ -161,5 +163,130 @@ Index(
         "aggregate_id IS NOT NULL AND (status = 'pending' OR outcome = 'dead_lettered')"
     ),
 )
+
+# -- the admin surface (issue 15): audit, bulk operations, attempts, pauses, workers ------
+
+# BIGSERIAL on PostgreSQL, SQLite's INTEGER PRIMARY KEY (its rowid) there.
+_Serial = BigInteger().with_variant(Integer(), "sqlite")
+
+# Every mutation through the admin API, written in the transaction of its effect.
+admin_actions = Table(
+    "admin_actions",
+    metadata,
+    Column("id", _Serial, primary_key=True, autoincrement=True),
+    Column("at", UTCDateTime(), nullable=False, server_default=utc_now()),
+    Column("actor", Text, nullable=False),
+    Column("role", Text, nullable=False),
+    Column("action", Text, nullable=False),
+    Column("target", JSONDoc),
+    Column("reason", Text),
+    Column("counts", JSONDoc),
+    Column("result", Text, nullable=False),
+    Column("operation_id", GUID()),
+)
+Index("admin_actions_at_idx", admin_actions.c.at.desc(), admin_actions.c.id.desc())
+
+# A bulk operation: planned (a dry run), then running in batches, then finished.
+operations = Table(
+    "admin_operations",
+    metadata,
+    Column("id", GUID(), primary_key=True),
+    Column("action", Text, nullable=False),
+    Column("selector", JSONDoc, nullable=False),
+    Column("max_items", Integer, nullable=False),
+    Column("rate_per_second", Float, nullable=False),
+    Column("status", Text, nullable=False),
+    Column("plan_token_hash", Text, nullable=False),
+    Column("plan_expires_at", UTCDateTime(), nullable=False),
+    Column("planned_count", Integer, nullable=False),
+    Column("total", Integer),
+    Column("done_count", Integer, nullable=False, server_default=text("0")),
+    Column("changed_count", Integer, nullable=False, server_default=text("0")),
+    Column("actor", Text, nullable=False),
+    Column("role", Text, nullable=False),
+    Column("reason", Text),
+    Column("created_at", UTCDateTime(), nullable=False, server_default=utc_now()),
+    Column("started_at", UTCDateTime()),
+    Column("finished_at", UTCDateTime()),
+    Column("updated_at", UTCDateTime()),
+    Column("locked_by", Text),
+    Column("locked_until", UTCDateTime()),
+    Column("cursor", Integer, nullable=False, server_default=text("0")),
+    Column("error", Text),
+)
+Index("admin_operations_created_idx", operations.c.created_at.desc(), operations.c.id.desc())
+Index(
+    "admin_operations_running_idx",
+    operations.c.status,
+    postgresql_where=text("status = 'running'"),
+    sqlite_where=text("status = 'running'"),
+)
+
+# The items an executed operation works through, frozen when it started.
+operation_items = Table(
+    "admin_operation_items",
+    metadata,
+    Column("operation_id", GUID(), primary_key=True),
+    Column("position", Integer, primary_key=True),
+    Column("event_id", GUID(), nullable=False),
+    Column("handler", Text),
+    Column("dead_letter_id", GUID()),
+)
+
+# Every attempt that did not succeed (a success is its row's own finished state).
+attempts = Table(
+    "event_attempts",
+    metadata,
+    Column("id", _Serial, primary_key=True, autoincrement=True),
+    Column("event_id", GUID(), nullable=False),
+    Column("handler", Text),
+    Column("attempt", Integer, nullable=False),
+    Column("worker", Text),
+    Column("finished_at", UTCDateTime(), nullable=False, server_default=utc_now()),
+    Column("duration_ms", Float),
+    Column("outcome", Text, nullable=False),
+    Column("error", Text),
+    Column("detail", Text),
+)
+Index("event_attempts_event_idx", attempts.c.event_id, attempts.c.id)
+Index("event_attempts_finished_idx", attempts.c.finished_at)
+
+# A paused subscription's deliveries wait (pending) until it is resumed.
+handler_pauses = Table(
+    "handler_pauses",
+    metadata,
+    Column("handler", Text, primary_key=True),
+    Column("paused_at", UTCDateTime(), nullable=False, server_default=utc_now()),
+    Column("actor", Text, nullable=False),
+    Column("reason", Text),
+)
+
+# Each worker process's heartbeat: who is running, since when, claiming or not.
+workers = Table(
+    "eventproc_workers",
+    metadata,
+    Column("id", Text, primary_key=True),
+    Column("host", Text, nullable=False),
+    Column("pid", Integer, nullable=False),
+    Column("version", Text, nullable=False),
+    Column("started_at", UTCDateTime(), nullable=False),
+    Column("last_seen_at", UTCDateTime(), nullable=False),
+    Column("last_claim_at", UTCDateTime()),
+)
+Index("eventproc_workers_seen_idx", workers.c.last_seen_at)
+
+# Per (handler, minute, worker): what each worker's handlers did, for rates and percentiles.
+handler_stats = Table(
+    "handler_stats",
+    metadata,
+    Column("handler", Text, primary_key=True),
+    Column("minute", UTCDateTime(), primary_key=True),
+    Column("worker", Text, primary_key=True),
+    Column("succeeded", Integer, nullable=False, server_default=text("0")),
+    Column("failed", Integer, nullable=False, server_default=text("0")),
+    Column("duration_sum_ms", Float, nullable=False, server_default=text("0")),
+    Column("duration_buckets", JSONDoc, nullable=False),
+)
+Index("handler_stats_minute_idx", handler_stats.c.minute)
 
 EVENT_COLUMNS = tuple(column.name for column in events.columns)

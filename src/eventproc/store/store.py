@@ -19,6 +19,7 @@ from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 from eventproc.errors import LeaseLost, StoreError
 from eventproc.event import DeadLetter, Event, NewEvent
 from eventproc.store import args, deliveries, queries, reads, runs, summaries, write_backs
+from eventproc.store.admin import StoreAdmin
 from eventproc.store.driver import Driver
 from eventproc.store.errors import idempotent, translated, translating
 from eventproc.store.protocol import (
@@ -47,6 +48,7 @@ class Store:
         self._wakers: list[Callable[[], None]] = []
         self._refusals = write_backs.Refusals()
         self.wake_ups = WakeUps()
+        self.admin = StoreAdmin(driver, self._wake_local)  # the admin API's reads and mutations
 
     @property
     def engine(self) -> AsyncEngine:

@@ -1,0 +1,14 @@
+"""/admin/v1: the versioned admin API, one router module per resource.
+
+The CLI and the dashboard use this API and nothing else of the service's.
+Reads need a viewer token, changes an operator's (or an admin's), whenever
+tokens are configured (eventproc.http.auth).
+"""
+
+from fastapi import APIRouter
+
+from eventproc.http.admin import audit, events
+
+router = APIRouter(prefix="/admin/v1")
+router.include_router(events.router)
+router.include_router(audit.router)

@@ -1,0 +1,43 @@
+"""What every admin router needs: the runtime, the caller as an Audit, error answers, bodies."""
+
+from datetime import UTC, datetime
+from typing import Any
+
+from pydantic import ConfigDict, Field
+
+from eventproc.admin.roles import Principal
+from eventproc.http.auth import AUTH_RESPONSES
+from eventproc.http.errors import error_responses
+from eventproc.http.schemas import OpenModel
+from eventproc.store.admin import Audit
+
+READ_RESPONSES: dict[int | str, dict[str, Any]] = {
+    **AUTH_RESPONSES,
+    **error_responses(
+        {422: "A bad parameter, an unknown one, or a bad cursor", 503: "Database unreachable"}
+    ),
+}
+WRITE_RESPONSES: dict[int | str, dict[str, Any]] = {
+    **READ_RESPONSES,
+    **error_responses({400: "Malformed JSON body", 413: "Body larger than MAX_BODY_BYTES"}),
+}
+
+Reason = Field(None, min_length=1, max_length=1000, description="Why: kept in the audit trail")
+
+
+class Body(OpenModel):
+    """A request body: unknown keys are refused (422), not ignored."""
+
+    model_config = ConfigDict(extra="forbid")
+
+
+class ActionBody(Body):
+    reason: str | None = Reason
+
+
+def audit_of(who: Principal, reason: str | None = None) -> Audit:
+    return Audit(actor=who.actor, role=str(who.role), reason=reason)
+
+
+def utc_now() -> datetime:
+    return datetime.now(UTC)

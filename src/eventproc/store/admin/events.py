@@ -1,0 +1,245 @@
+"""The admin API's event reads: a filtered, keyset-paged list, and one event with its history.
+
+Every list walks an index in its order (events' created_at, or the type's
+events_type_created_idx) and stops at ``limit``; filters that match few
+rows make it read further, which the caller bounds (``time bounds``; a
+statement timeout on PostgreSQL).
+"""
+
+import re
+import uuid
+from dataclasses import dataclass, field
+from datetime import datetime
+from typing import Any
+
+from sqlalchemy import Select, String, cast, exists, func, or_, select, tuple_
+from sqlalchemy.sql.elements import ColumnElement
+
+from eventproc.event import DeadLetter, Event
+from eventproc.store.driver import Driver
+from eventproc.store.rows import aware, row_to_dead_letter, row_to_event
+from eventproc.store.schema import attempts, dead_letters, deliveries, events
+
+_PATH_KEY = re.compile(r"^[A-Za-z0-9_\-]{1,64}$")
+
+
+class BadFilter(ValueError):
+    """A filter the store cannot run as given (an HTTP 422 or a CLI error line)."""
+
+
+@dataclass(frozen=True, slots=True)
+class EventQuery:
+    event_type: str | None = None  # exact, or a pattern with * (user.*, *.created)
+    handler: str | None = None  # has a delivery of it, or was handled by it on its row
+    state: str | None = None  # pending (not processed) | done (processed)
+    outcome: str | None = None
+    aggregate_id: uuid.UUID | None = None
+    created_by: str | None = None
+    since: datetime | None = None
+    until: datetime | None = None
+    path: tuple[str, ...] | None = None  # ("payload", "user", "id") or ("metadata", ...)
+    value: str | None = None
+    error: str | None = None  # free text in the last error
+    ids: tuple[uuid.UUID, ...] | None = None
+    after: tuple[datetime, uuid.UUID] | None = None  # keyset: newest first
+    limit: int = 50
+
+
+@dataclass(frozen=True, slots=True)
+class DeliveryRow:
+    handler: str
+    status: str
+    outcome: str | None
+    attempts: int
+    next_attempt_at: datetime | None
+    locked_by: str | None
+    locked_until: datetime | None
+    last_error: str | None
+    created_at: datetime | None
+    finished_at: datetime | None
+
+
+@dataclass(frozen=True, slots=True)
+class AttemptRow:
+    handler: str | None
+    attempt: int
+    worker: str | None
+    finished_at: datetime
+    duration_ms: float | None
+    outcome: str
+    error: str | None
+    detail: str | None
+
+
+@dataclass(slots=True)
+class EventRow:
+    """An event as the admin API lists it: the row, its routing, and its deliveries."""
+
+    event: Event
+    routed_at: datetime | None
+    deliveries_open: int | None
+    deliveries: list[DeliveryRow] = field(default_factory=list)
+
+
+@dataclass(slots=True)
+class EventDetail:
+    row: EventRow
+    attempts: list[AttemptRow]
+    dead_letters: list[DeadLetter]
+
+
+def where_of(driver: Driver, query: EventQuery) -> list[ColumnElement[bool]]:
+    """The WHERE clauses of a query (shared with bulk operations' frozen selectors)."""
+    clauses: list[ColumnElement[bool]] = []
+    if query.event_type is not None:
+        clauses.append(_type_clause(query.event_type))
+    if query.handler is not None:
+        clauses.append(_handler_clause(driver, query.handler))
+    if query.state is not None:
+        clauses.append(events.c.processed == (query.state == "done"))
+    if query.outcome is not None:
+        clauses.append(events.c.outcome == query.outcome)
+    if query.aggregate_id is not None:
+        clauses.append(events.c.aggregate_id == query.aggregate_id)
+    if query.created_by is not None:
+        clauses.append(events.c.created_by == query.created_by)
+    if query.since is not None:
+        clauses.append(events.c.created_at >= query.since)
+    if query.until is not None:
+        clauses.append(events.c.created_at < query.until)
+    if query.path is not None:
+        clauses.append(_path_text(driver, query.path) == (query.value or ""))
+    if query.error is not None:
+        clauses.append(_error_clause(driver, query.error))
+    if query.ids is not None:
+        clauses.append(events.c.id.in_(query.ids))
+    return clauses
+
+
+def _type_clause(pattern: str) -> ColumnElement[bool]:
+    if "*" not in pattern:
+        return events.c.event_type == pattern
+    escaped = pattern.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_")
+    return events.c.event_type.like(escaped.replace("*", "%"), escape="\\")
+
+
+def _handler_clause(driver: Driver, handler: str) -> ColumnElement[bool]:
+    delivered = exists().where(
+        deliveries.c.event_id == events.c.id, deliveries.c.handler == handler
+    )
+    on_row = _path_text(driver, ("metadata", "handled_by")) == handler
+    return or_(delivered, on_row)
+
+
+def _path_text(driver: Driver, path: tuple[str, ...]) -> ColumnElement[Any]:
+    root, keys = path[0], path[1:]
+    if root not in ("payload", "metadata") or not keys:
+        raise BadFilter("a path starts with payload. or metadata. and names a key")
+    if not all(_PATH_KEY.match(key) for key in keys):
+        raise BadFilter("path keys are letters, digits, _ and - (up to 64 each)")
+    column = events.c[root]
+    if driver.backend == "postgresql":
+        return func.jsonb_extract_path_text(column, *keys)
+    return cast(func.json_extract(column, "$." + ".".join(keys)), String)
+
+
+def _error_clause(driver: Driver, text: str) -> ColumnElement[bool]:
+    last_error = _path_text(driver, ("metadata", "last_error"))
+    escaped = text.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_")
+    pattern = f"%{escaped}%"
+    in_deliveries = exists().where(
+        deliveries.c.event_id == events.c.id, deliveries.c.last_error.ilike(pattern, escape="\\")
+    )
+    return or_(last_error.ilike(pattern, escape="\\"), in_deliveries)
+
+
+async def page(driver: Driver, query: EventQuery) -> list[EventRow]:
+    statement: Select[Any] = select(events).where(*where_of(driver, query))
+    if query.after is not None:
+        statement = statement.where(tuple_(events.c.created_at, events.c.id) < query.after)
+    statement = statement.order_by(events.c.created_at.desc(), events.c.id.desc()).limit(
+        query.limit
+    )
+    async with driver.reader.connect() as conn:
+        rows = (await conn.execute(statement)).all()
+        found = [
+            EventRow(row_to_event(row), _time(row.routed_at), row.deliveries_open) for row in rows
+        ]
+        routed = [
+            item.event.id for item in found if item.routed_at is not None or item.deliveries_open
+        ]
+        by_event: dict[uuid.UUID, list[DeliveryRow]] = {}
+        if routed:
+            held = await conn.execute(
+                select(deliveries)
+                .where(deliveries.c.event_id.in_(routed))
+                .order_by(deliveries.c.event_id, deliveries.c.handler)
+            )
+            for row in held:
+                by_event.setdefault(row.event_id, []).append(_delivery(row))
+    for item in found:
+        item.deliveries = by_event.get(item.event.id, [])
+    return found
+
+
+async def detail(driver: Driver, event_id: uuid.UUID) -> EventDetail | None:
+    """One event, every delivery, every logged attempt, every dead letter (open or replayed)."""
+    async with driver.reader.connect() as conn:
+        row = (await conn.execute(select(events).where(events.c.id == event_id))).first()
+        if row is None:
+            return None
+        item = EventRow(row_to_event(row), _time(row.routed_at), row.deliveries_open)
+        item.deliveries = [
+            _delivery(d)
+            for d in await conn.execute(
+                select(deliveries)
+                .where(deliveries.c.event_id == event_id)
+                .order_by(deliveries.c.handler)
+            )
+        ]
+        tried = await conn.execute(
+            select(attempts)
+            .where(attempts.c.event_id == event_id)
+            .order_by(attempts.c.id)
+            .limit(500)
+        )
+        letters = await conn.execute(
+            select(dead_letters)
+            .where(dead_letters.c.event_id == event_id)
+            .order_by(dead_letters.c.created_at)
+        )
+        return EventDetail(
+            item, [_attempt(a) for a in tried], [row_to_dead_letter(d) for d in letters]
+        )
+
+
+def _delivery(row: Any) -> DeliveryRow:
+    return DeliveryRow(
+        handler=row.handler,
+        status=row.status,
+        outcome=row.outcome,
+        attempts=row.attempts,
+        next_attempt_at=_time(row.next_attempt_at),
+        locked_by=row.locked_by,
+        locked_until=_time(row.locked_until),
+        last_error=row.last_error,
+        created_at=_time(row.created_at),
+        finished_at=_time(row.finished_at),
+    )
+
+
+def _attempt(row: Any) -> AttemptRow:
+    return AttemptRow(
+        handler=row.handler,
+        attempt=row.attempt,
+        worker=row.worker,
+        finished_at=aware(row.finished_at),
+        duration_ms=row.duration_ms,
+        outcome=row.outcome,
+        error=row.error,
+        detail=row.detail,
+    )
+
+
+def _time(value: Any) -> datetime | None:
+    return None if value is None else aware(value)
