@@ -21,6 +21,7 @@ from typing import Any
 import uvicorn
 
 from eventproc import __version__
+from eventproc.admin.chores import CHORES
 from eventproc.config import AggregateFailure, Ordering, Settings
 from eventproc.engine import Processor, default_worker_id
 from eventproc.errors import EventprocError, StoreError, StoreUnavailable
@@ -249,7 +250,15 @@ class Runtime:
         if http:
             await self.listening.wait()  # answer probes before the first migration try
         await self.prepare()
-        await self.processor.run()
+        chores = [
+            asyncio.create_task(chore(self), name=f"eventproc-{chore.__name__}") for chore in CHORES
+        ]
+        try:
+            await self.processor.run()
+        finally:
+            for task in chores:
+                task.cancel()
+            await asyncio.gather(*chores, return_exceptions=True)
 
     def shutdown(self) -> None:
         self.processor.stop()

@@ -117,6 +117,15 @@ Index(
     sqlite_where=text("replayed_at IS NULL"),
 )
 Index("event_dead_letters_created_at_idx", dead_letters.c.created_at)
+# The admin API's groups of open dead letters: (handler, fingerprint), newest last.
+Index(
+    "event_dead_letters_group_idx",
+    dead_letters.c.handler,
+    dead_letters.c.error_fingerprint,
+    dead_letters.c.created_at,
+    postgresql_where=text("replayed_at IS NULL"),
+    sqlite_where=text("replayed_at IS NULL"),
+)
 
 # One row per (event, subscription) whose work is not done on the events row
 # itself: every subscription of an event that fans out, and a single

@@ -7,8 +7,17 @@ tokens are configured (eventproc.http.auth).
 
 from fastapi import APIRouter
 
-from eventproc.http.admin import audit, events
+from eventproc.http.admin import (
+    aggregates,
+    audit,
+    dead_letters,
+    events,
+    handlers,
+    operations,
+    route,
+    workers,
+)
 
 router = APIRouter(prefix="/admin/v1")
-router.include_router(events.router)
-router.include_router(audit.router)
+for module in (events, dead_letters, handlers, workers, aggregates, route, operations, audit):
+    router.include_router(module.router)

@@ -12,7 +12,10 @@ from typing import Any
 
 from eventproc.store.admin import audit, events, mutations
 from eventproc.store.admin.audit import Audit, AuditEntry
+from eventproc.store.admin.dead_letters import DeadLetterReads
 from eventproc.store.admin.events import BadFilter, EventDetail, EventQuery, EventRow
+from eventproc.store.admin.handlers import HandlerReads
+from eventproc.store.admin.operations import OperationRows
 from eventproc.store.driver import Driver
 from eventproc.store.errors import idempotent, translated
 
@@ -31,6 +34,9 @@ class StoreAdmin:
     def __init__(self, driver: Driver, wake: Callable[[], None]) -> None:
         self.driver = driver
         self._wake = wake  # a processor in this process looks again at once
+        self.dead_letters = DeadLetterReads(driver)
+        self.handlers = HandlerReads(driver)
+        self.operations = OperationRows(driver, wake)
 
     # -- events ----------------------------------------------------------------------
 

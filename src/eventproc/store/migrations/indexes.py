@@ -89,4 +89,11 @@ CONCURRENT_INDEXES: tuple[ConcurrentIndex, ...] = (
         "(event_id) WHERE replayed_at IS NULL",
         revision="0004",
     ),
+    # The admin API's dead-letter groups: (handler, fingerprint) of the open ones.
+    ConcurrentIndex(
+        "event_dead_letters_group_idx",
+        "event_dead_letters",
+        "(handler, error_fingerprint, created_at) WHERE replayed_at IS NULL",
+        revision="0007",
+    ),
 )

@@ -1,8 +1,9 @@
 """The admin surface: audit trail, bulk operations, attempt log, pauses, workers, handler stats.
 
-New tables only, all empty: nothing existing is read or rewritten, and a
-worker of the previous release keeps running beside this schema (it never
-writes these tables). Their indexes are built here, not concurrently.
+New tables, all empty (their indexes built here); the dead letters' group
+index is built concurrently after the revisions (migrations/indexes.py).
+Nothing existing is rewritten, and a worker of the previous release keeps
+running beside this schema (it never writes these tables).
 
 Revision ID: 0007
 Revises: 0006
