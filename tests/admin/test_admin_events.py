@@ -161,3 +161,20 @@ async def test_replay_whole_event_and_mutations_refuse_unknown_keys_and_cross_si
 
 def _hash8(token: str) -> str:
     return hashlib.sha256(token.encode()).hexdigest()[:8]
+
+
+async def test_attempt_log_keeps_each_failed_attempt_with_worker_duration_and_traceback(
+    api: Api,
+) -> None:
+    [event_id] = await publish(api.runtime, NewEvent("t.flaky", {"order": 9}))
+    await api.drain()  # attempt 1 fails; the retry (RETRY_BASE_MS=0) succeeds
+    await api.drain()
+    shown = (await api.viewer.get(f"/admin/v1/events/{event_id}")).json()
+    assert shown["outcome"] == "succeeded"
+    [failed] = shown["attempt_log"]
+    assert failed["handler"] == "flaky" and failed["attempt"] == 1
+    assert failed["outcome"] == "retried"
+    assert failed["error"] == "RuntimeError: upstream 503 for 9"
+    assert "Traceback" in failed["traceback"] and "upstream 503" in failed["traceback"]
+    assert failed["worker"].startswith(api.runtime.worker_id)
+    assert failed["duration_ms"] >= 0

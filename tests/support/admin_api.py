@@ -12,7 +12,8 @@ TOKENS = {"viewer": "view-token", "operator": "op-token", "admin": "admin-token"
 
 
 def admin_registry() -> Registry:
-    """t.ok: one subscription; t.fan: two, fan_b failing for payloads with "fail"."""
+    """t.ok: one subscription; t.fan: two, fan_b failing for payloads with "fail"; t.flaky:
+    fails its first attempt."""
     registry = Registry()
 
     @registry.handler("t.ok", name="ok")
@@ -27,6 +28,11 @@ def admin_registry() -> Registry:
     async def fan_b(event: Event, ctx: HandlerContext) -> None:
         if event.payload.get("fail"):
             raise PermanentError(f"order {event.payload.get('order', 0)} was refused")
+
+    @registry.handler("t.flaky", name="flaky")
+    async def flaky(event: Event, ctx: HandlerContext) -> None:
+        if ctx.attempt == 1:
+            raise RuntimeError(f"upstream 503 for {event.payload.get('order', 0)}")
 
     return registry
 

@@ -24,6 +24,7 @@ import logging
 import time
 from dataclasses import dataclass
 
+from eventproc.engine.handling_log import HandlingLog
 from eventproc.engine.slots import Slots
 from eventproc.errors import StoreError, StoreUnavailable
 from eventproc.metrics import Metrics
@@ -67,8 +68,10 @@ class Completer:
         *,
         slots: Slots | None = None,
         in_order: bool = False,
+        log: HandlingLog | None = None,
     ) -> None:
         self.store = store
+        self.log = log  # the dispatcher's: its failed attempts are stored after each write-back
         self.in_order = in_order  # ORDERING=aggregate: see Store.event_write_back
         self.stats = stats
         self.metrics = metrics
@@ -264,6 +267,7 @@ class Completer:
             return False
         else:
             self._record(batch, committed)
+            await self._store_attempts()
         await self._written_up_to(upto)
         # Retry delays count from now, after the write: never earlier than the
         # database's own next_attempt_at.
@@ -272,6 +276,17 @@ class Completer:
             deliveries=unblocking or self._unblocks(batch),
         )
         return True
+
+    async def _store_attempts(self) -> None:
+        """The failed attempts so far, into the attempt log; kept for the next flush if refused."""
+        if self.log is None or not self.log.has_attempts:
+            return
+        attempts = self.log.take_attempts()
+        try:
+            await self.store.attempts_record(attempts)
+        except StoreError as exc:
+            logger.warning("Could not store %d failed attempts, will retry: %s", len(attempts), exc)
+            self.log.give_back_attempts(attempts)
 
     def _unblocks(self, batch: list[WriteBack]) -> bool:
         """Whether the batch may have let a waiting delivery go (ORDERING=aggregate).

@@ -13,6 +13,8 @@ from types import CoroutineType
 
 from pydantic import ValidationError
 
+from eventproc.engine import handling_log
+from eventproc.engine.handling_log import FailedAttempt, HandlingLog
 from eventproc.engine.runners import Stepped
 from eventproc.errors import LeaseLost, PermanentError, RetryLater, StoreUnavailable
 from eventproc.event import Event, NewEvent
@@ -44,8 +46,10 @@ class Dispatcher:
         metrics: Metrics,
         blocks_aggregates: bool = False,
         ordered: bool = False,
+        log: HandlingLog | None = None,
     ) -> None:
         self.registry = registry
+        self.log = log if log is not None else HandlingLog()  # for the admin surface
         # ORDERING=aggregate with AGGREGATE_FAILURE=block: a dead letter holds
         # back its aggregate's later events, which deserves a warning.
         self.blocks_aggregates = blocks_aggregates
@@ -118,9 +122,13 @@ class Dispatcher:
             outcome = (
                 "store_unavailable" if isinstance(exc, StoreUnavailable) else _outcome_of(result)
             )
+            duration = time.perf_counter() - started
+            if result is not None:
+                self._log_failure(event, handler, result, outcome, duration, exc)
         else:
             outcome = "succeeded"
-        duration = time.perf_counter() - started
+            duration = time.perf_counter() - started
+            self.log.succeeded(handler.name, duration)
         self.metrics.observe_handler(event.event_type, outcome, duration)
         if outcome == "succeeded":
             self.metrics.count(event.event_type, outcome)
@@ -128,6 +136,30 @@ class Dispatcher:
                 str(event.id), event.event_type, event.attempts, round(duration * 1000, 2)
             )
         return result
+
+    def _log_failure(
+        self,
+        event: Event,
+        handler: Handler,
+        result: WriteBack,
+        outcome: str,
+        seconds: float,
+        exc: BaseException,
+    ) -> None:
+        """The attempt, for the admin API's attempt log (written after the write-back)."""
+        attempt = FailedAttempt(
+            event_id=event.id,
+            handler=handler.name,
+            attempt=event.attempts,
+            worker=event.locked_by,
+            finished_at=handling_log.now(),
+            duration_ms=round(seconds * 1000, 3),
+            outcome=outcome,
+            error=result.error,
+            detail=result.detail or "".join(traceback.format_exception(exc)),
+        )
+        counted = result.kind in (Kind.RETRY, Kind.DEAD_LETTERED)
+        self.log.failed(handler.name, seconds, attempt, counted=counted)
 
     async def _invoke(
         self,

@@ -17,6 +17,7 @@ import uuid
 
 from eventproc.engine.completer import Completer
 from eventproc.engine.dispatch import Dispatcher
+from eventproc.engine.handling_log import HandlingLog
 from eventproc.engine.leases import Leases
 from eventproc.engine.producer import Producer, Signals
 from eventproc.engine.runners import Runners
@@ -57,9 +58,15 @@ class Processor:
         self.worker_id = worker_id or default_worker_id()
         self.signals = Signals()
         self.slots = slots = Slots(self.config)
+        self.handling = HandlingLog()  # failed attempts and per-subscription tallies (admin API)
         self.dispatcher = self._dispatcher()
         self.completer = Completer(
-            store, self.stats, self.metrics, slots=slots, in_order=self.config.ordered
+            store,
+            self.stats,
+            self.metrics,
+            slots=slots,
+            in_order=self.config.ordered,
+            log=self.handling,
         )
         self.leases = Leases(store, self.config.lease_seconds, self.metrics)
         self.runners = Runners(
@@ -91,6 +98,7 @@ class Processor:
             metrics=self.metrics,
             blocks_aggregates=self.config.ordered and not self.config.park_failed_aggregates,
             ordered=self.config.ordered,
+            log=self.handling,
         )
 
     # -- public control ------------------------------------------------------

@@ -54,6 +54,20 @@ class Plan(NamedTuple):
     give_back: bool = True
 
 
+class FailedAttempt(NamedTuple):
+    """A handler call that did not succeed, for the attempt log (``event_attempts``)."""
+
+    event_id: uuid.UUID
+    handler: str | None
+    attempt: int
+    worker: str | None  # the claim's token: worker id and claim number
+    finished_at: datetime
+    duration_ms: float
+    outcome: str  # retried | dead_lettered | rescheduled | store_unavailable
+    error: str | None
+    detail: str | None  # the traceback
+
+
 class Kind(enum.StrEnum):
     """What a handler call came to, as the store writes it back."""
 
@@ -326,6 +340,7 @@ class Storage(Protocol):
         self, batch: Sequence[WriteBack], *, in_order: bool = False
     ) -> int: ...
     async def event_release_many(self, leases: Sequence[Lease]) -> int: ...
+    async def attempts_record(self, attempts: Sequence["FailedAttempt"]) -> None: ...
     async def delivery_open(self, plans: Sequence[Plan], lease_seconds: float) -> list[Event]: ...
     async def delivery_claim_many(self, token: str, policy: ClaimPolicy) -> list[Event]: ...
     async def delivery_replay(self, event_id: uuid.UUID, handler: str) -> bool: ...

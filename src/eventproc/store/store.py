@@ -20,6 +20,7 @@ from eventproc.errors import LeaseLost, StoreError
 from eventproc.event import DeadLetter, Event, NewEvent
 from eventproc.store import args, deliveries, queries, reads, runs, summaries, write_backs
 from eventproc.store.admin import StoreAdmin
+from eventproc.store.attempt_log import record as record_attempts
 from eventproc.store.driver import Driver
 from eventproc.store.errors import idempotent, translated, translating
 from eventproc.store.protocol import (
@@ -27,6 +28,7 @@ from eventproc.store.protocol import (
     BlockedSummary,
     ClaimPolicy,
     EventFilter,
+    FailedAttempt,
     Kind,
     Lease,
     Plan,
@@ -350,6 +352,11 @@ class Store:
         if rows:
             self._wake_local()
         return len(rows)
+
+    @translated
+    async def attempts_record(self, attempts: Sequence[FailedAttempt]) -> None:
+        """Failed handler calls into the attempt log (``event_attempts``), one statement."""
+        await record_attempts(self.driver, attempts)
 
     # -- dead letters and summaries -----------------------------------------------------
 
