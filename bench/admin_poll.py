@@ -1,0 +1,183 @@
+#!/usr/bin/env python3
+"""What the admin API costs a running worker: its drain with and without a client polling it.
+
+One ``eventproc run`` process (HTTP on a free loopback port, PostgreSQL,
+ORDERING=none: the fastest drain, so the most sensitive to any overhead)
+drains N published events; in the ``polling`` runs a client in this process
+GETs every admin list endpoint (and /health) once a second, against that same
+worker, for the whole drain, as a dashboard left open would. Runs alternate
+quiet / polling; the report is events/s per mode (median [min-max]) and
+their ratio, and the polling client's answer times.
+
+    .venv/bin/python bench/admin_poll.py [--events 300000] [--runs 3]
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import os
+import socket
+import statistics
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+import asyncpg
+import httpx
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+from common import TMP, VENV_BIN, drop_pg_db, fmt_med, pg_url, recreate_pg_db, table, worker_env
+
+from eventproc import NewEvent
+from eventproc.store import open_store
+
+DB = "bench_admin_poll"
+ENDPOINTS = (
+    "/health",
+    "/admin/v1/events?limit=50",
+    "/admin/v1/events?state=pending&limit=50",
+    "/admin/v1/events?outcome=dead_lettered&limit=50",
+    "/admin/v1/dead-letters?limit=50",
+    "/admin/v1/dead-letters/groups",
+    "/admin/v1/handlers",
+    "/admin/v1/workers",
+    "/admin/v1/aggregates/blocked",
+    "/admin/v1/operations",
+    "/admin/v1/audit",
+)
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+async def publish(n: int) -> None:
+    store = open_store(pg_url(DB))
+    try:
+        await store.migrate()
+        for start in range(0, n, 2000):
+            count = min(2000, n - start)
+            await store.event_insert_many(
+                [NewEvent("bench.noop", {"i": i}) for i in range(start, start + count)]
+            )
+    finally:
+        await store.close()
+
+
+async def poll(base: str, stop: asyncio.Event, answers: list[float], errors: list[str]) -> None:
+    async with httpx.AsyncClient(base_url=base, timeout=10) as client:
+        while not stop.is_set():
+            started = time.monotonic()
+            for path in ENDPOINTS:
+                t0 = time.monotonic()
+                response = await client.get(path)
+                answers.append(time.monotonic() - t0)
+                if response.status_code != 200:
+                    errors.append(f"{path}: {response.status_code}")
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(stop.wait(), max(0.0, 1.0 - (time.monotonic() - started)))
+
+
+async def one_run(n: int, polling: bool) -> dict[str, Any]:
+    await recreate_pg_db(DB)
+    await publish(n)
+    port = free_port()
+    env = worker_env(
+        pg_url(DB), TMP / "admin-poll.rec", PORT=str(port), ORDERING="none", LOG_LEVEL="warning"
+    )
+    env.pop("BENCH_RECORD_FILE")
+    worker = _start_worker(env)
+    conn = await asyncpg.connect(pg_url(DB))
+    stop, answers, errors = asyncio.Event(), [], []
+    poller: asyncio.Task[None] | None = None
+    try:
+        base = f"http://127.0.0.1:{port}"
+        started = await _wait_started(conn, n)
+        if polling:
+            poller = asyncio.create_task(poll(base, stop, answers, errors))
+        while await conn.fetchval("SELECT count(*) FROM events WHERE NOT processed"):  # noqa: ASYNC110 (the database's state)
+            await asyncio.sleep(0.2)
+        elapsed = time.monotonic() - started
+    finally:
+        stop.set()
+        if poller is not None:
+            await poller
+        worker.terminate()
+        worker.wait(30)
+        await conn.close()
+        await drop_pg_db(DB)
+    return {
+        "polling": polling,
+        "events_per_s": n / elapsed,
+        "requests": len(answers),
+        "answer_ms_p50": statistics.median(answers) * 1000 if answers else None,
+        "answer_ms_max": max(answers) * 1000 if answers else None,
+        "errors": sorted(set(errors)),
+    }
+
+
+def _start_worker(env: dict[str, str]) -> subprocess.Popen[bytes]:
+    TMP.mkdir(parents=True, exist_ok=True)
+    with open(TMP / "admin-poll-worker.log", "wb") as log:
+        return subprocess.Popen(
+            [str(VENV_BIN / "eventproc"), "run"], env=env, stdout=log, stderr=log
+        )
+
+
+async def _wait_started(conn: asyncpg.Connection, n: int) -> float:
+    """The moment the worker processed its first events (the clock starts there)."""
+    deadline = time.monotonic() + 120
+    while time.monotonic() < deadline:
+        if await conn.fetchval("SELECT count(*) FROM events WHERE NOT processed") < n:
+            return time.monotonic()
+        await asyncio.sleep(0.05)
+    raise RuntimeError("the worker did not start processing within 120 s")
+
+
+async def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("--events", type=int, default=300_000)
+    parser.add_argument("--runs", type=int, default=3)
+    args = parser.parse_args()
+    results: list[dict[str, Any]] = []
+    for run in range(args.runs):
+        for polling in (False, True):
+            result = await one_run(args.events, polling)
+            results.append(result)
+            print(
+                f"run {run + 1} polling={polling}: {result['events_per_s']:,.0f} events/s",
+                flush=True,
+            )
+    quiet = [r["events_per_s"] for r in results if not r["polling"]]
+    busy = [r["events_per_s"] for r in results if r["polling"]]
+    answers = [r["answer_ms_p50"] for r in results if r["polling"] and r["answer_ms_p50"]]
+    print()
+    print(
+        table(
+            ["mode", "events/s median [min-max]", "admin answer p50 ms (median of runs)"],
+            [
+                ["quiet", fmt_med([round(x) for x in quiet]), ""],
+                [
+                    "polling every list endpoint 1/s",
+                    fmt_med([round(x) for x in busy]),
+                    fmt_med(answers, 1),
+                ],
+            ],
+        )
+    )
+    print(f"\npolling / quiet (medians): {statistics.median(busy) / statistics.median(quiet):.1%}")
+    errors = sorted({e for r in results for e in r["errors"]})
+    if errors:
+        print("non-200 answers:", ", ".join(errors))
+    print(f"load average at the end: {os.getloadavg()[0]:.2f}")
+
+
+if __name__ == "__main__":
+    asyncio.run(main())
