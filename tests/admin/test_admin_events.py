@@ -178,3 +178,20 @@ async def test_attempt_log_keeps_each_failed_attempt_with_worker_duration_and_tr
     assert "Traceback" in failed["traceback"] and "upstream 503" in failed["traceback"]
     assert failed["worker"].startswith(api.runtime.worker_id)
     assert failed["duration_ms"] >= 0
+
+
+async def test_an_open_service_names_the_caller_it_is_told_in_the_audit_trail(
+    api: Api,
+) -> None:
+    from eventproc.admin.roles import TokenBook
+
+    api.runtime.tokens = TokenBook([])  # no token configured: open, as before roles
+    [event_id] = await publish(api.runtime, NewEvent("t.ok", {}))
+    await api.drain()
+    url = f"/admin/v1/events/{event_id}/replay"
+    named = await api.anonymous.post(url, json={}, headers={"X-Eventproc-Actor": "cli:ann@box"})
+    assert named.status_code == 200
+    await api.drain()
+    assert (await api.anonymous.post(url, json={})).status_code == 200
+    actors = [e["actor"] for e in (await api.anonymous.get("/admin/v1/audit")).json()["items"]]
+    assert actors == ["anonymous", "cli:ann@box"]

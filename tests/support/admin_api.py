@@ -6,6 +6,7 @@ from dataclasses import dataclass
 import httpx
 
 from eventproc import Event, HandlerContext, NewEvent, PermanentError, Registry
+from eventproc.engine import Processor
 from eventproc.runtime import Runtime
 
 TOKENS = {"viewer": "view-token", "operator": "op-token", "admin": "admin-token"}
@@ -47,7 +48,15 @@ class Api:
     anonymous: httpx.AsyncClient
 
     async def drain(self) -> None:
-        await self.runtime.processor.run(until_idle=True)
+        """Handle everything due, with a processor of its own (one runs to idle only once)."""
+        runtime = self.runtime
+        processor = Processor(
+            runtime.store,
+            runtime.registry,
+            runtime.settings.processor_config(),
+            worker_id=runtime.worker_id,
+        )
+        await processor.run(until_idle=True)
 
 
 async def publish(runtime: Runtime, *events: NewEvent) -> list[uuid.UUID]:

@@ -4,8 +4,9 @@ With tokens configured (API_TOKEN, API_TOKENS, API_TOKENS_FILE), a route
 that depends on ``require(role)`` needs ``Authorization: Bearer <token>`` of
 that role or a higher one (401 without a known token, 403 below the role);
 the OpenAPI document declares the ``bearerAuth`` scheme and those answers.
-Without any token the service is open as before (every caller an admin
-named ``anonymous``) and the document drops the requirement and the 401.
+Without any token the service is open as before (every caller an admin,
+named by ``X-Eventproc-Actor`` or ``anonymous``) and the document drops the
+requirement and the 401.
 
 A browser can be made to send a request to a loopback server from any page
 it visits: a mutation (any method but GET, HEAD, OPTIONS) is refused with
@@ -25,6 +26,7 @@ from eventproc.http.deps import get_runtime
 from eventproc.http.errors import ApiError, error_responses
 
 SCHEME = "bearerAuth"
+ACTOR_HEADER = "x-eventproc-actor"  # the caller's name when no token is configured
 _SAFE_METHODS = frozenset({"GET", "HEAD", "OPTIONS"})
 _SAME_ORIGIN_FETCH = frozenset({"same-origin", "none"})
 
@@ -76,7 +78,7 @@ def require(role: Role) -> Guard:
 def _principal(request: Request, credentials: HTTPAuthorizationCredentials | None) -> Principal:
     tokens = get_runtime(request).tokens
     if not tokens.configured:
-        return ANONYMOUS
+        return _open_caller(request)
     given = credentials.credentials.strip() if credentials is not None else ""
     found = tokens.find(given) if given else None
     if found is None:
@@ -84,6 +86,20 @@ def _principal(request: Request, credentials: HTTPAuthorizationCredentials | Non
             401, "Missing or unknown bearer token", headers={"WWW-Authenticate": "Bearer"}
         )
     return found
+
+
+def _open_caller(request: Request) -> Principal:
+    """With no token configured: an admin, named by ``X-Eventproc-Actor`` if the caller says.
+
+    The CLI sends its user and host, so that the audit trail of an open
+    (loopback, token-less) service still says who did what. It is a name,
+    not a credential: with tokens configured the token's name is used instead.
+    """
+    given = request.headers.get(ACTOR_HEADER, "").strip()
+    if not given:
+        return ANONYMOUS
+    name = "".join(c for c in given if c.isprintable())[:100]
+    return Principal(name or ANONYMOUS.actor, Role.ADMIN)
 
 
 def refuse_cross_site(request: Request) -> None:
