@@ -10,7 +10,7 @@ from typing import TYPE_CHECKING, Annotated, Any
 import typer
 from rich.console import Console
 
-from eventproc import logs
+from eventproc import cli_admin, logs
 from eventproc.config import Settings, load_settings
 from eventproc.errors import ConfigError, EventprocError
 from eventproc.event import NewEvent
@@ -649,6 +649,16 @@ def _backfill_time(flag: str, text: str) -> Any:
     except ValueError:
         raise _BadInput(f"{flag}: not an ISO 8601 time: {text!r}") from None
     return moment.replace(tzinfo=UTC) if moment.tzinfo is None else moment
+
+
+# -- the admin commands (issue 15): eventproc.cli_admin, over the admin API -----------
+
+app.add_typer(cli_admin.events_app)
+app.add_typer(cli_admin.dlq_app)
+app.add_typer(cli_admin.handlers_app)
+app.add_typer(cli_admin.ops_app)
+app.command("replay")(cli_admin.replay)
+app.command("stats")(cli_admin.stats)
 
 
 def main() -> None:
