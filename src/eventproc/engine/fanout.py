@@ -5,7 +5,9 @@ its own row as before: no delivery row, no extra statement. One that several
 take, or whose single subscription must wait behind an earlier delivery of
 its aggregate (ORDERING=aggregate), moves onto deliveries
 (``Storage.delivery_open``): one per subscription, leased at once unless it
-must wait. One that none takes runs nowhere and is closed ``skipped``.
+must wait. One that none takes runs nowhere and is closed ``skipped``. A
+paused subscription (admin API) is held like a blocked one: its delivery
+waits, and the delivery claims skip it until it is resumed.
 """
 
 import uuid
@@ -27,7 +29,9 @@ class Routed:
     plans: list[Plan] = field(default_factory=list)
 
 
-def route_claim(claimed: Sequence[Event], route: Route) -> Routed:
+def route_claim(
+    claimed: Sequence[Event], route: Route, paused: frozenset[str] = frozenset()
+) -> Routed:
     """Route each claimed event, oldest first within its aggregate.
 
     An aggregate's events stay on their rows only when one subscription
@@ -38,6 +42,7 @@ def route_claim(claimed: Sequence[Event], route: Route) -> Routed:
     order is kept per (handler, aggregate). A subscription that must wait on
     an aggregate (``Event.blocked``) waits for the rest of the claim's
     events of it too: a run's head that waits holds back its followers.
+    ``paused`` subscriptions wait the same way (nothing of them starts).
     """
     routed = Routed()
     names_of = {event.id: route(event) for event in claimed}
@@ -46,7 +51,7 @@ def route_claim(claimed: Sequence[Event], route: Route) -> Routed:
     for event in sorted(claimed, key=_in_order):
         names = names_of[event.id]
         aggregate = event.aggregate_id
-        held = event.blocked
+        held = event.blocked | paused if paused else event.blocked
         if aggregate is not None and aggregate in waiting:
             held = held | waiting[aggregate]
         if not names:

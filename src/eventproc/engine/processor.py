@@ -157,6 +157,11 @@ class Processor:
         """Claim one batch now (manual trigger); handlers run in the background."""
         return await self.producer.claim_once()
 
+    async def refresh_paused(self) -> None:
+        """Read the paused subscriptions now (a pause or resume through this process's API;
+        the heartbeat chore does it every few seconds): a resume wakes the claims."""
+        await self.producer.refresh_paused()
+
     # -- the loop ------------------------------------------------------------
 
     async def run(self, *, until_idle: bool = False) -> None:

@@ -3,7 +3,10 @@
 Wakes on NOTIFY (or an in-process publish), on a jittered poll, on a freed
 slot after a full claim, after every write-back (:attr:`Completer.flushes`),
 and when a retry it wrote falls due. Never writes SQL: the store does; never
-decides retries: the dispatcher does.
+decides retries: the dispatcher does. Knows the subscriptions paused through
+the admin API (read before its first claim, then kept fresh by the worker's
+heartbeat chore and by API calls in this process): claimed events route
+around them onto waiting deliveries.
 """
 
 import asyncio
@@ -13,7 +16,9 @@ import itertools
 import logging
 import random
 import time
+from collections.abc import Iterable
 from dataclasses import dataclass, field
+from datetime import UTC, datetime
 
 from eventproc.engine.completer import Completer
 from eventproc.engine.fanout import Route, in_claim_order, route_claim, runs_of
@@ -75,6 +80,21 @@ class Producer:
         self._claims: set[asyncio.Task[None]] = set()
         self._claim_error: Exception | None = None
         self._due: list[float] = []  # heap of monotonic times our retries fall due
+        self.paused: frozenset[str] = frozenset()  # subscriptions paused (admin API)
+        self._paused_known = False  # read before the first claim of each run
+        self.last_claim_at: datetime | None = None  # when a claim last brought work
+
+    async def refresh_paused(self) -> None:
+        """Read the paused subscriptions (a small table); a resume wakes the claims."""
+        self.set_paused(await self.store.handlers_paused())
+
+    def set_paused(self, names: Iterable[str]) -> None:
+        paused = frozenset(names)
+        resumed = bool(self.paused - paused)
+        self.paused, self._paused_known = paused, True
+        if resumed:  # their deliveries are claimable now
+            self.deliveries_maybe = True
+            self.wake()
 
     def wake(self) -> None:
         """Something may be claimable now (NOTIFY, publish, replay, trigger)."""
@@ -97,6 +117,7 @@ class Producer:
         """Claim until stopped (or, with ``until_idle``, until nothing is left)."""
         outage = 0.0
         conflicts = 0  # in a row; a few are retried at once, then backed off from
+        self._paused_known = False  # a pause may have come from another process
         while not self.slots.stopping.is_set():
             error, self._claim_error = self._claim_error, None
             conflicts = conflicts + 1 if isinstance(error, StoreConflict) else 0
@@ -206,6 +227,8 @@ class Producer:
     async def _claim(self, limit: int) -> int:
         if limit <= 0:  # never ask a store for LIMIT 0 or less (SQLite: no limit)
             return 0
+        if not self._paused_known:  # fails like a claim: backed off from, retried
+            await self.refresh_paused()
         token = self.next_token()
         found: list[Event] = []
         if self.deliveries_maybe:
@@ -248,7 +271,7 @@ class Producer:
 
     async def _routed(self, claimed: list[Event]) -> list[Event]:
         """Route the claim; move the events that fan out (or must wait) onto deliveries."""
-        routed = route_claim(claimed, self.route)
+        routed = route_claim(claimed, self.route, self.paused)
         if not routed.plans:
             return routed.on_rows
         try:
@@ -266,11 +289,15 @@ class Producer:
 
     async def start_routed(self, claimed: list[Event]) -> None:
         """Route events claimed elsewhere (a manual trigger) and start them."""
+        if not self._paused_known:  # claimed already: go on with what is known
+            with contextlib.suppress(StoreError):
+                await self.refresh_paused()
         self._start(await self._routed(claimed))
 
     def _start(self, work: list[Event]) -> None:
         if not work:
             return
+        self.last_claim_at = datetime.now(UTC)
         for run in runs_of(work):
             self.runners.start(run)
         self.signals.claimed.set()

@@ -323,6 +323,11 @@ class Store:
         """Claim due deliveries (retries, the ones that waited, expired leases)."""
         return sorted_for_handling(await deliveries.claim(self.driver, token, policy))
 
+    @idempotent
+    async def handlers_paused(self) -> frozenset[str]:
+        """The subscriptions paused through the admin API (the claims skip their deliveries)."""
+        return await self.admin.handlers.paused_names()
+
     @translated
     async def delivery_replay(self, event_id: uuid.UUID, handler: str) -> bool:
         """Run one subscription of a finished (or routed) event again, and nothing else."""

@@ -637,12 +637,17 @@ WHERE o.locked_by IS NOT NULL;
 
 -- name: delivery_claim
 -- Claims of deliveries: $1 token, $2 lease seconds, $3 limit, $4 window, as
--- the event claims.
+-- the event claims. No delivery claim (nor the followers') takes a
+-- subscription paused through the admin API (handler_pauses): its
+-- deliveries wait, pending, until it is resumed, in every worker at once.
+-- The test is a hashed subplan over that small table, read once per
+-- statement (measured: the same time as without it, nothing paused).
 WITH picked AS (
     SELECT d.ctid FROM event_deliveries d
     WHERE d.status = 'pending'
       AND (d.next_attempt_at IS NULL OR d.next_attempt_at <= now())
       AND (d.locked_until IS NULL OR d.locked_until < now())
+      AND d.handler NOT IN (SELECT handler FROM handler_pauses)
       AND $4::int > 0
     ORDER BY d.priority DESC, d.event_created_at, d.event_id
     LIMIT $3
@@ -671,6 +676,7 @@ WITH picked AS (
             WHERE w.status = 'pending'
               AND (w.next_attempt_at IS NULL OR w.next_attempt_at <= now())
               AND (w.locked_until IS NULL OR w.locked_until < now())
+              AND w.handler NOT IN (SELECT handler FROM handler_pauses)
             ORDER BY w.priority DESC, w.event_created_at, w.event_id
             LIMIT $4)
       AND d.status = 'pending'
@@ -713,6 +719,7 @@ WITH picked AS (
             WHERE w.status = 'pending'
               AND (w.next_attempt_at IS NULL OR w.next_attempt_at <= now())
               AND (w.locked_until IS NULL OR w.locked_until < now())
+              AND w.handler NOT IN (SELECT handler FROM handler_pauses)
             ORDER BY w.priority DESC, w.event_created_at, w.event_id
             LIMIT $4)
       AND d.status = 'pending'
@@ -945,6 +952,7 @@ WITH heads AS (
     FROM unnest($1::uuid[], $2::text[]) AS h(id, handler)
     JOIN event_deliveries d ON d.event_id = h.id AND d.handler = h.handler
     WHERE d.aggregate_id IS NOT NULL
+      AND d.handler NOT IN (SELECT handler FROM handler_pauses)
 ), behind AS (
     SELECT q.event_id, q.handler,
            count(*) FILTER (WHERE NOT q.ready) OVER (

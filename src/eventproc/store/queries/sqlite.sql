@@ -572,7 +572,8 @@ WHERE event_deliveries.event_id = p.id AND event_deliveries.handler = p.handler
 
 -- name: delivery_claim
 -- Claims of deliveries: ?1 token, ?2 lease seconds, ?3 limit, ?4 window, as
--- the event claims. RETURNING may name only the updated table here, so the
+-- the event claims; none takes a paused subscription's deliveries (see
+-- postgresql.sql). RETURNING may name only the updated table here, so the
 -- event's columns are read with one primary-key lookup each; a delivery
 -- whose event is gone is not claimed (PostgreSQL's join would not return it).
 WITH picked AS (
@@ -581,6 +582,7 @@ WITH picked AS (
     WHERE d.status = 'pending'
       AND (d.next_attempt_at IS NULL OR d.next_attempt_at <= strftime('%Y-%m-%d %H:%M:%f', 'now'))
       AND (d.locked_until IS NULL OR d.locked_until < strftime('%Y-%m-%d %H:%M:%f', 'now'))
+      AND d.handler NOT IN (SELECT handler FROM handler_pauses)
       AND ?4 > 0
     ORDER BY d.priority DESC, d.event_created_at, d.event_id
     LIMIT ?3
@@ -620,6 +622,7 @@ WITH picked AS (
                    OR w.next_attempt_at <= strftime('%Y-%m-%d %H:%M:%f', 'now'))
               AND (w.locked_until IS NULL
                    OR w.locked_until < strftime('%Y-%m-%d %H:%M:%f', 'now'))
+              AND w.handler NOT IN (SELECT handler FROM handler_pauses)
             ORDER BY w.priority DESC, w.event_created_at, w.event_id
             LIMIT ?4)
       AND d.status = 'pending'
@@ -673,6 +676,7 @@ WITH picked AS (
                    OR w.next_attempt_at <= strftime('%Y-%m-%d %H:%M:%f', 'now'))
               AND (w.locked_until IS NULL
                    OR w.locked_until < strftime('%Y-%m-%d %H:%M:%f', 'now'))
+              AND w.handler NOT IN (SELECT handler FROM handler_pauses)
             ORDER BY w.priority DESC, w.event_created_at, w.event_id
             LIMIT ?4)
       AND d.status = 'pending'
@@ -941,6 +945,7 @@ WHERE (event_id, handler) IN (
         FROM (SELECT i.value AS id, ?2 ->> i.key AS handler FROM json_each(?1) AS i) AS hh
         JOIN event_deliveries h
           ON h.event_id = hh.id AND h.handler = hh.handler AND h.aggregate_id IS NOT NULL
+         AND h.handler NOT IN (SELECT handler FROM handler_pauses)
         JOIN event_deliveries q
           ON q.aggregate_id = h.aggregate_id AND q.handler = h.handler
          AND q.status = 'pending'
