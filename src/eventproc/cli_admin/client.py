@@ -19,7 +19,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from eventproc.errors import ConfigError, EventprocError
+from eventproc.errors import ConfigError, EventprocError, StoreError
 
 if TYPE_CHECKING:
     import httpx
@@ -149,6 +149,7 @@ async def open_client(target: Target) -> AsyncIterator[AdminClient]:
         return
     runtime = local_runtime(target.database_url)
     try:
+        await _reach(runtime)
         from eventproc.http import create_app
 
         transport = httpx.ASGITransport(app=create_app(runtime), raise_app_exceptions=False)
@@ -158,6 +159,15 @@ async def open_client(target: Target) -> AsyncIterator[AdminClient]:
             yield AdminClient(http, runtime.store.url_for_display, runtime)
     finally:
         await runtime.store.close()
+
+
+async def _reach(runtime: "Runtime") -> None:
+    """One round trip first: a database away (or refusing us) is exit 4, in its own words."""
+    try:
+        await runtime.store.ping()
+    except StoreError as exc:
+        where = runtime.store.url_for_display
+        raise AdminError(f"cannot reach the database {where}: {exc}", UNREACHABLE) from None
 
 
 def local_runtime(database_url: str | None) -> "Runtime":

@@ -1,5 +1,6 @@
 """``eventproc ops ls|show|cancel``: bulk operations, their progress, and stopping one."""
 
+import json
 from typing import Annotated, Any
 
 import typer
@@ -106,7 +107,11 @@ def ops_show(
     token: TokenOption = None,
     database_url: DatabaseOption = None,
 ) -> None:
-    """One operation: its selector, progress and error. Exit 1 if it was cancelled or failed."""
+    """One operation: its selector, progress and error.
+
+    With --follow, its progress until it ends: then exit 1 if it ended
+    cancelled or failed.
+    """
     with checked():
         wanted = common.an_id("ID", op_id)
         given = target(url, token, database_url)
@@ -119,7 +124,7 @@ def ops_show(
             common.print_json(operation)
         else:
             _show(operation)
-        return OK if operation["status"] not in ("cancelled", "failed") else 1
+        return OK
 
     run(given, work)
 
@@ -127,7 +132,7 @@ def ops_show(
 def _show(op: dict[str, Any]) -> None:
     stdout.print(summary(op), markup=False)
     for label, value in (
-        ("selector", common.json_text(op["selector"]).replace("\n", " ")),
+        ("selector", json.dumps(op["selector"])),
         ("planned", f"{common.counted(op['count'], op['capped'])} (max {op['max_items']:,})"),
         ("rate", f"{op['rate_per_second']:g}/s"),
         ("by", f"{op['actor']} ({op['role']})"),
