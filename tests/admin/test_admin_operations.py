@@ -10,11 +10,13 @@ from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import httpx
+import pytest
 from sqlalchemy import update
 
 from eventproc import Event, HandlerContext, NewEvent
 from eventproc.admin.operations import carry_operations
 from eventproc.runtime import Runtime
+from eventproc.store.admin import operation_work
 from eventproc.store.schema import operations
 from support.admin_api import Api, publish
 
@@ -476,3 +478,29 @@ async def test_operations_are_listed_newest_first_in_keyset_pages(api: Api) -> N
     assert [item["id"] for item in done["items"]] == [made[0]["id"]]
     for params in ({"status": "asleep"}, {"cursor": "nope"}, {"limit": 0}, {"typo": 1}):
         assert (await api.viewer.get("/admin/v1/operations", params=params)).status_code == 422
+
+
+async def test_an_unexpected_error_fails_the_operation_and_the_runner_goes_on(
+    api: Api, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    ids = await processed(api, 4)
+    broken = await plan(api.operator, action="replay", selector={"event_ids": [str(ids[0])]})
+
+    async def bug(*args: object) -> int:
+        raise RuntimeError("boom")
+
+    monkeypatch.setattr(operation_work, "apply", bug)  # a bug in a batch, not the database
+    await execute(api.operator, broken)
+    async with carrying(api.runtime):
+        failed = await finished(api, broken["id"])
+        assert failed["status"] == "failed" and failed["error"] == "RuntimeError: boom"
+        assert failed["done_count"] == 0 and failed["locked_by"] is None
+        monkeypatch.undo()
+        healthy = await plan(api.operator, action="replay", selector={"event_ids": [str(ids[1])]})
+        await execute(api.operator, healthy)
+        assert (await finished(api, healthy["id"]))["changed_count"] == 1  # the same runner
+    [entry] = [e for e in await audit(api) if e["action"] == "operation.failed"]
+    assert entry["actor"] == "system" and entry["result"] == "failed"
+    assert entry["operation_id"] == broken["id"] and entry["reason"] == "RuntimeError: boom"
+    event = await api.runtime.store.event_get(ids[0])
+    assert event is not None and event.processed  # the failed batch changed nothing

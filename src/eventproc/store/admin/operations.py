@@ -200,7 +200,10 @@ class OperationRows:
             running = operations.c.status == "running"
             free = or_(operations.c.locked_until.is_(None), operations.c.locked_until < now)
             candidate = await conn.scalar(
-                select(operations.c.id).where(running, free).order_by(operations.c.created_at)
+                select(operations.c.id)
+                .where(running, free)
+                .order_by(operations.c.created_at)
+                .limit(1)
             )
             if candidate is None:
                 return None
