@@ -22,11 +22,13 @@ import httpx
 import pytest
 
 from eventproc import NewEvent
+from eventproc.admin import operations
 from eventproc.admin.operations import carry_operations
 from eventproc.config import Settings
 from eventproc.engine import Processor
 from eventproc.http import create_app
 from eventproc.runtime import Runtime
+from eventproc.store.admin import Audit
 from support.admin_api import TOKENS, Api, admin_registry, publish
 from support.served import serving
 
@@ -404,21 +406,23 @@ async def local(store_url: str) -> AsyncIterator[Runtime]:
 async def test_local_mode_every_command(local: Runtime, store_url: str, cli: Cli) -> None:
     ids = await seed(local)
     d = ("--database-url", store_url)
-    events, show, groups, handlers, stats, ops, unknown = await asyncio.gather(
+    events, show, groups, handlers, stats, unknown, discard = await asyncio.gather(
         cli("events", "ls", "--json", *d),
         cli("events", "show", ids["failing"][0], "--json", *d),
         cli("dlq", "groups", "--json", *d),
         cli("handlers", "ls", "--json", *d),
         cli("stats", *d),
-        cli("ops", "ls", *d),
         cli("events", "show", str(uuid.uuid4()), *d),
+        cli("dlq", "discard", "--handler", "fan_b", "--fingerprint", FINGERPRINT, *d),
     )
     assert {item["id"] for item in events.json()["items"]} == ids["all"]
+    assert discard.code == 0 and "Dry run: discard would take 3 item(s)" in discard.out
     assert show.json()["attempt_log"][0]["outcome"] == "dead_lettered"
     assert groups.json()["items"][0]["count"] == 3
     assert len(handlers.json()["items"]) == 4
     assert stats.code == 0 and "Dead letters (open): 3 in 1 group(s)" in stats.out
-    assert ops.code == 0 and "0 operation(s)" in ops.out
+    ops = await cli("ops", "ls", *d)  # the discard's dry run, planned
+    assert ops.code == 0 and "1 operation(s)" in ops.out and "planned" in ops.out
     assert unknown.code == 3 and one_line(unknown) == "error: Event not found (HTTP 404)"
     # Tokens in the settings do not lock out who holds the database.
     paused = await cli(
@@ -429,6 +433,7 @@ async def test_local_mode_every_command(local: Runtime, store_url: str, cli: Cli
     assert replayed.code == 0, replayed.err
     entries = await local.store.admin.audit_page(limit=10)
     assert {(e.action, e.actor, e.role) for e in entries} == {
+        ("operation.plan", ME, "admin"),
         ("handler.pause", ME, "admin"),
         ("delivery.replay", ME, "admin"),
     }
@@ -463,6 +468,27 @@ async def test_local_bulk_replay_is_carried_by_the_cli(
     ]
     listed = (await cli("ops", "ls", "--status", "done", "--json", *d)).json()["items"]
     assert [op["id"] for op in listed] == [final["id"]]
+
+
+async def test_local_follow_carries_a_running_operation_on(
+    local: Runtime, store_url: str, cli: Cli
+) -> None:
+    """An operation started elsewhere with no worker running: following it here finishes it."""
+    await seed(local)
+    who = Audit(actor="someone", role="operator", reason="started elsewhere")
+    selector = {"dead_letters": {"handler": "fan_b"}}
+    planned = await operations.plan(
+        local, "replay", selector, max_items=100, rate_per_second=50, who=who
+    )
+    started = await operations.execute(local, planned.operation.id, planned.token, who)
+    assert started.status == "running"
+    d = ("--database-url", store_url)
+    before = (await cli("ops", "show", str(started.id), "--json", *d)).json()
+    assert (before["status"], before["done_count"]) == ("running", 0)  # without --follow: a look
+    followed = await cli("ops", "show", str(started.id), "--follow", "--json", *d)
+    assert (followed.json()["status"], followed.json()["changed_count"]) == ("done", 3)
+    discard = (await cli("dlq", "discard", "--handler", "fan_b", "--json", *d)).json()
+    assert discard["count"] == 0  # replayed: none open to discard
 
 
 async def test_local_mode_unreachable_databases(tmp_path: Path, cli: Cli) -> None:
