@@ -302,10 +302,17 @@ async def test_bulk_replay_previewed_then_executed_at_a_rate(served: Served, cli
     await seed(served.api.runtime)
     o, api = served.operator, served.api
     group = ("dlq", "replay", "--handler", "fan_b", "--fingerprint", FINGERPRINT)
-    preview, text = await asyncio.gather(cli(*group, "--json", *o), cli(*group, *o))
+    letters = [d["id"] for d in (await api.viewer.get("/admin/v1/dead-letters")).json()["items"]]
+    preview, text, two = await asyncio.gather(
+        cli(*group, "--json", *o),
+        cli(*group, *o),
+        cli("dlq", "replay", *letters[:2], "--max", "1", "--json", *o),  # several ids: a plan
+    )
     plan = preview.json()
     assert (plan["status"], plan["count"], plan["capped"]) == ("planned", 3, False)
     assert {s["handler"] for s in plan["sample"]} == {"fan_b"} and len(plan["sample"]) == 3
+    assert (two.json()["count"], two.json()["capped"]) == (1, True)
+    assert two.json()["selector"] == {"dead_letter_ids": letters[:2]}
     assert "Dry run: replay would take 3 item(s)" in text.out and "Nothing changed" in text.out
     assert len((await api.viewer.get("/admin/v1/dead-letters")).json()["items"]) == 3
     carrier = asyncio.create_task(carry_operations(api.runtime))  # the server's workers
