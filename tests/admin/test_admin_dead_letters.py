@@ -19,7 +19,7 @@ from eventproc import NewEvent
 from eventproc.config import Settings
 from eventproc.http import create_app
 from eventproc.runtime import Runtime
-from eventproc.store.admin import dead_letters as dead_letter_reads
+from eventproc.store.admin import dead_letter_groups
 from eventproc.store.schema import dead_letters
 from support.admin_api import TOKENS, Api, admin_registry, publish
 from support.served import serving
@@ -149,7 +149,7 @@ async def test_group_counts_and_the_scan_are_capped(
 ) -> None:
     await _fail(api, *["alpha"] * 5, "beta")
     await _legacy(api, 1)
-    monkeypatch.setattr(dead_letter_reads, "GROUP_COUNT_CAP", 3)
+    monkeypatch.setattr(dead_letter_groups, "GROUP_COUNT_CAP", 3)
     groups = (await api.viewer.get(f"{URL}/groups")).json()
     assert [(g["count"], g["count_capped"]) for g in groups["items"]] == [
         (3, True),
@@ -157,7 +157,9 @@ async def test_group_counts_and_the_scan_are_capped(
         (1, False),
     ]
     assert groups["capped"] is False
-    monkeypatch.setattr(dead_letter_reads, "GROUP_SCAN", 1)  # one fingerprint per handler
+    typed = (await api.viewer.get(f"{URL}/groups", params={"event_type": "t.fan"})).json()
+    assert [(g["count"], g["count_capped"]) for g in typed["items"]] == [(3, True), (1, False)]
+    monkeypatch.setattr(dead_letter_groups, "GROUP_SCAN", 1)  # one fingerprint per handler
     scanned = (await api.viewer.get(f"{URL}/groups", params={"handler": "fan_b"})).json()
     assert scanned["capped"] is True and len(scanned["items"]) == 1
 
@@ -256,11 +258,20 @@ async def test_bad_input_is_a_clear_4xx_and_changes_nothing(api: Api) -> None:
         {"since": "2026-12-01T10:00:00"},
         {"until": "yesterday"},
         {"handler": ""},
+        {"handler": "fan\x00b"},
+        {"event_type": "\x00"},
+        {"fingerprint": "a\x00"},
     ):
         answer = await api.viewer.get(URL, params=params)
         assert answer.status_code == 422, params
         assert isinstance(answer.json()["error"], str), params
-    for params in ({"fingerprint": "x"}, {"cursor": "x"}, {"state": "open"}, {"limit": "0"}):
+    for params in (
+        {"fingerprint": "x"},
+        {"cursor": "x"},
+        {"state": "open"},
+        {"limit": "0"},
+        {"handler": "\x00"},
+    ):
         answer = await api.viewer.get(f"{URL}/groups", params=params)
         assert answer.status_code == 422, params
     url = f"{URL}/{item['id']}/replay"

@@ -27,8 +27,14 @@ _LIST_PARAMS = (
 )  # fmt: skip
 _GROUP_PARAMS = ("handler", "event_type", "since", "until", "limit")
 
-Handler = Annotated[str | None, Query(min_length=1, max_length=200, description="Subscription")]
-EventType = Annotated[str | None, Query(min_length=1, max_length=100, description="Exact type")]
+# No NUL character: PostgreSQL's text cannot hold one (its error would be a 500).
+_TEXT = r"^[^\x00]+$"
+Handler = Annotated[
+    str | None, Query(min_length=1, max_length=200, pattern=_TEXT, description="Subscription")
+]
+EventType = Annotated[
+    str | None, Query(min_length=1, max_length=100, pattern=_TEXT, description="Exact type")
+]
 Since = Annotated[str | None, paging.Time]  # created_at at or after
 Until = Annotated[str | None, paging.Time]  # created_at before
 
@@ -93,7 +99,8 @@ async def list_dead_letters(
     handler: Handler = None,
     event_type: EventType = None,
     fingerprint: Annotated[
-        str | None, Query(min_length=1, max_length=2000, description="error_fingerprint")
+        str | None,
+        Query(min_length=1, max_length=2000, pattern=_TEXT, description="error_fingerprint"),
     ] = None,
     state: Literal["open", "replayed", "all"] = "open",
     since: Since = None,
