@@ -110,9 +110,8 @@ class Reporter:
             if what not in self._failing:
                 self._failing.add(what)
                 logger.warning(
-                    "Admin report %r failing (retried every %.0fs): %s",
+                    "Admin report %r failing, retrying: %s",
                     what,
-                    PAUSE_REFRESH_SECONDS,
                     exc,
                     extra={"action": "report_failing"},
                 )
