@@ -22,7 +22,13 @@ WRITE_RESPONSES: dict[int | str, dict[str, Any]] = {
     **error_responses({400: "Malformed JSON body", 413: "Body larger than MAX_BODY_BYTES"}),
 }
 
-Reason = Field(None, min_length=1, max_length=1000, description="Why: kept in the audit trail")
+Reason = Field(
+    None,
+    min_length=1,
+    max_length=1000,
+    pattern=r"^[^\x00]*$",  # text PostgreSQL can store (no NUL)
+    description="Why: kept in the audit trail",
+)
 
 
 class Body(OpenModel):
