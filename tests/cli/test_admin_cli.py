@@ -32,6 +32,10 @@ from eventproc.store.admin import Audit
 from support.admin_api import TOKENS, Api, admin_registry, publish
 from support.served import serving
 
+# Each test starts several CLI processes (about 2 s of CPU each): more than the default 60 s
+# on a loaded machine.
+pytestmark = pytest.mark.timeout(300)
+
 TESTS = Path(__file__).resolve().parents[1]
 HANDLERS_MODULE = "from support.admin_api import admin_registry\n\nregistry = admin_registry()\n"
 SCRUBBED = (
