@@ -323,11 +323,11 @@ def report(results: list[Result]) -> None:
         for plan in result.plans:
             print(plan.rstrip())
     print("\nSummary (server time of the second run, auto_explain with ANALYZE and BUFFERS)")
-    print(f"{'read':28} {'stmts':>5} {'ms':>8}  {'top node':44} seq scans | indexes")
+    print(f"{'read':32} {'stmts':>5} {'ms':>8}  {'top node':44} seq scans | indexes")
     for r in results:
         seq = ",".join(r.seq_scans) or "-"
         print(
-            f"{r.label:28} {len(r.plans):>5} {r.milliseconds:>8.2f}  {r.top_node[:44]:44} "
+            f"{r.label:32} {len(r.plans):>5} {r.milliseconds:>8.2f}  {r.top_node[:44]:44} "
             f"{seq} | {', '.join(r.indexes) or '-'}"
         )
 
