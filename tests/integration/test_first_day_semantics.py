@@ -331,6 +331,7 @@ async def test_a_sqlite_file_of_the_previous_release_is_upgraded(sqlite_url: str
     await store.migrate()
     # Back to the previous release's shape: no fingerprint column, replay trigger v1.
     await execute(store, "DROP INDEX event_dead_letters_open_idx")
+    await execute(store, "DROP INDEX event_dead_letters_group_idx")
     await execute(store, "ALTER TABLE event_dead_letters DROP COLUMN error_fingerprint")
     await execute(store, "DROP TRIGGER eventproc_replay_v3")
     await execute(store, "DROP TRIGGER eventproc_null_processed_v1")
