@@ -77,6 +77,8 @@ async def test_bad_parameters_are_clear_422s(api: Api) -> None:
         {"path": "payload.a;drop", "value": "1"},
         {"since": "2026-12-01T10:00:00"},
         {"aggregate_id": "nope"},
+        {"error": "a\x00b"},
+        {"type": "\x00"},
     ):
         answer = await api.viewer.get("/admin/v1/events", params=params)
         assert answer.status_code == 422, params

@@ -84,10 +84,15 @@ def _plain(value: Any) -> Any:
 
 
 def only(*names: str) -> Callable[[Request], None]:
-    """A dependency refusing (422) query parameters a route does not take: a typo is not ignored."""
+    """A dependency refusing (422) query parameters a route does not take: a typo is not ignored.
+
+    Also any value with a NUL character, which PostgreSQL text cannot hold.
+    """
     allowed = frozenset(names)
 
     def check(request: Request) -> None:
+        if any("\x00" in value for value in request.query_params.values()):
+            raise ApiError(422, "Query parameters cannot hold a NUL character")
         unknown = sorted(set(request.query_params) - allowed)
         if unknown:
             raise ApiError(
