@@ -8,11 +8,11 @@ statement timeout on PostgreSQL).
 
 import re
 import uuid
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import Select, String, cast, exists, func, or_, select, tuple_
+from sqlalchemy import Select, String, cast, exists, func, or_, select, true, tuple_
 from sqlalchemy.sql.elements import ColumnElement
 
 from eventproc.event import DeadLetter, Event
@@ -116,11 +116,12 @@ def where_of(driver: Driver, query: EventQuery) -> list[ColumnElement[bool]]:
     return clauses
 
 
-def _type_clause(pattern: str) -> ColumnElement[bool]:
+def _type_clause(pattern: str, column: Any = None) -> ColumnElement[bool]:
+    column = events.c.event_type if column is None else column
     if "*" not in pattern:
-        return events.c.event_type == pattern
+        return column == pattern  # type: ignore[no-any-return]
     escaped = pattern.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_")
-    return events.c.event_type.like(escaped.replace("*", "%"), escape="\\")
+    return column.like(escaped.replace("*", "%"), escape="\\")  # type: ignore[no-any-return]
 
 
 def _handler_clause(driver: Driver, handler: str) -> ColumnElement[bool]:
@@ -153,13 +154,61 @@ def _error_clause(driver: Driver, text: str) -> ColumnElement[bool]:
     return or_(last_error.ilike(pattern, escape="\\"), in_deliveries)
 
 
-async def page(driver: Driver, query: EventQuery) -> list[EventRow]:
-    statement: Select[Any] = select(events).where(*where_of(driver, query))
+def _page_statement(driver: Driver, query: EventQuery) -> Select[Any]:
+    """Newest first. On PostgreSQL, unless the type is exact, one index walk per event type.
+
+    ``events`` has no index on created_at alone (every publisher's INSERT
+    would pay for it), so "the newest events" would be a sequential scan
+    and a sort. Instead the types present are found by a loose scan of
+    events_type_created_idx, each type's newest rows read from that index
+    (a LATERAL join), and the few candidates merged: about 1 ms on 200,000
+    events against 160-940 ms (bench/admin_explain.py).
+    """
+    clauses = where_of(driver, replace(query, event_type=None))
     if query.after is not None:
-        statement = statement.where(tuple_(events.c.created_at, events.c.id) < query.after)
-    statement = statement.order_by(events.c.created_at.desc(), events.c.id.desc()).limit(
-        query.limit
+        clauses.append(tuple_(events.c.created_at, events.c.id) < query.after)
+    newest = (events.c.created_at.desc(), events.c.id.desc())
+    exact = query.event_type is not None and "*" not in query.event_type
+    if driver.backend != "postgresql" or exact:
+        if query.event_type is not None:
+            clauses.append(_type_clause(query.event_type))
+        return select(events).where(*clauses).order_by(*newest).limit(query.limit)
+    present = types_present()
+    per_type = (
+        select(events)
+        .where(events.c.event_type == present.c.event_type, *clauses)
+        .order_by(*newest)
+        .limit(query.limit)
+        .lateral("per_type")
     )
+    outer: list[ColumnElement[bool]] = [present.c.event_type.is_not(None)]
+    if query.event_type is not None:
+        outer.append(_type_clause(query.event_type, present.c.event_type))
+    return (
+        select(per_type)
+        .select_from(present.join(per_type, true()))
+        .where(*outer)
+        .order_by(per_type.c.created_at.desc(), per_type.c.id.desc())
+        .limit(query.limit)
+    )
+
+
+def types_present() -> Any:
+    """Every distinct event_type, one index probe each (a recursive ``min(type) > previous``)."""
+    first = select(func.min(events.c.event_type).label("event_type")).cte("present", recursive=True)
+    later = events.alias("later")
+    following = (
+        select(func.min(later.c.event_type))
+        .where(later.c.event_type > first.c.event_type)
+        .scalar_subquery()
+    )
+    return first.union_all(
+        select(following.label("event_type")).where(first.c.event_type.is_not(None))
+    )
+
+
+async def page(driver: Driver, query: EventQuery) -> list[EventRow]:
+    statement = _page_statement(driver, query)
     async with driver.reader.connect() as conn:
         rows = (await conn.execute(statement)).all()
         found = [
