@@ -19,7 +19,7 @@ from eventproc.admin.heartbeat import quantile_ms
 from eventproc.admin.roles import Principal, Role
 from eventproc.errors import StoreError
 from eventproc.http.admin import paging
-from eventproc.http.admin.common import READ_RESPONSES, WRITE_RESPONSES, Body, audit_of
+from eventproc.http.admin.common import READ_RESPONSES, WRITE_RESPONSES, ActionBody, audit_of
 from eventproc.http.auth import require
 from eventproc.http.deps import get_runtime
 from eventproc.http.errors import ApiError, error_responses
@@ -84,16 +84,6 @@ class HandlerPage(paging.Page):
     items: list[HandlerItem]
 
 
-class PauseBody(Body):
-    reason: str | None = Field(
-        None,
-        min_length=1,
-        max_length=1000,
-        pattern=r"^[^\x00]*$",  # text the database can store (no NUL)
-        description="Why: kept in the audit trail",
-    )
-
-
 class Paused(OpenModel):
     handler: str
     paused: bool
@@ -146,7 +136,7 @@ async def show_handler(
 )
 async def pause_handler(
     request: Request,
-    body: PauseBody,
+    body: ActionBody,
     name: Name,
     who: Annotated[Principal, Depends(require(Role.OPERATOR))],
 ) -> Paused:
@@ -165,7 +155,7 @@ async def pause_handler(
 )
 async def resume_handler(
     request: Request,
-    body: PauseBody,
+    body: ActionBody,
     name: Name,
     who: Annotated[Principal, Depends(require(Role.OPERATOR))],
 ) -> Paused:
