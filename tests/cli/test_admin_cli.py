@@ -176,6 +176,8 @@ def closed_port() -> int:
 # -- against a server ----------------------------------------------------------------
 
 
+# The server's backend is the HTTP tests' concern: one is enough here.
+@pytest.mark.parametrize("backend", ["postgres"])
 async def test_reads_against_a_server(served: Served, cli: Cli) -> None:
     ids = await seed(served.api.runtime)
     v = served.viewer
@@ -302,6 +304,8 @@ async def test_exit_codes_and_one_line_errors(served: Served, cli: Cli) -> None:
     assert one_line(again[1]).endswith("(HTTP 409)")
 
 
+# The server's backend is the HTTP tests' concern: one is enough here.
+@pytest.mark.parametrize("backend", ["postgres"])
 async def test_bulk_replay_previewed_then_executed_at_a_rate(served: Served, cli: Cli) -> None:
     await seed(served.api.runtime)
     o, api = served.operator, served.api
@@ -343,6 +347,8 @@ async def test_bulk_replay_previewed_then_executed_at_a_rate(served: Served, cli
     assert (shown["status"], shown["changed_count"], shown["rate_per_second"]) == ("done", 3, 2.0)
 
 
+# The server's backend is the HTTP tests' concern: one is enough here.
+@pytest.mark.parametrize("backend", ["postgres"])
 async def test_ctrl_c_stops_following_not_the_operation(served: Served, cli: Cli) -> None:
     await seed(served.api.runtime)
     o, api = served.operator, served.api
@@ -366,6 +372,8 @@ async def test_ctrl_c_stops_following_not_the_operation(served: Served, cli: Cli
     assert again.code == 1 and one_line(again).endswith("(HTTP 409)")
 
 
+# The server's backend is the HTTP tests' concern: one is enough here.
+@pytest.mark.parametrize("backend", ["postgres"])
 async def test_single_actions_against_a_server(served: Served, cli: Cli) -> None:
     ids = await seed(served.api.runtime)
     o, api = served.operator, served.api
