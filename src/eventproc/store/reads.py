@@ -129,12 +129,11 @@ class BackfillRow(NamedTuple):
     unrouted: bool  # still pending on its own row: routed (the new subscription too) when claimed
 
 
-async def event_types_present(driver: Driver) -> list[str]:
-    """Every distinct ``event_type``, in order, by a loose scan of events_type_created_idx.
+def types_present() -> Any:
+    """Every distinct ``event_type`` as a recursive CTE: one index probe per type.
 
-    One index probe per type (a recursive ``min(event_type) > previous``),
-    not a scan of the table: a backfill of ``user.*`` or ``*`` learns which
-    exact types to page through.
+    A loose scan of events_type_created_idx (``min(event_type) > previous``),
+    not a scan of the table; the last row is NULL (the walk's end).
     """
     first = select(func.min(events.c.event_type).label("event_type")).cte("present", recursive=True)
     later = events.alias("later")
@@ -143,9 +142,15 @@ async def event_types_present(driver: Driver) -> list[str]:
         .where(later.c.event_type > first.c.event_type)
         .scalar_subquery()
     )
-    present = first.union_all(
+    return first.union_all(
         select(following.label("event_type")).where(first.c.event_type.is_not(None))
     )
+
+
+async def event_types_present(driver: Driver) -> list[str]:
+    """Every distinct ``event_type``, in order: a backfill of ``user.*`` or ``*``
+    learns which exact types to page through."""
+    present = types_present()
     statement = select(present.c.event_type).where(present.c.event_type.is_not(None))
     async with driver.reader.connect() as conn:
         return [row[0] for row in await conn.execute(statement)]

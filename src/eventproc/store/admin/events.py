@@ -17,6 +17,7 @@ from sqlalchemy.sql.elements import ColumnElement
 
 from eventproc.event import DeadLetter, Event
 from eventproc.store.driver import Driver
+from eventproc.store.reads import types_present
 from eventproc.store.rows import aware, row_to_dead_letter, row_to_event
 from eventproc.store.schema import attempts, dead_letters, deliveries, events
 
@@ -190,20 +191,6 @@ def _page_statement(driver: Driver, query: EventQuery) -> Select[Any]:
         .where(*outer)
         .order_by(per_type.c.created_at.desc(), per_type.c.id.desc())
         .limit(query.limit)
-    )
-
-
-def types_present() -> Any:
-    """Every distinct event_type, one index probe each (a recursive ``min(type) > previous``)."""
-    first = select(func.min(events.c.event_type).label("event_type")).cte("present", recursive=True)
-    later = events.alias("later")
-    following = (
-        select(func.min(later.c.event_type))
-        .where(later.c.event_type > first.c.event_type)
-        .scalar_subquery()
-    )
-    return first.union_all(
-        select(following.label("event_type")).where(first.c.event_type.is_not(None))
     )
 
 
