@@ -68,12 +68,12 @@ async def main(subscriptions: int, n: int, ordered: bool) -> None:
 
     store.driver.fetch = timed  # type: ignore[method-assign]
     processor = Processor(store, registry, ProcessorConfig(ordered=ordered, poll_interval_ms=1000))
-    started = time.perf_counter()
+    started, cpu = time.perf_counter(), time.process_time()
     await processor.run(until_idle=True)
-    elapsed = time.perf_counter() - started
+    elapsed, cpu = time.perf_counter() - started, time.process_time() - cpu
     print(
         f"subscriptions={subscriptions} ordered={ordered} events/s={n / elapsed:.0f} "
-        f"deliveries/s={calls[0] / elapsed:.0f}"
+        f"deliveries/s={calls[0] / elapsed:.0f} python_cpu_us/event={cpu * 1e6 / n:.0f}"
     )
     for name, count in counts.most_common():
         print(f"  {name}: {count} calls, {spent[name] * 1000 / count:.2f} ms mean")
