@@ -71,14 +71,16 @@ async def publish(n: int) -> None:
         await store.close()
 
 
-async def poll(base: str, stop: asyncio.Event, answers: list[float], errors: list[str]) -> None:
+async def poll(
+    base: str, stop: asyncio.Event, answers: dict[str, list[float]], errors: list[str]
+) -> None:
     async with httpx.AsyncClient(base_url=base, timeout=10) as client:
         while not stop.is_set():
             started = time.monotonic()
             for path in ENDPOINTS:
                 t0 = time.monotonic()
                 response = await client.get(path)
-                answers.append(time.monotonic() - t0)
+                answers.setdefault(path, []).append(time.monotonic() - t0)
                 if response.status_code != 200:
                     errors.append(f"{path}: {response.status_code}")
             with contextlib.suppress(TimeoutError):
@@ -95,7 +97,8 @@ async def one_run(n: int, polling: bool) -> dict[str, Any]:
     env.pop("BENCH_RECORD_FILE")
     worker = _start_worker(env)
     conn = await asyncpg.connect(pg_url(DB))
-    stop, answers, errors = asyncio.Event(), [], []
+    stop, errors = asyncio.Event(), []
+    answers: dict[str, list[float]] = {}
     poller: asyncio.Task[None] | None = None
     try:
         base = f"http://127.0.0.1:{port}"
@@ -116,11 +119,16 @@ async def one_run(n: int, polling: bool) -> dict[str, Any]:
     return {
         "polling": polling,
         "events_per_s": n / elapsed,
-        "requests": len(answers),
-        "answer_ms_p50": statistics.median(answers) * 1000 if answers else None,
-        "answer_ms_max": max(answers) * 1000 if answers else None,
+        "requests": sum(len(times) for times in answers.values()),
+        "answer_ms_p50": statistics.median(flat) * 1000 if (flat := _flat(answers)) else None,
+        "answer_ms_max": max(flat) * 1000 if flat else None,
+        "per_path_ms_p50": {path: statistics.median(t) * 1000 for path, t in answers.items()},
         "errors": sorted(set(errors)),
     }
+
+
+def _flat(answers: dict[str, list[float]]) -> list[float]:
+    return [t for times in answers.values() for t in times]
 
 
 def _start_worker(env: dict[str, str]) -> subprocess.Popen[bytes]:
@@ -173,6 +181,10 @@ async def main() -> None:
         )
     )
     print(f"\npolling / quiet (medians): {statistics.median(busy) / statistics.median(quiet):.1%}")
+    for path in ENDPOINTS:
+        per_run = [r["per_path_ms_p50"][path] for r in results if r.get("per_path_ms_p50")]
+        if per_run:
+            print(f"  {path}: answer p50 {fmt_med(per_run, 1)} ms")
     errors = sorted({e for r in results for e in r["errors"]})
     if errors:
         print("non-200 answers:", ", ".join(errors))

@@ -121,6 +121,11 @@ class Settings(BaseSettings):
     redact_paths: str = ""
     allow_unauthenticated: bool = False
     log_format: LogFormat = LogFormat.AUTO
+    # How old a shared reading of the backlog figures may be when served: /health,
+    # /health/ready and /metrics (stats) and the admin API's handler list (figures);
+    # any number of callers within it cost one reading (eventproc.shared_reading). 0: none kept.
+    stats_max_age_seconds: float = Field(1.0, ge=0, le=60)
+    handler_figures_max_age_seconds: float = Field(5.0, ge=0, le=300)
     # Largest request body the HTTP API reads: a bigger one is refused (413) as it arrives.
     max_body_bytes: int = Field(65_536, ge=1024, le=67_108_864)
 

@@ -27,8 +27,10 @@ from eventproc.engine import Processor, default_worker_id
 from eventproc.errors import EventprocError, StoreError, StoreUnavailable
 from eventproc.metrics import Metrics, StoreReading
 from eventproc.registry import Registry, load_registry
+from eventproc.shared_reading import SharedReadings
 from eventproc.stats import Stats
 from eventproc.store import BlockedSummary, Store, StoreStats, open_store
+from eventproc.store.admin.handlers import HandlerFigures
 
 logger = logging.getLogger("eventproc.runtime")
 
@@ -91,6 +93,13 @@ class Runtime:
         self.listening = asyncio.Event()  # ditto
         self._starting: asyncio.Task[None] | None = None
         self.blocked: BlockedSummary | None = None  # as of the last store_stats()
+        self._stats = SharedReadings[tuple[StoreStats, BlockedSummary | None]](
+            settings.stats_max_age_seconds
+        )
+        # The admin API's per-subscription figures (http/admin/handlers.py), by page.
+        self.handler_figures = SharedReadings[tuple[datetime, list[HandlerFigures]]](
+            settings.handler_figures_max_age_seconds
+        )
 
     @property
     def backend(self) -> str:
@@ -169,8 +178,7 @@ class Runtime:
             return None
         try:
             async with asyncio.timeout(STATS_TIMEOUT_SECONDS):
-                stats = await self.store.stats_snapshot()
-                blocked = await self._blocked_summary()
+                stats, blocked = await self._stats.get("stats", self._read_stats)
         except (StoreError, TimeoutError) as exc:
             self.processor.last_error = str(exc) or "timed out"
             self.metrics.store.failed()  # the gauges keep the last figures read, marked stale
@@ -180,6 +188,9 @@ class Runtime:
             stats = dataclasses.replace(stats, due=max(stats.due - blocked.waiting_due, 0))
         self._set_gauges(stats, blocked)
         return stats
+
+    async def _read_stats(self) -> tuple[StoreStats, BlockedSummary | None]:
+        return await self.store.stats_snapshot(), await self._blocked_summary()
 
     async def _blocked_summary(self) -> BlockedSummary | None:
         if self.settings.ordering is not Ordering.AGGREGATE:
@@ -270,7 +281,10 @@ class Runtime:
     def _bind(self) -> socket.socket:
         """Bind before anything runs: a taken port is then one clear error line."""
         host, port = self.settings.host, self.settings.port
-        sock = socket.socket(socket.AF_INET6 if ":" in host else socket.AF_INET)
+        # IPPROTO_TCP named: asyncio sets TCP_NODELAY only on sockets that say so, and
+        # without it a keep-alive answer written in two parts waits 40 ms (Nagle).
+        family = socket.AF_INET6 if ":" in host else socket.AF_INET
+        sock = socket.socket(family, socket.SOCK_STREAM, socket.IPPROTO_TCP)
         try:
             sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
             sock.bind((host, port))

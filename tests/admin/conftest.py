@@ -21,6 +21,10 @@ async def admin_runtime(store_url: str) -> AsyncIterator[Runtime]:
         retry_base_ms=0,
         api_tokens=",".join(f"{role}:{token}" for role, token in TOKENS.items()),
         redact_paths="payload.secret,metadata.ip",
+        # Every figure read fresh: these tests change the database between reads
+        # (test_admin_handlers.py's test_figures_are_shared covers the defaults).
+        stats_max_age_seconds=0,
+        handler_figures_max_age_seconds=0,
     )
     runtime = Runtime(settings, registry=admin_registry())
     await runtime.prepare(attempts=1)

@@ -9,6 +9,7 @@ import socket
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
+import httpx
 import pytest
 from sqlalchemy import update
 
@@ -16,6 +17,7 @@ from eventproc import NewEvent, __version__
 from eventproc.admin import heartbeat
 from eventproc.admin.heartbeat import Reporter, keep_reporting, quantile_ms
 from eventproc.config import Settings
+from eventproc.http import create_app
 from eventproc.http.admin import paging
 from eventproc.runtime import Runtime
 from eventproc.store.admin import Audit
@@ -23,6 +25,7 @@ from eventproc.store.admin import handlers as handler_reads
 from eventproc.store.admin.handlers import StatsDelta, WorkerRow
 from eventproc.store.schema import workers
 from support.admin_api import TOKENS, Api, admin_registry, publish
+from support.served import serving
 from support.waiting import eventually
 
 OPERATOR = f"operator#{hashlib.sha256(TOKENS['operator'].encode()).hexdigest()[:8]}"
@@ -311,3 +314,44 @@ async def test_pages_of_handlers(api: Api) -> None:
     )
     assert [item["name"] for item in rest.json()["items"]] == ["ok"]
     assert rest.json()["next_cursor"] is None
+
+
+async def test_figures_are_shared_by_every_caller_for_their_max_age(
+    store_url: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The defaults: handler figures kept 5 s and /health's stats 1 s, one reading however
+    many callers (a dashboard, probes, a scrape) ask meanwhile."""
+    runtime = Runtime(Settings(database_url=store_url), registry=admin_registry())
+    await runtime.prepare(attempts=1)
+    readings = [0]
+    original = runtime.store.admin.handlers.figures
+
+    async def counted(subscriptions: Any) -> Any:
+        readings[0] += 1
+        await asyncio.sleep(0.05)  # long enough for the other callers to arrive meanwhile
+        return await original(subscriptions)
+
+    monkeypatch.setattr(runtime.store.admin.handlers, "figures", counted)
+    try:
+        async with serving(create_app(runtime)) as url, httpx.AsyncClient(base_url=url) as client:
+            await publish(runtime, NewEvent("t.ok", {}))
+            answers = await asyncio.gather(*[client.get("/admin/v1/handlers") for _ in range(5)])
+            assert readings[0] == 1
+            first = {a.json()["items"][0]["figures_at"] for a in answers}
+            assert len(first) == 1
+            await publish(runtime, NewEvent("t.ok", {}))
+            again = (await client.get("/admin/v1/handlers")).json()["items"]
+            ok = {item["name"]: item for item in again}["ok"]
+            assert ok["backlog"]["count"] == 1 and {ok["figures_at"]} == first  # kept
+            runtime.handler_figures.max_age = 0.2
+            await asyncio.sleep(0.25)
+            ok = {i["name"]: i for i in (await client.get("/admin/v1/handlers")).json()["items"]}
+            assert ok["ok"]["backlog"]["count"] == 2 and readings[0] == 2
+
+            assert (await client.get("/health")).json()["backlog"] == 2
+            await publish(runtime, NewEvent("t.ok", {}))
+            assert (await client.get("/health")).json()["backlog"] == 2  # within 1 s: kept
+            await asyncio.sleep(1.05)
+            assert (await client.get("/health")).json()["backlog"] == 3
+    finally:
+        await runtime.store.close()

@@ -51,7 +51,10 @@ async def test_gauges_keep_the_last_reading_and_say_it_is_stale(
     proxy = Proxy(target.host or "127.0.0.1", target.port or 5432)
     await proxy.start()
     proxied = target.set(port=proxy.port).render_as_string(hide_password=False)
-    runtime = Runtime(Settings(database_url=proxied), registry=make_registry())
+    # A reading per scrape (no sharing): this test follows the gauges scrape by scrape.
+    runtime = Runtime(
+        Settings(database_url=proxied, stats_max_age_seconds=0), registry=make_registry()
+    )
     await runtime.prepare(attempts=1)
     await pg_store.event_insert_many([NewEvent("t.ok", {}) for _ in range(3)])
     try:

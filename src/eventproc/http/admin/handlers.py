@@ -13,7 +13,7 @@ from datetime import datetime
 from typing import TYPE_CHECKING, Annotated, Any
 
 from fastapi import APIRouter, Depends, Path, Request
-from pydantic import Field
+from pydantic import AwareDatetime, Field
 
 from eventproc.admin.heartbeat import quantile_ms
 from eventproc.admin.roles import Principal, Role
@@ -75,6 +75,10 @@ class HandlerItem(OpenModel):
     due: int = Field(description="Of the backlog counted: claimable now (no lease, no retry wait)")
     in_flight: int = Field(description="Of the backlog counted: leased by a worker now")
     oldest_pending_age_seconds: float | None
+    figures_at: AwareDatetime = Field(
+        description="When the backlog and rates were read (the database's clock): a reading "
+        "is shared by every caller for up to HANDLER_FIGURES_MAX_AGE_SECONDS"
+    )
     last_minute: Rates = Field(description="The previous whole minute and the current one")
     last_hour: Rates = Field(description="The previous 60 whole minutes and the current one")
     duration_ms: Durations = Field(description="Over the last hour, from a histogram")
@@ -183,7 +187,10 @@ async def _refresh(runtime: "Runtime") -> None:
 async def _items(runtime: "Runtime", entries: list[Handler]) -> list[HandlerItem]:
     admin = runtime.store.admin
     paused = await admin.paused()
-    now, figures = await admin.handlers.figures([(entry.name, entry.types) for entry in entries])
+    subscriptions = [(entry.name, entry.types) for entry in entries]
+    now, figures = await runtime.handler_figures.get(
+        tuple(name for name, _ in subscriptions), lambda: admin.handlers.figures(subscriptions)
+    )
     return [
         _item(entry, found, paused.get(entry.name), now)
         for entry, found in zip(entries, figures, strict=True)
@@ -207,6 +214,7 @@ def _item(
         oldest_pending_age_seconds=(
             max((now - oldest).total_seconds(), 0.0) if oldest is not None else None
         ),
+        figures_at=now,
         last_minute=_rates(found.last_minute),
         last_hour=_rates(found.last_hour),
         duration_ms=Durations(

@@ -391,7 +391,7 @@ def _backlog(parts: tuple[_Part, _Part]) -> Backlog:
     return Backlog(
         count=min(total, BACKLOG_CAP),
         capped=capped,
-        due=delivered.due + on_rows.due,
-        in_flight=delivered.busy + on_rows.busy,
+        due=min(delivered.due + on_rows.due, BACKLOG_CAP),
+        in_flight=min(delivered.busy + on_rows.busy, BACKLOG_CAP),
         oldest_pending_at=min(oldest) if oldest else None,
     )
