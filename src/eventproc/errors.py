@@ -59,6 +59,14 @@ class Conflict(StoreError):
     """The row exists but its state forbids the requested action."""
 
 
+class QueryTooBroad(StoreError):
+    """A listing ran out of its time bound: its filters walk too many rows.
+
+    Not retryable as it is (the same filters would walk the same rows):
+    narrow them, with a time range or an exact event type.
+    """
+
+
 class AlreadyProcessed(Conflict):
     """The event is finished (``processed = true``): nothing runs it until it is replayed.
 

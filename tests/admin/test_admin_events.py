@@ -3,7 +3,10 @@
 import hashlib
 import uuid
 
+import pytest
+
 from eventproc import NewEvent
+from eventproc.store.admin import events as admin_events
 from support.admin_api import Api, publish
 
 
@@ -197,3 +200,23 @@ async def test_an_open_service_names_the_caller_it_is_told_in_the_audit_trail(
     assert (await api.anonymous.post(url, json={})).status_code == 200
     actors = [e["actor"] for e in (await api.anonymous.get("/admin/v1/audit")).json()["items"]]
     assert actors == ["anonymous", "cli:ann@box"]
+
+
+async def test_a_listing_that_walks_too_long_is_stopped_with_a_clear_422(
+    api: Api, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A filter no index serves is bounded in time (PostgreSQL: statement_timeout; SQLite: the
+    Python bound), answered 422 with what to do; the same listing narrowed still answers."""
+    for start in range(0, 20_000, 2_000):
+        await publish(
+            api.runtime, *[NewEvent("t.ok", {"n": n}) for n in range(start, start + 2_000)]
+        )
+    monkeypatch.setattr(admin_events, "LIST_SECONDS", 0.001)
+    broad = await api.viewer.get(
+        "/admin/v1/events", params={"path": "payload.missing", "value": "x"}
+    )
+    assert broad.status_code == 422, broad.text
+    assert "since/until" in broad.json()["error"]
+    monkeypatch.setattr(admin_events, "LIST_SECONDS", 30.0)
+    again = await api.viewer.get("/admin/v1/events", params={"path": "payload.n", "value": "7"})
+    assert again.status_code == 200 and len(again.json()["items"]) == 1

@@ -23,6 +23,7 @@ from eventproc.errors import (
     Conflict,
     EventprocError,
     NotFound,
+    QueryTooBroad,
     StoreUnavailable,
 )
 from eventproc.http.schemas import ErrorBody
@@ -83,6 +84,7 @@ class ErrorStatus:
 ERROR_STATUSES: Mapping[type[EventprocError], ErrorStatus] = {
     AlreadyProcessed: ErrorStatus(400),  # the seed answered 400 for a processed event
     NotFound: ErrorStatus(404),
+    QueryTooBroad: ErrorStatus(422),
     Conflict: ErrorStatus(409),
     StoreUnavailable: ErrorStatus(503, "Database unavailable: "),
 }

@@ -40,7 +40,7 @@ def translate_error(exc: BaseException) -> StoreError:
         return StoreUnavailable(f"database unavailable: {first_line(exc)}")
     if isinstance(exc, sa_exc.DBAPIError) and exc.connection_invalidated:
         return StoreUnavailable(f"database connection lost: {first_line(exc)}")
-    state = _sqlstate(exc)
+    state = sqlstate_of(exc)
     if state == "08P01" and "unsupported startup parameter" in first_line(exc):
         # A pooler refusing session settings: trying again cannot help.
         return StoreError(
@@ -55,7 +55,7 @@ def translate_error(exc: BaseException) -> StoreError:
     return StoreError(f"database error: {first_line(exc)}")
 
 
-def _sqlstate(exc: BaseException) -> str | None:
+def sqlstate_of(exc: BaseException) -> str | None:
     for candidate in (getattr(exc, "orig", None), exc.__cause__, exc):
         state = getattr(candidate, "sqlstate", None) or getattr(candidate, "pgcode", None)
         if isinstance(state, str):

@@ -6,17 +6,21 @@ rows make it read further, which the caller bounds (``time bounds``; a
 statement timeout on PostgreSQL).
 """
 
+import asyncio
 import re
 import uuid
 from dataclasses import dataclass, field, replace
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import Select, String, cast, exists, func, or_, select, true, tuple_
+from sqlalchemy import Select, String, cast, exists, func, or_, select, text, true, tuple_
+from sqlalchemy.exc import DBAPIError
 from sqlalchemy.sql.elements import ColumnElement
 
+from eventproc.errors import QueryTooBroad
 from eventproc.event import DeadLetter, Event
 from eventproc.store.driver import Driver
+from eventproc.store.errors import sqlstate_of
 from eventproc.store.reads import types_present
 from eventproc.store.rows import aware, row_to_dead_letter, row_to_event
 from eventproc.store.schema import attempts, dead_letters, deliveries, events
@@ -194,9 +198,35 @@ def _page_statement(driver: Driver, query: EventQuery) -> Select[Any]:
     )
 
 
+# The longest one page of the events list may take. A filter no index serves
+# (a payload path, error text, outcome, handler or aggregate over all of
+# history) walks the table; bounded, it answers QueryTooBroad (HTTP 422)
+# instead of holding a connection and a core for minutes.
+LIST_SECONDS = 5.0
+_TOO_BROAD = (
+    "this listing ran longer than {:g} s and was stopped: its filters walk more events than "
+    "an index serves; bound it with since/until (or an exact type)"
+)
+
+
 async def page(driver: Driver, query: EventQuery) -> list[EventRow]:
+    try:
+        # PostgreSQL stops the statement itself; the Python bound is SQLite's.
+        async with asyncio.timeout(LIST_SECONDS + (1.0 if driver.backend == "postgresql" else 0)):
+            return await _page(driver, query)
+    except TimeoutError:
+        raise QueryTooBroad(_TOO_BROAD.format(LIST_SECONDS)) from None
+    except DBAPIError as exc:
+        if sqlstate_of(exc) == "57014":  # query_canceled: our statement_timeout
+            raise QueryTooBroad(_TOO_BROAD.format(LIST_SECONDS)) from None
+        raise
+
+
+async def _page(driver: Driver, query: EventQuery) -> list[EventRow]:
     statement = _page_statement(driver, query)
     async with driver.reader.connect() as conn:
+        if driver.backend == "postgresql":  # SET LOCAL: this read's transaction only
+            await conn.execute(text(f"SET LOCAL statement_timeout = {int(LIST_SECONDS * 1000)}"))
         rows = (await conn.execute(statement)).all()
         found = [
             EventRow(row_to_event(row), _time(row.routed_at), row.deliveries_open) for row in rows

@@ -44,6 +44,7 @@ from sqlalchemy import exc as sa_exc
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
 from eventproc.errors import StoreError, StoreUnavailable
+from eventproc.store.errors import sqlstate_of
 from eventproc.store.migrations import VERSION_TABLE, alembic_config, upgrade
 from eventproc.store.migrations.concurrent import build_indexes
 from eventproc.store.migrations.lease import create_lease_table
@@ -125,7 +126,7 @@ async def in_retried_transaction(
             async with engine.begin() as conn:
                 return await work(conn)
         except sa_exc.DBAPIError as exc:
-            if _sqlstate(exc) not in _LOCK_STATES:
+            if sqlstate_of(exc) not in _LOCK_STATES:
                 raise
             pause = delay * random.uniform(0.5, 1.0)
             if time.monotonic() + pause > deadline:
@@ -144,14 +145,6 @@ async def in_retried_transaction(
             )
             await asyncio.sleep(pause)
             delay = min(delay * 2, policy.max_backoff)
-
-
-def _sqlstate(exc: sa_exc.DBAPIError) -> str | None:
-    for candidate in (exc.orig, exc.__cause__):
-        state = getattr(candidate, "sqlstate", None) or getattr(candidate, "pgcode", None)
-        if isinstance(state, str):
-            return state
-    return None
 
 
 async def _take_lock(conn: AsyncConnection, lock_timeout_ms: int) -> None:
