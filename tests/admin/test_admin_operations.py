@@ -409,6 +409,8 @@ async def test_pause_and_resume_through_operations(api: Api) -> None:
     assert done["status"] == "done" and done["changed_count"] == 1 and done["total"] == 1
     [(_at, actor, reason)] = (await api.runtime.store.admin.paused()).values()
     assert actor == OPERATOR and reason == "downstream outage"
+    # This process's claims hold it at once, not at the heartbeat's next refresh.
+    assert api.runtime.processor.producer.paused == {"fan_b"}
     twice = await execute(
         api.operator, await plan(api.operator, action="pause", selector={"handler": "fan_b"})
     )
@@ -417,6 +419,7 @@ async def test_pause_and_resume_through_operations(api: Api) -> None:
         api.operator, await plan(api.operator, action="resume", selector={"handler": "fan_b"})
     )
     assert resumed["changed_count"] == 1 and await api.runtime.store.admin.paused() == {}
+    assert api.runtime.processor.producer.paused == frozenset()
     entries = [e for e in await audit(api) if e["operation_id"] == paused["id"]]
     assert [e["action"] for e in entries] == [
         "operation.plan",

@@ -1,15 +1,20 @@
 """What every admin router needs: the runtime, the caller as an Audit, error answers, bodies."""
 
+import contextlib
 from datetime import UTC, datetime
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from pydantic import ConfigDict, Field
 
 from eventproc.admin.roles import Principal
+from eventproc.errors import StoreError
 from eventproc.http.auth import AUTH_RESPONSES
 from eventproc.http.errors import error_responses
 from eventproc.http.schemas import OpenModel
 from eventproc.store.admin import Audit
+
+if TYPE_CHECKING:
+    from eventproc.runtime import Runtime
 
 READ_RESPONSES: dict[int | str, dict[str, Any]] = {
     **AUTH_RESPONSES,
@@ -47,3 +52,9 @@ def audit_of(who: Principal, reason: str | None = None) -> Audit:
 
 def utc_now() -> datetime:
     return datetime.now(UTC)
+
+
+async def learn_pauses(runtime: "Runtime") -> None:
+    """This process's processor learns a pause or resume now (the heartbeat would within 2 s)."""
+    with contextlib.suppress(StoreError):
+        await runtime.processor.refresh_paused()

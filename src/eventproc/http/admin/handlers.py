@@ -8,7 +8,6 @@ work within a few seconds (this process at once); nothing is lost: its
 deliveries wait, pending, and run when it is resumed.
 """
 
-import contextlib
 from datetime import datetime
 from typing import TYPE_CHECKING, Annotated, Any
 
@@ -17,9 +16,14 @@ from pydantic import AwareDatetime, Field
 
 from eventproc.admin.heartbeat import quantile_ms
 from eventproc.admin.roles import Principal, Role
-from eventproc.errors import StoreError
 from eventproc.http.admin import paging
-from eventproc.http.admin.common import READ_RESPONSES, WRITE_RESPONSES, ActionBody, audit_of
+from eventproc.http.admin.common import (
+    READ_RESPONSES,
+    WRITE_RESPONSES,
+    ActionBody,
+    audit_of,
+    learn_pauses,
+)
 from eventproc.http.auth import require
 from eventproc.http.deps import get_runtime
 from eventproc.http.errors import ApiError, error_responses
@@ -148,7 +152,7 @@ async def pause_handler(
     runtime = get_runtime(request)
     _known(runtime, name)
     changed = await runtime.store.admin.pause(name, audit_of(who, body.reason))
-    await _refresh(runtime)
+    await learn_pauses(runtime)
     return Paused(handler=name, paused=True, changed=changed)
 
 
@@ -167,7 +171,7 @@ async def resume_handler(
     runtime = get_runtime(request)
     _known(runtime, name)
     changed = await runtime.store.admin.resume(name, audit_of(who, body.reason))
-    await _refresh(runtime)
+    await learn_pauses(runtime)
     return Paused(handler=name, paused=False, changed=changed)
 
 
@@ -176,12 +180,6 @@ def _known(runtime: "Runtime", name: str) -> Handler:
     if entry is None:
         raise ApiError(404, f"No subscription named {name!r} is registered")
     return entry
-
-
-async def _refresh(runtime: "Runtime") -> None:
-    """This process's processor learns the change now (the heartbeat would within 2 s)."""
-    with contextlib.suppress(StoreError):
-        await runtime.processor.refresh_paused()
 
 
 async def _items(runtime: "Runtime", entries: list[Handler]) -> list[HandlerItem]:

@@ -17,7 +17,13 @@ from pydantic import AfterValidator, AwareDatetime, BeforeValidator, Field
 from eventproc.admin import operations as carrier
 from eventproc.admin.roles import Principal, Role
 from eventproc.http.admin import paging
-from eventproc.http.admin.common import READ_RESPONSES, WRITE_RESPONSES, Body, audit_of
+from eventproc.http.admin.common import (
+    READ_RESPONSES,
+    WRITE_RESPONSES,
+    Body,
+    audit_of,
+    learn_pauses,
+)
 from eventproc.http.auth import require
 from eventproc.http.deps import get_runtime
 from eventproc.http.errors import ApiError, error_responses
@@ -294,6 +300,8 @@ async def execute_operation(
         )
     except OperationRefused as exc:
         raise _refused(exc) from None
+    if started.action in ("pause", "resume"):  # done at execute: hold or free work here now
+        await learn_pauses(runtime)
     return _item(started)
 
 
