@@ -6,6 +6,7 @@ from typing import Any, Protocol, TypeAlias
 
 from sqlalchemy.ext.asyncio import AsyncConnection
 
+from eventproc import tracing
 from eventproc.event import Event, NewEvent
 
 logger = logging.getLogger("eventproc.handler")
@@ -70,9 +71,11 @@ class HandlerContext:
         """Publish follow-up events (in the event's transaction when there is one).
 
         Events whose ``id`` already exists are ignored, so a handler that gives
-        deterministic ids can run twice without publishing twice.
+        deterministic ids can run twice without publishing twice. With
+        tracing on, each carries the handler call's ``traceparent`` in its
+        metadata (unless it has one already), for its consumers to link to.
         """
-        await self._publisher(events, self._connection)
+        await self._publisher(tracing.with_trace_context(events), self._connection)
 
 
 HandlerFunc = Callable[[Event, HandlerContext], Awaitable[None]]

@@ -13,6 +13,7 @@ from types import CoroutineType
 
 from pydantic import ValidationError
 
+from eventproc import tracing
 from eventproc.engine import handling_log
 from eventproc.engine.handling_log import FailedAttempt, HandlingLog
 from eventproc.engine.runners import Stepped
@@ -21,7 +22,7 @@ from eventproc.event import Event, NewEvent
 from eventproc.fingerprint import fingerprint
 from eventproc.handler import Connection, HandlerContext
 from eventproc.logs import EventLine
-from eventproc.metrics import OTHER_TYPE, Metrics
+from eventproc.metrics import OTHER_TYPE, Metrics, error_type_of, type_label
 from eventproc.registry import Handler, Registry
 from eventproc.retry import RetryPolicy
 from eventproc.store.protocol import Kind, Lease, Storage, WriteBack
@@ -109,12 +110,23 @@ class Dispatcher:
     async def _call(
         self, event: Event, lease: Lease, handler: Handler, payload: object
     ) -> WriteBack | None:
+        destination = type_label(handler.types, event.event_type)
+        tracer = tracing.tracer()
+        span = (
+            tracing.start(tracer, event, handler.name, destination, self.worker_id)
+            if tracer is not None
+            else None
+        )
+        started_at = time.time()
         started = time.perf_counter()
         timeout = handler.timeout_seconds or self.timeout_seconds
         result: WriteBack | None
+        error_type = ""
         try:
             result = await self._invoke(event, lease, handler, payload, started, timeout)
         except asyncio.CancelledError:
+            if span is not None:
+                span.cancelled()
             raise
         except Exception as exc:  # a handler may raise anything
             result = self._after_error(event, lease, handler, exc, timeout)
@@ -123,15 +135,22 @@ class Dispatcher:
                 "store_unavailable" if isinstance(exc, StoreUnavailable) else _outcome_of(result)
             )
             duration = time.perf_counter() - started
+            error_type = error_type_of(exc)
+            if span is not None:
+                span.failed(exc, outcome, error_type)
             if result is not None:
                 self._log_failure(event, handler, result, outcome, duration, exc)
         else:
             outcome = "succeeded"
             duration = time.perf_counter() - started
+            if span is not None:
+                span.succeeded()
             self.log.succeeded(handler.name, duration)
-        self.metrics.observe_handler(event.event_type, outcome, duration)
+        self.metrics.handled(
+            event, handler.name, destination, outcome, error_type, duration, started_at
+        )
         if outcome == "succeeded":
-            self.metrics.count(event.event_type, outcome)
+            self.metrics.count(destination[0], outcome)
             log_processed(
                 str(event.id), event.event_type, event.attempts, round(duration * 1000, 2)
             )
@@ -212,7 +231,7 @@ class Dispatcher:
                 exc.reason,
                 extra=_fields(event, action="rescheduled"),
             )
-            self.metrics.count(event.event_type, "rescheduled")
+            self.metrics.count(_type_label(event, handler), "rescheduled")
             return WriteBack.rescheduled(
                 lease, exc.delay_seconds, exc.reason, event.attempts, handler.name
             )
@@ -226,7 +245,7 @@ class Dispatcher:
                 exc,
                 extra=_fields(event, action="store_unavailable"),
             )
-            self.metrics.count(event.event_type, "store_unavailable")
+            self.metrics.count(_type_label(event, handler), "store_unavailable")
             return WriteBack.rescheduled(
                 lease, STORE_TROUBLE_DELAY_SECONDS, str(exc), event.attempts, handler.name
             )
@@ -269,7 +288,7 @@ class Dispatcher:
             message,
             extra=_fields(event, action="retry"),
         )
-        self.metrics.count(event.event_type, "retried")
+        self.metrics.count(_type_label(event, handler), "retried")
         return WriteBack.retry(lease, delay, message, event.attempts, handler.name)
 
     def _bury(
@@ -286,7 +305,9 @@ class Dispatcher:
             message,
             extra=_fields(event, action="dead_lettered"),
         )
-        self.metrics.count(event.event_type, "dead_lettered")
+        if handler is None and event.handler:
+            handler = self.registry.subscription(event.handler)
+        self.metrics.count(_type_label(event, handler), "dead_lettered")
         if self.blocks_aggregates and event.aggregate_id is not None:
             logger.warning(
                 "Aggregate %s is blocked: its later events wait until this dead-lettered "
@@ -320,6 +341,11 @@ _LABELS = {
     Kind.SKIPPED: "succeeded",
     Kind.COMMITTED: "succeeded",
 }
+
+
+def _type_label(event: Event, handler: Handler | None) -> str:
+    """The metrics' bounded label for the event's type (metrics.type_label)."""
+    return type_label(handler.types, event.event_type)[0] if handler is not None else OTHER_TYPE
 
 
 def _fields(event: Event, **extra: object) -> dict[str, object]:
