@@ -18,6 +18,7 @@ the events a handler publishes, unless the handler set one itself.
 
 import dataclasses
 import importlib.metadata
+import os
 import time
 from collections.abc import Mapping, Sequence
 from typing import TYPE_CHECKING, Any
@@ -67,6 +68,34 @@ def configure(provider: "TracerProvider | None") -> None:
     _state.provider = provider
     _state.tracer = None
     _state.checked_at = float("-inf")
+
+
+def configure_from_environment(environ: Mapping[str, str] = os.environ) -> bool:
+    """Set up the SDK to send spans by OTLP/HTTP when OTEL_EXPORTER_OTLP_*ENDPOINT is set.
+
+    For a process started without ``opentelemetry-instrument``: the SDK and
+    the exporter read the usual OTEL_* variables (service name, resource,
+    sampler, endpoint, headers). False, and nothing done, when no endpoint
+    is set, a provider is configured already, or the packages are missing.
+    """
+    endpoint = environ.get("OTEL_EXPORTER_OTLP_TRACES_ENDPOINT") or environ.get(
+        "OTEL_EXPORTER_OTLP_ENDPOINT"
+    )
+    if not endpoint or _trace is None:
+        return False
+    if not isinstance(_trace.get_tracer_provider(), _trace.ProxyTracerProvider):
+        return False
+    try:
+        from opentelemetry.exporter.otlp.proto.http.trace_exporter import OTLPSpanExporter
+        from opentelemetry.sdk.trace import TracerProvider
+        from opentelemetry.sdk.trace.export import BatchSpanProcessor
+    except ImportError:
+        return False
+    provider = TracerProvider()  # OTEL_SERVICE_NAME, OTEL_RESOURCE_ATTRIBUTES, sampler
+    provider.add_span_processor(BatchSpanProcessor(OTLPSpanExporter()))
+    _trace.set_tracer_provider(provider)
+    configure(None)
+    return True
 
 
 def tracer() -> "Tracer | None":

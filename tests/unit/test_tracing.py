@@ -4,9 +4,12 @@ The provider is given to eventproc.tracing.configure (the global one can be
 set only once per process), and taken back after each test.
 """
 
+import http.server
+import os
 import subprocess
 import sys
 import textwrap
+import threading
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
@@ -269,3 +272,79 @@ def test_eventproc_runs_without_opentelemetry(tmp_path: Path) -> None:
     )
     assert done.returncode == 0, done.stderr
     assert done.stdout.strip() == "ok"
+
+
+OTLP = textwrap.dedent(
+    """
+    import asyncio, sys
+    from opentelemetry import trace
+    from eventproc import Event, HandlerContext, NewEvent, Registry, tracing
+    from eventproc.engine import Processor
+    from eventproc.store import open_store
+
+    assert tracing.configure_from_environment()
+    assert not tracing.configure_from_environment()  # once: a provider is set now
+    registry = Registry()
+
+    @registry.handler("t.ok")
+    async def ok(event: Event, ctx: HandlerContext) -> None:
+        pass
+
+    async def main() -> None:
+        store = open_store(sys.argv[1])
+        await store.migrate()
+        await store.event_insert_many([NewEvent("t.ok", {})])
+        await Processor(store, registry).run(until_idle=True)
+        await store.close()
+
+    asyncio.run(main())
+    trace.get_tracer_provider().shutdown()  # flushes the batch
+    """
+)
+
+
+def test_an_otlp_endpoint_in_the_environment_sends_the_spans(tmp_path: Path) -> None:
+    """OTEL_EXPORTER_OTLP_ENDPOINT (a Datadog Agent, a collector): spans arrive by OTLP/HTTP."""
+    received: list[tuple[str, bytes]] = []
+
+    class Collector(http.server.BaseHTTPRequestHandler):
+        def do_POST(self) -> None:
+            length = int(self.headers["Content-Length"])
+            received.append((self.path, self.rfile.read(length)))
+            self.send_response(200)
+            self.send_header("Content-Type", "application/x-protobuf")
+            self.send_header("Content-Length", "0")
+            self.end_headers()
+
+        def log_message(self, *args: object) -> None:
+            pass
+
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Collector)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    try:
+        environ = {
+            **os.environ,
+            "OTEL_EXPORTER_OTLP_ENDPOINT": f"http://127.0.0.1:{server.server_address[1]}",
+            "OTEL_SERVICE_NAME": "eventproc-otlp-test",
+        }
+        url = f"sqlite:///{tmp_path / 'otlp.db'}"
+        done = subprocess.run(
+            [sys.executable, "-c", OTLP, url],
+            capture_output=True,
+            text=True,
+            timeout=60,
+            env=environ,
+        )
+    finally:
+        server.shutdown()
+        server.server_close()
+    assert done.returncode == 0, done.stderr
+    assert [path for path, _ in received] == ["/v1/traces"]
+    body = received[0][1]
+    assert b"process t.ok" in body and b"eventproc-otlp-test" in body
+
+
+def test_no_endpoint_configures_nothing() -> None:
+    assert not tracing.configure_from_environment({})
+    assert isinstance(trace.get_tracer_provider(), trace.ProxyTracerProvider)
