@@ -10,7 +10,7 @@ from typing import TYPE_CHECKING, Annotated, Any
 import typer
 from rich.console import Console
 
-from eventproc import cli_admin, logs
+from eventproc import cli_admin, cli_prune, logs
 from eventproc.config import Settings, load_settings
 from eventproc.errors import ConfigError, EventprocError
 from eventproc.event import NewEvent
@@ -659,6 +659,10 @@ app.add_typer(cli_admin.handlers_app)
 app.add_typer(cli_admin.ops_app)
 app.command("replay")(cli_admin.replay)
 app.command("stats")(cli_admin.stats)
+
+# -- retention (issue 16): eventproc.cli_prune ------------------------------------------
+
+app.command("prune")(cli_prune.prune)
 
 
 def main() -> None:

@@ -20,6 +20,7 @@ from eventproc.errors import ConfigError
 from eventproc.processor_config import ProcessorConfig
 from eventproc.retry import RetryPolicy
 from eventproc.store.postgres.url import PgUrl, Pooler, UrlError
+from eventproc.store.retention import RetentionPolicy
 
 DEFAULT_SQLITE_PATH = "eventproc.db"
 # POLL_INTERVAL_MS's default behind a transaction pooler, where LISTEN cannot
@@ -126,6 +127,20 @@ class Settings(BaseSettings):
     # any number of callers within it cost one reading (eventproc.shared_reading). 0: none kept.
     stats_max_age_seconds: float = Field(1.0, ge=0, le=60)
     handler_figures_max_age_seconds: float = Field(5.0, ge=0, le=300)
+    # Retention (README "Retention"): off by default, as the replaced service
+    # kept every row; PRUNE=on removes what the RETAIN_* clocks let go.
+    prune: bool = False
+    prune_interval_seconds: float = Field(300.0, ge=1, le=86_400)
+    retain_succeeded_days: float = Field(7.0, ge=0, le=36_500)
+    retain_skipped_days: float = Field(7.0, ge=0, le=36_500)
+    retain_dead_lettered_days: float = Field(30.0, ge=0, le=36_500)
+    retain_partial_days: float = Field(30.0, ge=0, le=36_500)
+    retain_attempts_days: float = Field(30.0, ge=0, le=36_500)
+    retain_audit_days: float = Field(365.0, ge=1, le=36_500)
+    retain_handler_days: str = ""  # "handler_a:3,handler_b:60"
+    prune_archive: str = "none"  # none | table | jsonl:/path/to/file.jsonl
+    # How old the shared table-health reading (/metrics, /health, /admin/v1/tables) may be.
+    table_health_max_age_seconds: float = Field(15.0, ge=0, le=3600)
     # Largest request body the HTTP API reads: a bigger one is refused (413) as it arrives.
     max_body_bytes: int = Field(65_536, ge=1024, le=67_108_864)
 
@@ -213,6 +228,37 @@ class Settings(BaseSettings):
                 self.poll_interval_ms = TRANSACTION_POOLER_POLL_MS
         return self
 
+    @field_validator("retain_handler_days")
+    @classmethod
+    def _check_handler_days(cls, value: str) -> str:
+        parse_handler_days(value)
+        return value
+
+    @field_validator("prune_archive")
+    @classmethod
+    def _check_archive(cls, value: str) -> str:
+        _, path = parse_archive(value)
+        if path is not None and not path.parent.is_dir():
+            raise Refused(f"PRUNE_ARCHIVE={value!r}: directory {str(path.parent)!r} does not exist")
+        return value
+
+    def retention_policy(self) -> RetentionPolicy:
+        return RetentionPolicy(
+            succeeded_days=self.retain_succeeded_days,
+            skipped_days=self.retain_skipped_days,
+            dead_lettered_days=self.retain_dead_lettered_days,
+            partial_days=self.retain_partial_days,
+            attempts_days=self.retain_attempts_days,
+            audit_days=self.retain_audit_days,
+            handler_days=parse_handler_days(self.retain_handler_days),
+            block_on_dead_letters=self.aggregate_failure is AggregateFailure.BLOCK,
+            archive=parse_archive(self.prune_archive)[0],
+        )
+
+    @property
+    def archive_path(self) -> Path | None:
+        return parse_archive(self.prune_archive)[1]
+
     @property
     def is_production(self) -> bool:
         return self.environment.lower() in {"production", "prod"}
@@ -284,6 +330,33 @@ class Settings(BaseSettings):
             return parse_paths(self.redact_paths)
         except RedactionError as exc:
             raise ConfigError(str(exc)) from None
+
+
+def parse_handler_days(value: str) -> dict[str, float]:
+    """RETAIN_HANDLER_DAYS: "name:days,name:days" (days 0 to 36500)."""
+    found: dict[str, float] = {}
+    for item in filter(None, (part.strip() for part in value.split(","))):
+        name, sep, days = item.rpartition(":")
+        try:
+            number = float(days)
+        except ValueError:
+            number = -1.0
+        if not sep or not name.strip() or not 0 <= number <= 36_500:
+            raise Refused(
+                f"RETAIN_HANDLER_DAYS: {item!r} is not handler:days (days from 0 to 36500)"
+            )
+        found[name.strip()] = number
+    return found
+
+
+def parse_archive(value: str) -> tuple[str, Path | None]:
+    """PRUNE_ARCHIVE: none, table, or jsonl:/path."""
+    text = value.strip()
+    if text.lower() in ("none", "table"):
+        return text.lower(), None
+    if text.lower().startswith("jsonl:") and text[6:].strip():
+        return "jsonl", Path(text[6:].strip()).expanduser()
+    raise Refused(f"PRUNE_ARCHIVE={value!r}: must be none, table or jsonl:/path/to/file")
 
 
 def _is_address_or_host_name(host: str) -> bool:

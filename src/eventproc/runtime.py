@@ -11,6 +11,7 @@ import asyncio
 import contextlib
 import dataclasses
 import logging
+import os
 import signal
 import socket
 import time
@@ -22,10 +23,12 @@ import uvicorn
 
 from eventproc import __version__
 from eventproc.admin.chores import CHORES
+from eventproc.admin.pruner import Pruner
 from eventproc.config import AggregateFailure, Ordering, Settings
 from eventproc.engine import Processor, default_worker_id
 from eventproc.errors import EventprocError, StoreError, StoreUnavailable
 from eventproc.metrics import Metrics, StoreReading
+from eventproc.metrics_tables import TableWatch
 from eventproc.registry import Registry, load_registry
 from eventproc.shared_reading import SharedReadings
 from eventproc.stats import Stats
@@ -74,6 +77,7 @@ class Runtime:
         self.metrics = Metrics()
         wake_ups = self.store.wake_ups
         self.metrics.listen_verified.set_function(lambda: 1 if wake_ups.mode == "listen" else 0)
+        self.pruner, self.tables = self._retention(settings)
         self.processor = Processor(
             self.store,
             self.registry,
@@ -100,6 +104,23 @@ class Runtime:
         self.handler_figures = SharedReadings[tuple[datetime, list[HandlerFigures]]](
             settings.handler_figures_max_age_seconds
         )
+
+    def _retention(self, settings: Settings) -> tuple[Pruner, TableWatch]:
+        """Retention and table health (issue 16): the pruner chore, and the shared reading."""
+        pruner = Pruner(
+            self.store.driver,
+            settings.retention_policy(),
+            holder=f"{self.worker_id}:{os.getpid()}",
+            jsonl=settings.archive_path,
+        )
+        tables = TableWatch(
+            self.store.driver,
+            pruner,
+            max_age=settings.table_health_max_age_seconds,
+            pruning=settings.prune,
+        )
+        self.metrics.registry.register(tables)
+        return pruner, tables
 
     @property
     def backend(self) -> str:

@@ -7,11 +7,15 @@ Each chore is a coroutine function of the Runtime that runs until cancelled
 from collections.abc import Callable, Coroutine
 from typing import TYPE_CHECKING, Any
 
-from eventproc.admin import heartbeat, operations
+from eventproc.admin import heartbeat, operations, pruner
 
 if TYPE_CHECKING:
     from eventproc.runtime import Runtime
 
 Chore = Callable[["Runtime"], Coroutine[Any, Any, None]]
 
-CHORES: tuple[Chore, ...] = (heartbeat.keep_reporting, operations.carry_operations)
+CHORES: tuple[Chore, ...] = (
+    heartbeat.keep_reporting,
+    operations.carry_operations,
+    pruner.keep_pruning,
+)

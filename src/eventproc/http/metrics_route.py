@@ -21,4 +21,6 @@ _TEXT: dict[int | str, dict[str, Any]] = {
 async def metrics(request: Request) -> Response:
     runtime = get_runtime(request)
     await runtime.store_stats()  # refreshes the backlog gauges
+    if runtime.prepared:
+        await runtime.tables.read()  # and the table-health ones (eventproc.metrics_tables)
     return Response(generate_latest(runtime.metrics.registry), media_type=CONTENT_TYPE_LATEST)

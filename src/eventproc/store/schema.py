@@ -299,3 +299,26 @@ handler_stats = Table(
 Index("handler_stats_minute_idx", handler_stats.c.minute)
 
 EVENT_COLUMNS = tuple(column.name for column in events.columns)
+
+# -- retention (issue 16): the pruner's lease and the events it archived ---------------
+
+# One row per singleton chore (the pruner): who holds it until when, and its last pass.
+leases = Table(
+    "eventproc_leases",
+    metadata,
+    Column("name", Text, primary_key=True),
+    Column("holder", Text),
+    Column("expires_at", UTCDateTime()),
+    Column("pass_started_at", UTCDateTime()),  # the last pass that found nothing left due
+    Column("succeeded_at", UTCDateTime()),  # when that pass ended
+)
+
+# PRUNE_ARCHIVE=table: pruned events, every column as it was, and when they moved.
+events_archive = Table(
+    "events_archive",
+    metadata,
+    *(Column(c.name, c.type, nullable=c.nullable and not c.primary_key) for c in events.columns),
+    Column("archived_at", UTCDateTime(), nullable=False, server_default=utc_now()),
+)
+Index("events_archive_id_idx", events_archive.c.id)
+Index("events_archive_created_at_idx", events_archive.c.created_at)

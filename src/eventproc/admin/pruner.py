@@ -1,0 +1,214 @@
+"""The pruner: retention's deletes, in one worker at a time, in adaptive batches.
+
+Every worker runs the chore (admin/chores.py); a lease row (eventproc_leases)
+picks one. A lease row, not a PostgreSQL advisory lock: a session-level
+advisory lock does not survive a transaction pooler (PgBouncer lends the
+session to someone else after each transaction), and it means nothing on
+SQLite. Each batch renews the lease in its own transaction, which also locks
+the row until that batch commits: two pruners' batches never overlap, and a
+pruner that lost its lease (paused past its expiry) stops at its next batch.
+
+A batch's size grows while batches are quick and shrinks when one is slow,
+within bounds, so that pruning never holds locks or the SQLite writer long
+enough to be felt by the claims. With PRUNE_ARCHIVE=jsonl:PATH each batch's
+events are appended to PATH and fsynced before its delete commits (a crash in
+between leaves lines whose events are still there: the archive is at least
+once; the lines carry the event id).
+"""
+
+import asyncio
+import json
+import logging
+import os
+import time
+import uuid
+from collections.abc import Sequence
+from datetime import datetime
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from eventproc.store import retention, table_health
+from eventproc.store.driver import Driver
+from eventproc.store.retention import RetentionPolicy
+
+if TYPE_CHECKING:
+    from eventproc.runtime import Runtime
+
+logger = logging.getLogger("eventproc.pruner")
+
+LEASE_SECONDS = 60.0
+MIN_BATCH, FIRST_BATCH, MAX_BATCH = 50, 500, 5000
+TARGET_BATCH_SECONDS = 0.2  # grow below half of it, shrink above twice it
+PAUSE_FRACTION = 0.5  # rest this fraction of a batch's time before the next
+SQLITE_VACUUM_PAGES = 2000  # pages returned to the file system per batch
+# A SQLite file made without incremental auto_vacuum is converted (one VACUUM,
+# which rewrites it under the write lock) by the pruner when no bigger than this;
+# a bigger one by `eventproc prune --execute --vacuum`, when the operator chooses.
+SQLITE_CONVERT_BYTES = 64 * 1024 * 1024
+
+
+class LeaseLost(Exception):
+    """Another pruner holds the lease now (ours expired): stop this pass."""
+
+
+class Pruner:
+    def __init__(
+        self,
+        driver: Driver,
+        policy: RetentionPolicy,
+        *,
+        holder: str | None = None,
+        jsonl: Path | None = None,
+    ) -> None:
+        self.driver = driver
+        self.policy = policy
+        self.holder = holder or f"pruner:{uuid.uuid4().hex[:12]}"
+        self.jsonl = jsonl
+        self.batch = FIRST_BATCH
+        self.totals: dict[str, int] = {}  # rows pruned by this process, per table (the counter)
+        self.last_success: float | None = None  # unix time of this process's last full pass
+        self.passes = 0
+        self._space_checked = driver.backend != "sqlite"
+
+    async def run_pass(self) -> dict[str, int] | None:
+        """One pass: everything due now, table by table; None if another pruner holds it."""
+        async with self.driver.begin() as conn:
+            if not await retention.lease_renew(
+                conn, self.driver, self.holder, LEASE_SECONDS, take=True
+            ):
+                return None
+            started = (await retention.cutoffs(conn, self.driver, self.policy)).now
+        pruned: dict[str, int] = {}
+        try:
+            await self._events(pruned)
+            for table in retention.CLOCKED_TABLES:
+                await self._clocked(table, pruned)
+            async with self.driver.begin() as conn:
+                await retention.pass_done(conn, self.driver, started)
+                await retention.lease_release(conn, self.holder)
+        except LeaseLost:
+            logger.warning("Pruner lost its lease mid-pass; another worker carries on")
+            return pruned
+        self.passes += 1
+        self.last_success = time.time()
+        if self.driver.backend == "sqlite" and any(pruned.values()):
+            await self._reclaim()
+        return pruned
+
+    async def _reclaim(self) -> None:
+        if not self._space_checked:
+            self._space_checked = True
+            path = Path(self.driver.url_for_display)
+            size = await asyncio.to_thread(lambda: path.stat().st_size)
+            small = size <= SQLITE_CONVERT_BYTES
+            if await table_health.sqlite_auto_vacuum(self.driver) == 0:
+                if not small:
+                    logger.warning(
+                        "SQLite file %s keeps pruned pages for reuse (no incremental "
+                        "auto_vacuum): `eventproc prune --execute --vacuum` gives them back",
+                        path,
+                    )
+                    return
+                await table_health.sqlite_convert(self.driver)
+                return
+        await table_health.sqlite_reclaim(self.driver, SQLITE_VACUUM_PAGES)
+
+    async def _events(self, pruned: dict[str, int]) -> None:
+        async with self.driver.reader.connect() as conn:
+            types = await retention.event_types(conn)
+        for event_type in types:
+            after: tuple[datetime, uuid.UUID] | None = None
+            while True:
+                size = self.batch
+                started = time.monotonic()
+                seen, counts = await self._event_batch(event_type, after, size)
+                self._add(pruned, counts)
+                await self._adapt(time.monotonic() - started)
+                if len(seen) < size:
+                    break
+                after = seen[-1]
+
+    async def _event_batch(
+        self, event_type: str, after: tuple[datetime, uuid.UUID] | None, size: int
+    ) -> tuple[list[tuple[datetime, uuid.UUID]], dict[str, int]]:
+        async with self.driver.begin() as conn:
+            await self._fence(conn)
+            cut = await retention.cutoffs(conn, self.driver, self.policy)
+            seen = await retention.event_candidates(
+                conn, event_type, retention.newest_cut(cut), after, size
+            )
+            gone, counts = await retention.delete_events(
+                conn, self.driver, [row[1] for row in seen], cut, self.policy
+            )
+            if gone and self.jsonl is not None:
+                await asyncio.to_thread(append_jsonl, self.jsonl, gone)
+        return seen, counts
+
+    async def _clocked(self, table: str, pruned: dict[str, int]) -> None:
+        while True:
+            size = self.batch
+            started = time.monotonic()
+            async with self.driver.begin() as conn:
+                await self._fence(conn)
+                cut = await retention.cutoffs(conn, self.driver, self.policy)
+                deleted = await retention.delete_by_clock(conn, table, cut, size)
+            self._add(pruned, {table: deleted})
+            await self._adapt(time.monotonic() - started)
+            if deleted < size:
+                return
+
+    async def _fence(self, conn: Any) -> None:
+        if not await retention.lease_renew(
+            conn, self.driver, self.holder, LEASE_SECONDS, take=False
+        ):
+            raise LeaseLost
+
+    async def _adapt(self, seconds: float) -> None:
+        if seconds < TARGET_BATCH_SECONDS / 2:
+            self.batch = min(self.batch * 2, MAX_BATCH)
+        elif seconds > TARGET_BATCH_SECONDS * 2:
+            self.batch = max(self.batch // 2, MIN_BATCH)
+        await asyncio.sleep(seconds * PAUSE_FRACTION)
+
+    def _add(self, pruned: dict[str, int], counts: dict[str, int]) -> None:
+        for table, rows in counts.items():
+            pruned[table] = pruned.get(table, 0) + rows
+            self.totals[table] = self.totals.get(table, 0) + rows
+
+
+def append_jsonl(path: Path, rows: Sequence[dict[str, Any]]) -> None:
+    """One JSON line per event, written and fsynced before the delete commits."""
+    text = "".join(json.dumps(row, default=_plain, sort_keys=True) + "\n" for row in rows)
+    with path.open("a", encoding="utf-8") as file:
+        file.write(text)
+        file.flush()
+        os.fsync(file.fileno())
+
+
+def _plain(value: Any) -> Any:
+    if isinstance(value, datetime):
+        return value.isoformat()
+    return str(value)
+
+
+async def keep_pruning(runtime: "Runtime") -> None:
+    """The chore: a pass every PRUNE_INTERVAL_SECONDS while PRUNE=on; outages are logged once."""
+    settings = runtime.settings
+    if not settings.prune:
+        return
+    pruner = runtime.pruner
+    failing = False
+    while True:
+        try:
+            pruned = await pruner.run_pass()
+        except Exception as exc:  # the database away: the next pass tries again
+            if not failing:
+                logger.warning("Pruning failing, retrying: %s", exc, extra={"action": "prune"})
+            failing = True
+        else:
+            if failing:
+                logger.info("Pruning works again", extra={"action": "prune"})
+            failing = False
+            if pruned and any(pruned.values()):
+                logger.info("Pruned %s", pruned, extra={"action": "prune"})
+        await asyncio.sleep(settings.prune_interval_seconds)
