@@ -5,7 +5,7 @@ import time
 from collections.abc import Callable, Iterator
 from typing import NamedTuple
 
-from prometheus_client import CollectorRegistry, Counter, Gauge
+from prometheus_client import CollectorRegistry, Counter, Gauge, ProcessCollector
 from prometheus_client.core import (
     CounterMetricFamily,
     GaugeMetricFamily,
@@ -281,6 +281,9 @@ class StoreGauges(Collector):
 class Metrics:
     def __init__(self, registry: CollectorRegistry | None = None) -> None:
         self.registry = registry or CollectorRegistry()
+        # process_resident_memory_bytes, process_cpu_seconds_total, open fds (Linux):
+        # the replaced service's operators alerted on memory.
+        ProcessCollector(registry=self.registry)
         self.event_counts = EventCounts()
         self.registry.register(self.event_counts)
         self.claimed = Counter(
