@@ -10,8 +10,10 @@ from typing import TYPE_CHECKING, Any, Literal
 
 from fastapi import APIRouter, Request, Response
 from fastapi.responses import JSONResponse
+from pydantic import Field
 
 from eventproc import __version__
+from eventproc.http.admin.tables import summary as tables_summary
 from eventproc.http.deps import get_runtime
 from eventproc.http.schemas import ErrorBody, OpenModel
 from eventproc.store import BlockedSummary, StoreStats
@@ -86,6 +88,16 @@ class WakeUpsInfo(OpenModel):
     verifiedAt: str | None
 
 
+class TablesSummary(OpenModel):
+    figuresAt: str
+    rows: dict[str, int | None]
+    deadTuples: int | None
+    oldestXactAgeSeconds: float | None
+    claimSeconds: float
+    pruning: bool
+    pruneLagSeconds: float | None
+
+
 class Health(OpenModel):
     """The seed's keys first (``status`` to ``registry``), then eventproc's."""
 
@@ -108,6 +120,9 @@ class Health(OpenModel):
     workerId: str
     version: str
     processorRunning: bool
+    tables: TablesSummary | None = Field(
+        None, description="Table health in brief (GET /admin/v1/tables has it all)"
+    )
 
 
 class Ready(OpenModel):
@@ -127,7 +142,11 @@ async def health(request: Request) -> dict[str, Any]:
     runtime = get_runtime(request)
     stats = await runtime.store_stats()
     blocked = blocked_json(runtime.blocked) if stats is not None else []
-    return health_payload(runtime, stats, blocked)
+    payload = health_payload(runtime, stats, blocked)
+    # Table health (issue 16), from the shared reading: null while the database is away.
+    reading = await runtime.tables.read() if stats is not None else None
+    payload["tables"] = None if reading is None else tables_summary(runtime, reading)
+    return payload
 
 
 BLOCKED_SHOWN = 10  # aggregates listed in /health (blockedAggregateCount counts them all)

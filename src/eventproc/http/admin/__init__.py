@@ -15,9 +15,20 @@ from eventproc.http.admin import (
     handlers,
     operations,
     route,
+    tables,
     workers,
 )
 
 router = APIRouter(prefix="/admin/v1")
-for module in (events, dead_letters, handlers, workers, aggregates, route, operations, audit):
+for module in (
+    events,
+    dead_letters,
+    handlers,
+    workers,
+    aggregates,
+    route,
+    operations,
+    audit,
+    tables,
+):
     router.include_router(module.router)
