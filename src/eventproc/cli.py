@@ -126,8 +126,10 @@ def worker(database_url: DatabaseOption = None) -> None:
 
 
 async def _serve(settings: Settings, *, http: bool) -> None:
+    from eventproc import tracing
     from eventproc.app import build_runtime
 
+    tracing.configure_from_environment()  # when OTEL_EXPORTER_OTLP_ENDPOINT is set (otel extra)
     await build_runtime(settings).serve(http=http)
 
 
