@@ -2,6 +2,7 @@
 flags override them by passing values into the same Settings constructor."""
 
 import asyncio
+import gc
 import json
 import sys
 import uuid
@@ -86,6 +87,9 @@ def _settings(**overrides: Any) -> Settings:
 def _run(coro: Any) -> None:
     try:
         asyncio.run(coro)
+        # The work is done and written: exit without a last full garbage collection,
+        # which took 0.5-5 s of a SIGTERM's grace on a loaded machine.
+        gc.freeze()
     except ConfigError as exc:
         _error(exc)
         raise typer.Exit(2) from None
