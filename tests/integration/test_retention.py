@@ -332,3 +332,19 @@ async def test_sqlite_file_shrinks_after_prune(st: Store) -> None:
     grown = await pages()
     await prune(st)
     assert await pages() < grown / 4
+
+
+async def test_a_pass_that_fails_midway_gives_the_lease_back(st: Store) -> None:
+    await finished(st, 8)
+    pruner = Pruner(st.driver, POLICY, holder="failing")
+
+    async def outage(table: str, pruned: dict[str, int]) -> None:
+        raise ConnectionError("database went away")
+
+    pruner._clocked = outage  # type: ignore[method-assign]
+    with pytest.raises(ConnectionError):
+        await pruner.run_pass()
+    async with st.engine.connect() as conn:
+        assert (await conn.execute(select(leases.c.holder))).scalar_one() is None
+    assert (await prune(st))["events"] == 0  # the first pass's events batch had committed
+    assert await ids_left(st) == set()

@@ -17,6 +17,7 @@ once; the lines carry the event id).
 """
 
 import asyncio
+import contextlib
 import json
 import logging
 import os
@@ -36,7 +37,8 @@ if TYPE_CHECKING:
 
 logger = logging.getLogger("eventproc.pruner")
 
-LEASE_SECONDS = 60.0
+LEASE_SECONDS = 60.0  # a pruner that died mid-pass holds the others back this long at most
+RELEASE_SECONDS = 1.0
 MIN_BATCH, FIRST_BATCH, MAX_BATCH = 50, 500, 5000
 TARGET_BATCH_SECONDS = 0.2  # grow below half of it, shrink above twice it
 PAUSE_FRACTION = 0.5  # rest this fraction of a batch's time before the next
@@ -65,7 +67,8 @@ class Pruner:
         self.holder = holder or f"pruner:{uuid.uuid4().hex[:12]}"
         self.jsonl = jsonl
         self.batch = FIRST_BATCH
-        self.totals: dict[str, int] = {}  # rows pruned by this process, per table (the counter)
+        # Rows pruned by this process, per table (the counter; every table from the start).
+        self.totals = dict.fromkeys((*retention.EVENT_TABLES, *retention.CLOCKED_TABLES), 0)
         self.last_success: float | None = None  # unix time of this process's last full pass
         self.passes = 0
         self._space_checked = driver.backend != "sqlite"
@@ -78,7 +81,7 @@ class Pruner:
             ):
                 return None
             started = (await retention.cutoffs(conn, self.driver, self.policy)).now
-        pruned: dict[str, int] = {}
+        pruned = dict.fromkeys(self.totals, 0)
         try:
             await self._events(pruned)
             for table in retention.CLOCKED_TABLES:
@@ -89,11 +92,24 @@ class Pruner:
         except LeaseLost:
             logger.warning("Pruner lost its lease mid-pass; another worker carries on")
             return pruned
+        except BaseException:  # shutdown or an outage mid-pass: let another worker go on now
+            await self._release_quietly()
+            raise
         self.passes += 1
         self.last_success = time.time()
         if self.driver.backend == "sqlite" and any(pruned.values()):
             await self._reclaim()
         return pruned
+
+    async def _release_quietly(self) -> None:
+        """Give the lease back within a second if the database lets us (else it expires)."""
+        with contextlib.suppress(Exception, asyncio.CancelledError):
+            async with asyncio.timeout(RELEASE_SECONDS):
+                await asyncio.shield(self._release())
+
+    async def _release(self) -> None:
+        async with self.driver.begin() as conn:
+            await retention.lease_release(conn, self.holder)
 
     async def _reclaim(self) -> None:
         if not self._space_checked:
