@@ -6,10 +6,14 @@ import subprocess
 import sys
 import uuid
 from datetime import UTC, datetime, timedelta
+from pathlib import Path
 from typing import Any
 
+import pytest
 from sqlalchemy import func, insert, select
 
+from eventproc.config import load_settings
+from eventproc.errors import ConfigError
 from eventproc.store import open_store
 from eventproc.store.schema import events, leases
 
@@ -90,11 +94,39 @@ def test_usage_errors_are_one_line(sqlite_url: str) -> None:
     both = _prune(sqlite_url, "--dry-run", "--execute")
     assert both.returncode == 2 and both.stderr.strip().count("\n") == 0
     assert "not both" in both.stderr
-    assert _prune(sqlite_url, "--vacuum").returncode == 2
     bad = _prune(sqlite_url, RETAIN_HANDLER_DAYS="nocolon")
     assert bad.returncode == 2 and "RETAIN_HANDLER_DAYS" in bad.stderr
-    archive = _prune(sqlite_url, PRUNE_ARCHIVE="jsonl:/no/such/dir/a.jsonl")
-    assert archive.returncode == 2 and "PRUNE_ARCHIVE" in archive.stderr
+    assert bad.stderr.strip().count("\n") == 0
+
+
+@pytest.mark.parametrize(
+    ("name", "value"),
+    [
+        ("retain_handler_days", "a:3,b"),
+        ("retain_handler_days", "a:-1"),
+        ("retain_succeeded_days", -1),
+        ("retain_audit_days", 0),
+        ("prune_archive", "s3://bucket"),
+        ("prune_archive", "jsonl:/no/such/dir/a.jsonl"),
+        ("prune_interval_seconds", 0),
+    ],
+)
+def test_bad_retention_settings_stop_start_up(name: str, value: object) -> None:
+    with pytest.raises(ConfigError) as raised:
+        load_settings(**{name: value})
+    assert name.upper() in str(raised.value) and "\n" not in str(raised.value)
+
+
+def test_retention_settings_build_the_policy(tmp_path: Path) -> None:
+    settings = load_settings(
+        retain_handler_days=" a:3, b.c:60 ",
+        prune_archive=f"jsonl:{tmp_path / 'a.jsonl'}",
+        aggregate_failure="block",
+    )
+    policy = settings.retention_policy()
+    assert policy.handler_days == {"a": 3.0, "b.c": 60.0} and policy.archive == "jsonl"
+    assert policy.block_on_dead_letters and settings.archive_path == tmp_path / "a.jsonl"
+    assert load_settings().prune is False  # the replaced service kept everything
 
 
 def test_unreachable_database_exits_4() -> None:
