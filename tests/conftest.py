@@ -51,6 +51,19 @@ SCRUBBED = (
     "MAX_BODY_BYTES",
     "STATS_MAX_AGE_SECONDS",
     "HANDLER_FIGURES_MAX_AGE_SECONDS",
+    "TABLE_HEALTH_MAX_AGE_SECONDS",
+    "PRUNE",
+    "PRUNE_INTERVAL_SECONDS",
+    "PRUNE_ARCHIVE",
+    "RETAIN_SUCCEEDED_DAYS",
+    "RETAIN_SKIPPED_DAYS",
+    "RETAIN_DEAD_LETTERED_DAYS",
+    "RETAIN_PARTIAL_DAYS",
+    "RETAIN_ATTEMPTS_DAYS",
+    "RETAIN_AUDIT_DAYS",
+    "RETAIN_HANDLER_DAYS",
+    "OTEL_EXPORTER_OTLP_ENDPOINT",
+    "OTEL_EXPORTER_OTLP_TRACES_ENDPOINT",
     "POOLER",
 )
 BACKENDS = ["sqlite", "postgres"]
@@ -118,6 +131,8 @@ EVENTPROC_TABLES = (
     "handler_pauses",
     "eventproc_workers",
     "handler_stats",
+    "eventproc_leases",
+    "events_archive",
 )
 
 
