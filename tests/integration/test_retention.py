@@ -348,3 +348,33 @@ async def test_a_pass_that_fails_midway_gives_the_lease_back(st: Store) -> None:
         assert (await conn.execute(select(leases.c.holder))).scalar_one() is None
     assert (await prune(st))["events"] == 0  # the first pass's events batch had committed
     assert await ids_left(st) == set()
+
+
+async def test_a_new_sqlite_file_is_incremental_and_an_old_one_is_converted(
+    tmp_path: Path,
+) -> None:
+    """New files give pruned pages back from the start; a file from before (auto_vacuum
+    none, tables already there) is converted by the pruner's first pass."""
+    fresh = tmp_path / "fresh.db"
+    store = open_store(f"sqlite+aiosqlite:///{fresh}")
+    try:
+        await store.migrate()
+    finally:
+        await store.close()
+    with sqlite3.connect(fresh) as raw:
+        assert raw.execute("PRAGMA auto_vacuum").fetchone()[0] == 2
+
+    old = tmp_path / "old.db"
+    with sqlite3.connect(old) as raw:  # as an earlier release left it
+        raw.execute("CREATE TABLE older_app_table (n INTEGER)")
+    store = open_store(f"sqlite+aiosqlite:///{old}")
+    try:
+        await store.migrate()
+        with sqlite3.connect(old) as raw:
+            assert raw.execute("PRAGMA auto_vacuum").fetchone()[0] == 0
+        await finished(store, 8)  # something to prune: the pass then reclaims space
+        assert (await prune(store))["events"] == 1
+        with sqlite3.connect(old) as raw:
+            assert raw.execute("PRAGMA auto_vacuum").fetchone()[0] == 2
+    finally:
+        await store.close()

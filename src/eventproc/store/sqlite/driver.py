@@ -32,6 +32,9 @@ from eventproc.store.types import UTCDateTime
 
 BUSY_TIMEOUT_MS = 30_000
 PRAGMAS = (
+    # First, before any table exists: a new file gives pruned pages back to the file
+    # system (the pruner's incremental_vacuum). On an older file it changes nothing.
+    "PRAGMA auto_vacuum=INCREMENTAL",
     "PRAGMA journal_mode=WAL",
     f"PRAGMA busy_timeout={BUSY_TIMEOUT_MS}",
     "PRAGMA synchronous=NORMAL",
