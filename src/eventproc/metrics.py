@@ -16,9 +16,6 @@ from prometheus_client.registry import Collector
 
 from eventproc.event import Event
 
-# eventproc_handler_duration_seconds (kept for one release beside
-# messaging_process_duration_seconds, which has the conventions' buckets).
-DURATION_BUCKETS = (0.001, 0.005, 0.01, 0.05, 0.1, 0.5, 1, 5, 30, 120)
 # OpenTelemetry's messaging conventions: the explicit bucket boundaries of
 # messaging.process.duration.
 PROCESS_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.075, 0.1, 0.25, 0.5, 0.75, 1, 2.5, 5, 7.5, 10)
@@ -64,21 +61,48 @@ def error_type_of(exc: BaseException) -> str:
     )
 
 
+class Series:
+    """One histogram series in plain numbers: a count per bucket (and +Inf), and the sum."""
+
+    __slots__ = ("buckets", "counts", "total")
+
+    def __init__(self, buckets: tuple[float, ...]) -> None:
+        self.buckets = buckets
+        self.counts = [0] * (len(buckets) + 1)
+        self.total = 0.0
+
+    def add(self, seconds: float) -> None:
+        self.counts[bisect.bisect_left(self.buckets, seconds)] += 1
+        self.total += seconds
+
+
 class Histograms:
-    """Histogram series in plain numbers: label values -> [count per bucket (and +Inf), sum]."""
+    """Histogram series by label values, turned into a metric family when scraped."""
 
     __slots__ = ("buckets", "series")
 
     def __init__(self, buckets: tuple[float, ...]) -> None:
         self.buckets = buckets
-        self.series: dict[tuple[str, ...], tuple[list[int], list[float]]] = {}
+        self.series: dict[tuple[str, ...], Series] = {}
+
+    def slot(self, key: tuple[str, ...]) -> Series:
+        """The series of ``key``, made on first use: callers keep it to skip the lookup."""
+        series = self.series.get(key)
+        if series is None:
+            series = self.series[key] = Series(self.buckets)
+        return series
 
     def observe(self, key: tuple[str, ...], seconds: float) -> None:
-        entry = self.series.get(key)
-        if entry is None:
-            entry = self.series[key] = ([0] * (len(self.buckets) + 1), [0.0])
-        entry[0][bisect.bisect_left(self.buckets, seconds)] += 1
-        entry[1][0] += seconds
+        self.slot(key).add(seconds)
+
+    def regrouped(self, key_of: Callable[[tuple[str, ...]], tuple[str, ...]]) -> "Histograms":
+        """The same observations under coarser keys (the series whose keys map alike, added)."""
+        merged = Histograms(self.buckets)
+        for key, series in list(self.series.items()):
+            into = merged.slot(key_of(key))
+            into.counts = [a + b for a, b in zip(into.counts, series.counts, strict=True)]
+            into.total += series.total
+        return merged
 
     def family(
         self,
@@ -91,13 +115,21 @@ class Histograms:
         """The series as one family; ``constants``: the first labels' values, the same for all."""
         family = HistogramMetricFamily(name, documentation, labels=labels, unit=unit)
         bounds = [_bound(bound) for bound in (*self.buckets, float("inf"))]
-        for key, (counts, total) in list(self.series.items()):
+        for key, series in list(self.series.items()):
             cumulative, running = [], 0
-            for bound, count in zip(bounds, counts, strict=True):
+            for bound, count in zip(bounds, series.counts, strict=True):
                 running += count
                 cumulative.append((bound, running))
-            family.add_metric([*constants, *key], cumulative, sum_value=total[0])
+            family.add_metric([*constants, *key], cumulative, sum_value=series.total)
         return family
+
+
+class CallSeries(NamedTuple):
+    """The series one kind of handler call goes to, looked up once per key."""
+
+    process: Series
+    wait: Series
+    lag: Series | None  # None: the outcome does not end the delivery
 
 
 class EventCounts(Collector):
@@ -108,28 +140,40 @@ class EventCounts(Collector):
     the numbers are kept here and turned into metric families when scraped.
     """
 
-    def __init__(self, buckets: tuple[float, ...] = DURATION_BUCKETS) -> None:
-        self.buckets = buckets
+    def __init__(self) -> None:
         self.outcomes: dict[tuple[str, str], int] = {}
-        # (event type, outcome): eventproc_handler_duration_seconds
-        self.handler_durations = Histograms(buckets)
         # (handler, destination name, destination template, error type, outcome)
         self.process = Histograms(PROCESS_BUCKETS)
         self.waits = Histograms(LAG_BUCKETS)  # (handler,)
         self.lags = Histograms(LAG_BUCKETS)  # (handler, outcome)
         self._error_types: dict[str, set[str]] = {}  # per handler, up to MAX_ERROR_TYPES
+        self._calls: dict[tuple[str, str, bool, str, str], CallSeries] = {}
 
     @property
-    def durations(self) -> dict[tuple[str, ...], tuple[list[int], list[float]]]:
-        """(event type, outcome) -> [count per bucket (and one past the last), sum of seconds]."""
-        return self.handler_durations.series
+    def durations(self) -> dict[tuple[str, ...], Series]:
+        """(event type label, outcome) -> its handler-call series (the deprecated histogram)."""
+        return self.process.regrouped(_legacy_key).series
 
     def count(self, event_type: str, outcome: str) -> None:
         key = (event_type, outcome)
         self.outcomes[key] = self.outcomes.get(key, 0) + 1
 
-    def observe(self, event_type: str, outcome: str, seconds: float) -> None:
-        self.handler_durations.observe((event_type, outcome), seconds)
+    def calls(
+        self, handler: str, destination: tuple[str, bool], outcome: str, error_type: str
+    ) -> CallSeries:
+        """The series of one kind of call: a dict lookup on the hot path, made on first use."""
+        key = (handler, *destination, outcome, error_type)
+        found = self._calls.get(key)
+        if found is not None:
+            return found
+        label, templated = destination
+        name, template = ("", label) if templated else (label, "")
+        found = self._calls[key] = CallSeries(
+            process=self.process.slot((handler, name, template, error_type, outcome)),
+            wait=self.waits.slot((handler,)),
+            lag=self.lags.slot((handler, outcome)) if outcome in FINAL else None,
+        )
+        return found
 
     def error_type(self, handler: str, error_type: str) -> str:
         """``error_type``, or OTHER_ERROR once the handler has shown MAX_ERROR_TYPES others."""
@@ -150,7 +194,7 @@ class EventCounts(Collector):
         for (event_type, outcome), value in list(self.outcomes.items()):
             events.add_metric([event_type, outcome], value)
         yield events
-        yield self.handler_durations.family(
+        yield self.process.regrouped(_legacy_key).family(
             "eventproc_handler_duration_seconds",
             "Handler run time of every attempt, by the attempt's outcome "
             "(deprecated: messaging_process_duration_seconds).",
@@ -187,8 +231,8 @@ class EventCounts(Collector):
             constants=(MESSAGING_SYSTEM, PROCESS),
         )
         consumed: dict[tuple[str, ...], int] = {}
-        for key, (counts, _) in list(self.process.series.items()):
-            consumed[key[:3]] = consumed.get(key[:3], 0) + sum(counts)
+        for key, series in list(self.process.series.items()):
+            consumed[key[:3]] = consumed.get(key[:3], 0) + sum(series.counts)
         yield process
         messages = CounterMetricFamily(
             "messaging_client_consumed_messages",
@@ -198,6 +242,12 @@ class EventCounts(Collector):
         for key, value in consumed.items():
             messages.add_metric([MESSAGING_SYSTEM, PROCESS, *key], value)
         yield messages
+
+
+def _legacy_key(key: tuple[str, ...]) -> tuple[str, ...]:
+    """A messaging_process_duration_seconds key as eventproc_handler_duration_seconds's."""
+    _, name, template, _, outcome = key
+    return (name or template, outcome)
 
 
 def _bound(value: float) -> str:
@@ -315,10 +365,6 @@ class Metrics:
         """One handled attempt of ``event_type`` ended in ``outcome``."""
         self.event_counts.count(event_type, outcome)
 
-    def observe_handler(self, event_type: str, outcome: str, seconds: float) -> None:
-        """How long one handler call of ``event_type`` took, whatever it ended in."""
-        self.event_counts.observe(event_type, outcome, seconds)
-
     def handled(
         self,
         event: Event,
@@ -338,17 +384,15 @@ class Metrics:
         in neither (their created_at is that of their first run).
         """
         counts = self.event_counts
-        label, templated = destination
-        counts.handler_durations.observe((label, outcome), seconds)
         if error_type:
             error_type = counts.error_type(handler, error_type)
-        name, template = ("", label) if templated else (label, "")
-        counts.process.observe((handler, name, template, error_type, outcome), seconds)
+        series = counts.calls(handler, destination, outcome, error_type)
+        series.process.add(seconds)
         created_at = event.created_at
         if created_at is None or event.metadata.get("replayed"):
             return
         created = created_at.timestamp()
         if event.attempts == 1:
-            counts.waits.observe((handler,), max(started_at - created, 0.0))
-        if outcome in FINAL:
-            counts.lags.observe((handler, outcome), max(started_at + seconds - created, 0.0))
+            series.wait.add(max(started_at - created, 0.0))
+        if series.lag is not None:
+            series.lag.add(max(started_at + seconds - created, 0.0))

@@ -288,7 +288,7 @@ async def test_our_own_database_trouble_does_not_spend_the_budget(pg_store: Stor
     await processor.run(until_idle=True)
     counts = metrics.event_counts
     assert counts.outcomes[("t.tx", "store_unavailable")] == 1
-    assert sum(counts.durations[("t.tx", "store_unavailable")][0]) == 1  # timed, same label
+    assert sum(counts.durations[("t.tx", "store_unavailable")].counts) == 1  # timed, same label
     done = await pg_store.event_get(event.id)
     assert done is not None and done.outcome == "succeeded"
     assert attempts == [1, 1]  # the attempt was given back

@@ -9,7 +9,6 @@ from prometheus_client import CollectorRegistry, Counter, Histogram, generate_la
 
 from eventproc.event import Event
 from eventproc.metrics import (
-    DURATION_BUCKETS,
     LAG_BUCKETS,
     MAX_ERROR_TYPES,
     OTHER_ERROR,
@@ -24,20 +23,24 @@ OBSERVED = [0.0005, 0.001, 0.003, 0.2, 0.5, 200.0]
 
 
 def test_counts_and_durations_match_the_client_library() -> None:
+    # The deprecated histogram is derived from messaging_process_duration_seconds
+    # at scrape time: the conventions' buckets, summed over handlers.
     ours = Metrics()
+    now = time.time()
     reference = CollectorRegistry()
     counter = Counter("eventproc_events", "x", ["event_type", "outcome"], registry=reference)
     histogram = Histogram(
         "eventproc_handler_duration_seconds",
         "x",
         ["event_type", "outcome"],
-        buckets=DURATION_BUCKETS,
+        buckets=PROCESS_BUCKETS,
         registry=reference,
     )
-    for seconds in OBSERVED:
-        ours.observe_handler("t.a", "succeeded", seconds)
+    for index, seconds in enumerate(OBSERVED):
+        handler = "h1" if index % 2 else "h2"
+        ours.handled(_event(), handler, ("t.a", False), "succeeded", "", seconds, now)
         histogram.labels("t.a", "succeeded").observe(seconds)
-    ours.observe_handler("t.a", "retried", 0.02)
+    ours.handled(_event(), "h1", ("t.a", False), "retried", "mod.E", 0.02, now)
     histogram.labels("t.a", "retried").observe(0.02)
     for event_type, outcome, times in (("t.a", "succeeded", 3), ("t.b", "retried", 2)):
         for _ in range(times):
@@ -57,8 +60,8 @@ def test_counts_and_durations_match_the_client_library() -> None:
 
     assert samples(ours.registry) == samples(reference)
     text = generate_latest(ours.registry).decode()
-    bucket = 'event_type="t.a",le="0.001",outcome="succeeded"'
-    assert f"eventproc_handler_duration_seconds_bucket{{{bucket}}} 2.0" in text
+    bucket = 'event_type="t.a",le="0.005",outcome="succeeded"'
+    assert f"eventproc_handler_duration_seconds_bucket{{{bucket}}} 3.0" in text
     assert (
         'eventproc_handler_duration_seconds_count{event_type="t.a",outcome="retried"} 1.0' in text
     )
