@@ -328,8 +328,20 @@ RETURNING e.id, e.event_type, e.aggregate_id, e.aggregate_type, e.payload::text,
 -- first. A failure of a handler on the event's row moves its event to a
 -- delivery first (delivery_open), so the retries here are the rare ones
 -- with no handler.
+-- The in-order exemption reads the batch's own rows fresh (held): each is
+-- locked, waiting for a claim taking it over right now, so that a snapshot
+-- older than that claim's commit never lets a later event complete ahead
+-- of its predecessor's new handling. held is read whole (locking every row
+-- in id order) before the first row is updated: the count is a one-time
+-- filter, and a row this statement has already updated could not be locked.
 -- Returns the id of every event written (a dead-lettered one twice).
-WITH done AS (
+WITH held AS MATERIALIZED (
+    SELECT e.id FROM events e
+    JOIN unnest($1::uuid[], $2::text[]) AS h(id, token) ON e.id = h.id AND e.locked_by = h.token
+    WHERE $5::bool AND e.aggregate_id IS NOT NULL
+    ORDER BY e.id
+    FOR UPDATE OF e
+), done AS (
     UPDATE events e
     SET processed = true, outcome = c.outcome, processed_at = now(), locked_by = NULL,
         locked_until = NULL, next_attempt_at = NULL,
@@ -340,14 +352,12 @@ WITH done AS (
                           'skipped_reason', CASE WHEN c.outcome = 'skipped'
                                             THEN 'no subscription takes this event' END))
     FROM unnest($1::uuid[], $2::text[], $3::text[], $19::text[]) AS c(id, token, outcome, handler)
-    WHERE e.id = c.id AND e.locked_by = c.token
+    WHERE e.id = c.id AND e.locked_by = c.token AND (SELECT count(*) FROM held) >= 0
       AND (NOT $5::bool OR e.aggregate_id IS NULL OR (NOT EXISTS (
           SELECT 1 FROM events p
           WHERE p.aggregate_id = e.aggregate_id AND NOT p.processed AND p.routed_at IS NULL
             AND (p.created_at, p.id) < (e.created_at, e.id)
-            AND NOT EXISTS (
-                SELECT 1 FROM unnest($1::uuid[], $2::text[]) AS f(id, token)
-                WHERE f.id = p.id AND f.token = p.locked_by))
+            AND NOT EXISTS (SELECT 1 FROM held f WHERE f.id = p.id))
           AND (NOT (SELECT EXISTS (SELECT 1 FROM event_deliveries WHERE aggregate_id IS NOT NULL
                              AND (status = 'pending' OR outcome = 'dead_lettered'))) OR NOT EXISTS (
               SELECT 1 FROM event_deliveries d
@@ -772,11 +782,27 @@ FROM leased l JOIN events e ON e.id = l.event_id;
 -- once they differ), the last failure goes into metadata as on the seed's
 -- rows, its attempts are the most any of its deliveries took, and it is
 -- processed when none is left open. Dead letters name
--- their handler. Returns the id of each delivery written.
+-- their handler. As in event_write_back, the in-order exemptions read the
+-- batch's own successes fresh, every one locked before the first is written
+-- (held, held_rows): a claim taking one over while this statement's snapshot
+-- predates it must not let a later one complete ahead of its new handling.
+-- Returns the id of each delivery written.
 WITH r AS (
     SELECT * FROM unnest($1::uuid[], $2::text[], $3::text[], $4::text[], $5::float8[],
                          $6::text[], $7::int[], $8::text[], $9::text[])
            AS r(id, handler, token, kind, delay, error, attempt, detail, fingerprint)
+), held AS MATERIALIZED (
+    SELECT d.event_id, d.handler FROM event_deliveries d
+    JOIN r ON d.event_id = r.id AND d.handler = r.handler AND d.locked_by = r.token
+    WHERE $11::bool AND r.kind = 'succeeded' AND d.aggregate_id IS NOT NULL
+    ORDER BY d.event_id, d.handler
+    FOR UPDATE OF d
+), held_rows AS MATERIALIZED (
+    SELECT e.id FROM events e
+    JOIN unnest($12::uuid[], $13::text[]) AS h(id, token) ON e.id = h.id AND e.locked_by = h.token
+    WHERE $11::bool AND e.aggregate_id IS NOT NULL
+    ORDER BY e.id
+    FOR UPDATE OF e
 ), written AS (
     UPDATE event_deliveries d
     SET locked_by = NULL, locked_until = NULL,
@@ -792,6 +818,7 @@ WITH r AS (
     FROM r
     WHERE d.event_id = r.id AND d.handler = r.handler AND d.locked_by = r.token
       AND d.status = 'pending'
+      AND (SELECT count(*) FROM held) + (SELECT count(*) FROM held_rows) >= 0
       AND (NOT $11::bool OR r.kind <> 'succeeded' OR d.aggregate_id IS NULL OR (
             NOT EXISTS (
                 SELECT 1 FROM event_deliveries q
@@ -799,17 +826,13 @@ WITH r AS (
                   AND q.status = 'pending'
                   AND (q.event_created_at, q.event_id) < (d.event_created_at, d.event_id)
                   AND NOT EXISTS (
-                      SELECT 1 FROM r f
-                      WHERE f.id = q.event_id AND f.handler = q.handler
-                        AND f.token = q.locked_by AND f.kind = 'succeeded'))
+                      SELECT 1 FROM held f WHERE f.event_id = q.event_id AND f.handler = q.handler))
             AND NOT EXISTS (
                 SELECT 1 FROM events p
                 WHERE p.aggregate_id = d.aggregate_id AND NOT p.processed
                   AND p.routed_at IS NULL
                   AND (p.created_at, p.id) < (d.event_created_at, d.event_id)
-                  AND NOT EXISTS (
-                      SELECT 1 FROM unnest($12::uuid[], $13::text[]) AS f(id, token)
-                      WHERE f.id = p.id AND f.token = p.locked_by))))
+                  AND NOT EXISTS (SELECT 1 FROM held_rows f WHERE f.id = p.id))))
     RETURNING d.event_id, d.handler, r.kind, r.error, r.attempt, r.detail, r.fingerprint,
               d.attempts AS spent
 ), tally AS (
