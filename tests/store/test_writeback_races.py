@@ -50,9 +50,7 @@ async def _run(store: Store, n: int = 2) -> list[Event]:
     return run
 
 
-async def test_a_run_completing_while_its_head_is_taken_over(
-    pg_store: Store, pg_url: str
-) -> None:
+async def test_a_run_completing_while_its_head_is_taken_over(pg_store: Store, pg_url: str) -> None:
     first, second = await _run(pg_store)
     claim = await _taking_over(
         pg_url, "UPDATE events SET locked_by = 'B:1', attempts = 2 WHERE id = $1", first.id
@@ -72,7 +70,9 @@ async def test_a_run_completing_while_its_head_is_taken_over(
     # B's handling of first completes it; A's run stays refused (second runs
     # again under a new claim: delivery is at least once).
     assert await pg_store.event_write_back([WriteBack.succeeded(Lease(first.id, "B:1"))]) == 1
-    assert await pg_store.event_write_back([WriteBack.succeeded(Lease.of(second))], in_order=True) == 0
+    assert (
+        await pg_store.event_write_back([WriteBack.succeeded(Lease.of(second))], in_order=True) == 0
+    )
 
 
 async def test_a_run_completing_while_nobody_takes_it_over_lands(
