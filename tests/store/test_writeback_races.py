@@ -12,7 +12,6 @@ import uuid
 
 import asyncpg
 
-
 from eventproc.event import Event, NewEvent
 from eventproc.store import ClaimPolicy, Lease, Store, WriteBack
 
