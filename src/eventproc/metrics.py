@@ -305,8 +305,9 @@ class StoreGauges(Collector):
         self.reading: StoreReading | None = None
         self._read_at = 0.0
 
-    def record(self, reading: StoreReading) -> None:
-        self.up, self.reading, self._read_at = True, reading, self._clock()
+    def record(self, reading: StoreReading, age: float = 0.0) -> None:
+        """``reading``, taken ``age`` seconds ago (a shared reading served again)."""
+        self.up, self.reading, self._read_at = True, reading, self._clock() - age
 
     def failed(self) -> None:
         self.up = False

@@ -210,6 +210,10 @@ class Runtime:
         self._set_gauges(stats, blocked)
         return stats
 
+    def stats_age_seconds(self) -> float:
+        """How old the figures store_stats() serves are (a shared reading)."""
+        return self._stats.age("stats")
+
     async def _read_stats(self) -> tuple[StoreStats, BlockedSummary | None]:
         return await self.store.stats_snapshot(), await self._blocked_summary()
 
@@ -231,7 +235,8 @@ class Runtime:
                 dead_letters=stats.dead_letters,
                 blocked_aggregates=blocked.count if blocked else 0,
                 blocked_oldest_seconds=blocked.oldest_wait_seconds() if blocked else 0.0,
-            )
+            ),
+            age=self.stats_age_seconds(),
         )
 
     async def serve(self, *, http: bool = True) -> None:

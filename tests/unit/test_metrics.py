@@ -250,3 +250,17 @@ def test_error_types_are_canonical_class_names_and_bounded_per_handler() -> None
     assert seen[("h", OTHER_ERROR)] == 5
     assert seen[("h", "mod.E0")] == 2
     assert seen[("g", "mod.E24")] == 1  # another handler has its own budget
+
+
+def test_a_reading_served_again_reports_its_own_age() -> None:
+    from eventproc.metrics import StoreGauges, StoreReading
+
+    now = [50.0]
+    gauges = StoreGauges(clock=lambda: now[0])
+    reading = StoreReading(10, 1.0, 0, 0, 0.0)
+    gauges.record(reading, age=7.5)  # a shared reading begun 7.5 s ago
+    ages = [m for m in gauges.collect() if m.name == "eventproc_store_stats_age_seconds"]
+    assert ages[0].samples[0].value == 7.5
+    now[0] += 2
+    ages = [m for m in gauges.collect() if m.name == "eventproc_store_stats_age_seconds"]
+    assert ages[0].samples[0].value == 9.5

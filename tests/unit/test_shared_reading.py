@@ -33,6 +33,29 @@ async def test_a_reading_is_kept_for_its_max_age_then_read_again() -> None:
     assert await readings.get("k", read) == 4
 
 
+async def test_a_slow_reading_is_kept_for_fifty_times_what_it_took() -> None:
+    clock, calls = Clock(), []
+
+    async def read() -> int:
+        calls.append(clock.now)
+        clock.now += 0.2 if len(calls) == 1 else 0.01  # the first reading takes 200 ms
+        return len(calls)
+
+    readings = SharedReadings[int](1.0, clock=clock)  # MAX_SHARE 2 %: kept 10 s
+    assert await readings.get("k", read) == 1
+    clock.now += 9.5  # 9.7 s after it started
+    assert await readings.get("k", read) == 1
+    clock.now += 0.4
+    assert await readings.get("k", read) == 2  # 10.1 s: read again, quickly this time
+    clock.now += 1.0
+    assert await readings.get("k", read) == 3  # a fast reading keeps max_age (1 s)
+    fast = SharedReadings[int](1.0, max_share=1.0, clock=clock)
+    calls.clear()
+    assert await fast.get("k", read) == 1
+    clock.now += 1.0
+    assert await fast.get("k", read) == 2
+
+
 async def test_concurrent_callers_share_one_reading() -> None:
     started, release, calls = asyncio.Event(), asyncio.Event(), [0]
 

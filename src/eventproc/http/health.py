@@ -112,6 +112,11 @@ class Health(OpenModel):
     backlog: int | None
     due: int | None
     oldestPendingAgeSeconds: float | None
+    statsAgeSeconds: float | None = Field(
+        None,
+        description="How old backlog, due, oldestPendingAgeSeconds and deadLetters are: one "
+        "shared reading, at least STATS_MAX_AGE_SECONDS and 50 times its own duration",
+    )
     deadLetters: int | None
     inFlight: int
     wakeUps: WakeUpsInfo
@@ -276,6 +281,7 @@ def health_payload(
         "backlog": stats.backlog if stats else None,
         "due": stats.due if stats else None,
         "oldestPendingAgeSeconds": oldest_age,
+        "statsAgeSeconds": round(runtime.stats_age_seconds(), 3) if stats else None,
         "deadLetters": stats.dead_letters if stats else None,
         "inFlight": processor.in_flight,
         "wakeUps": wake_ups_json(runtime.store.wake_ups),
