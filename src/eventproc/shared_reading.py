@@ -36,12 +36,14 @@ class SharedReadings(Generic[T]):
         self.max_age = max_age
         self.max_share = max_share
         self._clock = clock
-        self._kept: dict[Hashable, tuple[float, float, T]] = {}  # started, kept for, value
+        self._kept: dict[Hashable, tuple[float, float, T]] = {}  # started, took, value
         self._running: dict[Hashable, asyncio.Future[T]] = {}
 
     async def get(self, key: Hashable, read: Callable[[], Awaitable[T]]) -> T:
         kept = self._kept.get(key)
-        if kept is not None and self._clock() - kept[0] < kept[1]:
+        if kept is not None and self._clock() - kept[0] < max(
+            self.max_age, kept[1] / self.max_share
+        ):
             return kept[2]
         running = self._running.get(key)
         if running is None:
@@ -67,8 +69,7 @@ class SharedReadings(Generic[T]):
         finally:
             del self._running[key]
         if self.max_age > 0:
-            keep_for = max(self.max_age, (self._clock() - started) / self.max_share)
-            self._kept[key] = (started, keep_for, value)
+            self._kept[key] = (started, self._clock() - started, value)
             if len(self._kept) > 64:  # pages of a huge registry: keep the newest only
                 oldest = min(self._kept, key=lambda k: self._kept[k][0])
                 del self._kept[oldest]

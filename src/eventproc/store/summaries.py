@@ -5,7 +5,7 @@ the backlog.
 """
 
 import uuid
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from datetime import UTC, datetime
 from typing import Any
 
@@ -20,6 +20,19 @@ from eventproc.store.schema import dead_letters, deliveries, events
 
 BLOCKED_SCAN = 1000  # most blocked aggregates one summary reads (the count is capped there)
 
+# Statements built once per (backend, shape): they hold no values (the time
+# is the database's now()), and building one (subqueries proxying every
+# column) took more of a /health request's CPU than running it.
+_BUILT: dict[tuple[str, str, bool], Any] = {}
+
+
+def _built(driver: Driver, name: str, flag: bool, build: Callable[[Driver, bool], Any]) -> Any:
+    key = (driver.backend, name, flag)
+    statement = _BUILT.get(key)
+    if statement is None:
+        statement = _BUILT[key] = build(driver, flag)
+    return statement
+
 
 async def blocked_summary(driver: Driver, *, include_dead_letters: bool) -> BlockedSummary:
     """Every blocked aggregate (up to BLOCKED_SCAN), oldest block first, with totals.
@@ -29,8 +42,10 @@ async def blocked_summary(driver: Driver, *, include_dead_letters: bool) -> Bloc
     handler's later deliveries there (ordering is per (handler, aggregate)).
     """
     async with driver.reader.connect() as conn:
-        rows = (await conn.execute(_row_heads(driver, include_dead_letters))).all()
-        held = (await conn.execute(_delivery_heads(driver, include_dead_letters))).all()
+        heads = _built(driver, "row_heads", include_dead_letters, _row_heads)
+        rows = (await conn.execute(heads)).all()
+        heads = _built(driver, "delivery_heads", include_dead_letters, _delivery_heads)
+        held = (await conn.execute(heads)).all()
         db_now = aware((await conn.execute(select(driver.now()))).scalar_one())
     return _summary_of([*map(_row_item, rows), *map(_delivery_item, held)], db_now)
 
@@ -190,6 +205,23 @@ def _summary_of(found: Sequence[_Item], now: Any) -> BlockedSummary:
 
 async def stats_snapshot(driver: Driver) -> StoreStats:
     """Backlog in events; due and in flight in work items (events on their rows, deliveries)."""
+    statement, open_deliveries, open_letters, now = _built(driver, "stats", False, _stats)
+    async with driver.reader.connect() as conn:
+        backlog, due, in_flight, oldest = (await conn.execute(statement)).one()
+        due_deliveries, leased_deliveries = (await conn.execute(open_deliveries)).one()
+        dead = (await conn.execute(open_letters)).scalar_one()
+        db_now = (await conn.execute(now)).scalar_one()
+    return StoreStats(
+        backlog=backlog,
+        due=due + due_deliveries,
+        in_flight=in_flight + leased_deliveries,
+        oldest_pending_at=aware(oldest) if oldest is not None else None,
+        dead_letters=dead,
+        database_now=aware(db_now),
+    )
+
+
+def _stats(driver: Driver, _: bool) -> tuple[Any, Any, Any, Any]:
     now = driver.now()
     pending = events.c.processed == False  # noqa: E712
     on_row = and_(pending, events.c.routed_at.is_(None))
@@ -203,25 +235,10 @@ async def stats_snapshot(driver: Driver) -> StoreStats:
         func.count().filter(*_ready(deliveries, now)),
         func.count().filter(deliveries.c.locked_until >= now),
     ).where(deliveries.c.status == "pending")
-    async with driver.reader.connect() as conn:
-        backlog, due, in_flight, oldest = (await conn.execute(statement)).one()
-        due_deliveries, leased_deliveries = (await conn.execute(open_deliveries)).one()
-        dead = (
-            await conn.execute(
-                select(func.count())
-                .select_from(dead_letters)
-                .where(dead_letters.c.replayed_at.is_(None))
-            )
-        ).scalar_one()
-        db_now = (await conn.execute(select(now))).scalar_one()
-    return StoreStats(
-        backlog=backlog,
-        due=due + due_deliveries,
-        in_flight=in_flight + leased_deliveries,
-        oldest_pending_at=aware(oldest) if oldest is not None else None,
-        dead_letters=dead,
-        database_now=aware(db_now),
+    open_letters = (
+        select(func.count()).select_from(dead_letters).where(dead_letters.c.replayed_at.is_(None))
     )
+    return statement, open_deliveries, open_letters, select(now)
 
 
 def _ready(table: Any, now: Any) -> tuple[Any, Any]:

@@ -9,6 +9,7 @@ statement timeout on PostgreSQL).
 import asyncio
 import re
 import uuid
+from collections import OrderedDict
 from dataclasses import dataclass, field, replace
 from datetime import datetime
 from typing import Any
@@ -159,7 +160,26 @@ def _error_clause(driver: Driver, text: str) -> ColumnElement[bool]:
     return or_(last_error.ilike(pattern, escape="\\"), in_deliveries)
 
 
+# The statements of the latest queries asked: a dashboard asks the same page
+# again and again, and building the statement (a LATERAL subquery proxying
+# every column) cost more of the worker's CPU than the database's answer.
+_PAGES: OrderedDict[tuple[str, EventQuery], Select[Any]] = OrderedDict()
+PAGES_KEPT = 128
+
+
 def _page_statement(driver: Driver, query: EventQuery) -> Select[Any]:
+    key = (driver.backend, query)
+    statement = _PAGES.get(key)
+    if statement is None:
+        statement = _PAGES[key] = _build_page_statement(driver, query)
+        if len(_PAGES) > PAGES_KEPT:
+            _PAGES.popitem(last=False)
+    else:
+        _PAGES.move_to_end(key)
+    return statement
+
+
+def _build_page_statement(driver: Driver, query: EventQuery) -> Select[Any]:
     """Newest first. On PostgreSQL, unless the type is exact, one index walk per event type.
 
     ``events`` has no index on created_at alone (every publisher's INSERT
