@@ -10,7 +10,14 @@ Shared readings are disabled (STATS_MAX_AGE_SECONDS=0,
 HANDLER_FIGURES_MAX_AGE_SECONDS=0, TABLE_HEALTH_MAX_AGE_SECONDS=0) so every
 request reads the database: the worst case of many dashboards.
 
+With ``--poll-seconds S`` it measures instead what admin_poll.py's client
+costs with the default settings (readings shared): every list endpoint and
+/health once a second for S seconds, and the CPU per second of polling of
+the worker and of PostgreSQL. Unlike a drain-rate ratio, this does not
+drown in a shared machine's noise.
+
     .venv/bin/python bench/admin_request_cost.py [--events 200000] [--requests 100]
+    .venv/bin/python bench/admin_request_cost.py --poll-seconds 60
 """
 
 from __future__ import annotations
@@ -67,11 +74,47 @@ async def measure(base: str, conn: asyncpg.Connection, worker_pid: int, n: int) 
     return rows
 
 
+async def cpu_per_second(
+    client: httpx.AsyncClient | None, conn: asyncpg.Connection, worker_pid: int, seconds: float
+) -> tuple[float, float]:
+    """(worker, PostgreSQL) CPU ms per second, with ``client`` polling (None: idle)."""
+    pids = await backend_pids(conn)
+    worker0, pg0, t0 = proc_cpu_seconds(worker_pid) or 0.0, backends_cpu(pids), time.monotonic()
+    while time.monotonic() - t0 < seconds:
+        started = time.monotonic()
+        for path in ENDPOINTS if client is not None else ():
+            (await client.get(path)).raise_for_status()
+        await asyncio.sleep(max(0.0, 1.0 - (time.monotonic() - started)))
+    elapsed = time.monotonic() - t0
+    worker = ((proc_cpu_seconds(worker_pid) or 0.0) - worker0) / elapsed * 1000
+    return worker, (backends_cpu(pids) - pg0) / elapsed * 1000
+
+
+async def poll_cost(base: str, conn: asyncpg.Connection, worker_pid: int, seconds: float) -> str:
+    async with httpx.AsyncClient(base_url=base, timeout=30) as client:
+        for path in ENDPOINTS:  # warm-up: the backends the polling uses exist from here
+            (await client.get(path)).raise_for_status()
+        idle = await cpu_per_second(None, conn, worker_pid, seconds)
+        busy = await cpu_per_second(client, conn, worker_pid, seconds)
+    return (
+        f"one client polling {len(ENDPOINTS)} endpoints once a second, {seconds:.0f} s each "
+        f"(default settings), CPU ms per second idle -> polling: worker {idle[0]:.1f} -> "
+        f"{busy[0]:.1f}, PostgreSQL {idle[1]:.1f} -> {busy[1]:.1f}; the polling's share: "
+        f"{(busy[0] - idle[0] + busy[1] - idle[1]) / 10:.1f} % of one core"
+    )
+
+
 async def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--events", type=int, default=200_000)
     parser.add_argument("--requests", type=int, default=100)
+    parser.add_argument("--poll-seconds", type=float, default=0.0)
     args = parser.parse_args()
+    unshared = {
+        "STATS_MAX_AGE_SECONDS": "0",
+        "HANDLER_FIGURES_MAX_AGE_SECONDS": "0",
+        "TABLE_HEALTH_MAX_AGE_SECONDS": "0",
+    }
     await recreate_pg_db(DB)
     await publish(args.events)
     port = free_port()
@@ -81,9 +124,7 @@ async def main() -> None:
         PORT=str(port),
         ENABLE_POLLING="false",
         LOG_LEVEL="warning",
-        STATS_MAX_AGE_SECONDS="0",
-        HANDLER_FIGURES_MAX_AGE_SECONDS="0",
-        TABLE_HEALTH_MAX_AGE_SECONDS="0",
+        **({} if args.poll_seconds else unshared),
     )
     env.pop("BENCH_RECORD_FILE")
     worker = _start_worker(env)
@@ -98,6 +139,9 @@ async def main() -> None:
                 except httpx.HTTPError:
                     pass
                 await asyncio.sleep(0.1)
+        if args.poll_seconds:
+            print(await poll_cost(base, conn, worker.pid, args.poll_seconds))
+            return
         rows = await measure(base, conn, worker.pid, args.requests)
     finally:
         worker.terminate()

@@ -20,7 +20,7 @@ from typing import Any, Generic, TypeVar
 
 T = TypeVar("T")
 
-MAX_SHARE = 0.02  # of one connection's time, at most, spent refreshing one reading
+MAX_SHARE = 0.01  # of one connection's time, at most, spent refreshing one reading
 
 
 class SharedReadings(Generic[T]):

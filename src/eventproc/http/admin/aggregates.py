@@ -9,7 +9,7 @@ from fastapi import APIRouter, Depends, Request
 from eventproc.admin.roles import Principal, Role
 from eventproc.config import AggregateFailure, Ordering
 from eventproc.http.admin import paging
-from eventproc.http.admin.common import READ_RESPONSES
+from eventproc.http.admin.common import READ_RESPONSES, serialized
 from eventproc.http.auth import require
 from eventproc.http.deps import get_runtime
 from eventproc.http.schemas import OpenModel
@@ -47,6 +47,7 @@ class BlockedPage(OpenModel):
     responses=READ_RESPONSES,
     dependencies=[Depends(paging.only("limit"))],
 )
+@serialized
 async def blocked_aggregates(
     request: Request,
     who: Annotated[Principal, Depends(require(Role.VIEWER))],

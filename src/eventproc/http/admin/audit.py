@@ -8,7 +8,7 @@ from fastapi import APIRouter, Depends, Query, Request
 
 from eventproc.admin.roles import Principal, Role
 from eventproc.http.admin import paging
-from eventproc.http.admin.common import READ_RESPONSES
+from eventproc.http.admin.common import READ_RESPONSES, serialized
 from eventproc.http.auth import require
 from eventproc.http.deps import get_runtime
 from eventproc.http.schemas import OpenModel
@@ -39,6 +39,7 @@ class AuditPage(paging.Page):
     responses=READ_RESPONSES,
     dependencies=[Depends(paging.only("action", "actor", "limit", "cursor"))],
 )
+@serialized
 async def list_audit(
     request: Request,
     who: Annotated[Principal, Depends(require(Role.VIEWER))],

@@ -1,10 +1,13 @@
 """What every admin router needs: the runtime, the caller as an Audit, error answers, bodies."""
 
 import contextlib
+import functools
+from collections.abc import Awaitable, Callable
 from datetime import UTC, datetime
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, ParamSpec
 
-from pydantic import ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field
+from starlette.responses import Response
 
 from eventproc.admin.roles import Principal
 from eventproc.errors import StoreError
@@ -26,6 +29,27 @@ WRITE_RESPONSES: dict[int | str, dict[str, Any]] = {
     **READ_RESPONSES,
     **error_responses({400: "Malformed JSON body", 413: "Body larger than MAX_BODY_BYTES"}),
 }
+
+P = ParamSpec("P")
+
+
+def serialized(endpoint: Callable[P, Awaitable[BaseModel]]) -> Callable[P, Awaitable[Response]]:
+    """The endpoint's answer serialized once, as it was built.
+
+    Given a model, FastAPI dumps it to a dict, validates that against the
+    route's response model again and serializes the result, on the event
+    loop the drain runs on; the model was validated when it was built from
+    the store's rows. The route's ``response_model`` still documents it, and
+    the schemathesis run checks every answer against it.
+    """
+
+    @functools.wraps(endpoint)
+    async def answer(*args: P.args, **kwargs: P.kwargs) -> Response:
+        model = await endpoint(*args, **kwargs)
+        return Response(model.model_dump_json(), media_type="application/json")
+
+    return answer
+
 
 Reason = Field(
     None,

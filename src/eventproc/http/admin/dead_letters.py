@@ -9,7 +9,13 @@ from fastapi import APIRouter, Depends, Query, Request
 from eventproc.admin.roles import Principal, Role
 from eventproc.event import DeadLetter
 from eventproc.http.admin import paging
-from eventproc.http.admin.common import READ_RESPONSES, WRITE_RESPONSES, ActionBody, audit_of
+from eventproc.http.admin.common import (
+    READ_RESPONSES,
+    WRITE_RESPONSES,
+    ActionBody,
+    audit_of,
+    serialized,
+)
 from eventproc.http.admin.shapes import DeadLetterItem, dead_letter_item, shown
 from eventproc.http.auth import require
 from eventproc.http.deps import get_runtime
@@ -93,6 +99,7 @@ class Discarded(OpenModel):
     responses=READ_RESPONSES,
     dependencies=[Depends(paging.only(*_LIST_PARAMS))],
 )
+@serialized
 async def list_dead_letters(
     request: Request,
     who: Annotated[Principal, Depends(require(Role.VIEWER))],
@@ -133,6 +140,7 @@ async def list_dead_letters(
     responses=READ_RESPONSES,
     dependencies=[Depends(paging.only(*_GROUP_PARAMS))],
 )
+@serialized
 async def list_groups(
     request: Request,
     who: Annotated[Principal, Depends(require(Role.VIEWER))],

@@ -13,6 +13,7 @@ from eventproc.http.admin.common import (
     WRITE_RESPONSES,
     ActionBody,
     audit_of,
+    serialized,
     utc_now,
 )
 from eventproc.http.admin.shapes import (
@@ -68,6 +69,7 @@ class Replayed(OpenModel):
     responses=READ_RESPONSES,
     dependencies=[Depends(paging.only(*_LIST_PARAMS))],
 )
+@serialized
 async def list_events(
     request: Request,
     who: Annotated[Principal, Depends(require(Role.VIEWER))],

@@ -23,6 +23,7 @@ from eventproc.http.admin.common import (
     ActionBody,
     audit_of,
     learn_pauses,
+    serialized,
 )
 from eventproc.http.auth import require
 from eventproc.http.deps import get_runtime
@@ -104,6 +105,7 @@ class Paused(OpenModel):
     responses=READ_RESPONSES,
     dependencies=[Depends(paging.only("limit", "cursor"))],
 )
+@serialized
 async def list_handlers(
     request: Request,
     who: Annotated[Principal, Depends(require(Role.VIEWER))],

@@ -23,6 +23,7 @@ from eventproc.http.admin.common import (
     Body,
     audit_of,
     learn_pauses,
+    serialized,
 )
 from eventproc.http.auth import require
 from eventproc.http.deps import get_runtime
@@ -336,6 +337,7 @@ async def cancel_operation(
     responses=READ_RESPONSES,
     dependencies=[Depends(paging.only("status", "action", "limit", "cursor"))],
 )
+@serialized
 async def list_operations(
     request: Request,
     who: Annotated[Principal, Depends(require(Role.VIEWER))],

@@ -9,7 +9,7 @@ from pydantic import Field
 from eventproc.admin.heartbeat import ALIVE_HEARTBEATS, HEARTBEAT_SECONDS
 from eventproc.admin.roles import Principal, Role
 from eventproc.http.admin import paging
-from eventproc.http.admin.common import READ_RESPONSES
+from eventproc.http.admin.common import READ_RESPONSES, serialized
 from eventproc.http.auth import require
 from eventproc.http.deps import get_runtime
 from eventproc.http.schemas import OpenModel
@@ -42,6 +42,7 @@ class WorkerPage(paging.Page):
     responses=READ_RESPONSES,
     dependencies=[Depends(paging.only("limit", "cursor"))],
 )
+@serialized
 async def list_workers(
     request: Request,
     who: Annotated[Principal, Depends(require(Role.VIEWER))],
