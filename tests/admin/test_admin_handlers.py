@@ -343,7 +343,7 @@ async def test_figures_are_shared_by_every_caller_for_their_max_age(
             again = (await client.get("/admin/v1/handlers")).json()["items"]
             ok = {item["name"]: item for item in again}["ok"]
             assert ok["backlog"]["count"] == 1 and {ok["figures_at"]} == first  # kept
-            # (max_share 1: the 50 ms this test's reading sleeps would keep it 2.5 s)
+            # (max_share 1: the 50 ms this test's reading sleeps would keep it 5 s)
             runtime.handler_figures.max_age, runtime.handler_figures.max_share = 0.2, 1.0
             await asyncio.sleep(0.25)
             ok = {i["name"]: i for i in (await client.get("/admin/v1/handlers")).json()["items"]}

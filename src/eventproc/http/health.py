@@ -115,7 +115,7 @@ class Health(OpenModel):
     statsAgeSeconds: float | None = Field(
         None,
         description="How old backlog, due, oldestPendingAgeSeconds and deadLetters are: one "
-        "shared reading, at least STATS_MAX_AGE_SECONDS and 50 times its own duration",
+        "shared reading, at least STATS_MAX_AGE_SECONDS and 100 times its own duration",
     )
     deadLetters: int | None
     inFlight: int
