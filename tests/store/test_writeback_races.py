@@ -9,12 +9,15 @@ saw it (found by the chaos run through PgBouncer: out_of_order 1).
 
 import asyncio
 import uuid
+from collections.abc import Awaitable
+from typing import TypeVar
 
 import asyncpg
 
 from eventproc.event import Event, NewEvent
 from eventproc.store import ClaimPolicy, Lease, Store, WriteBack
 
+T = TypeVar("T")
 FOLLOW = ClaimPolicy(lease_seconds=30, ordered=True, limit=5, follow=True)
 
 
@@ -49,21 +52,30 @@ async def _run(store: Store, n: int = 2) -> list[Event]:
     return run
 
 
-async def test_a_run_completing_while_its_head_is_taken_over(pg_store: Store, pg_url: str) -> None:
-    first, second = await _run(pg_store)
-    claim = await _taking_over(
-        pg_url, "UPDATE events SET locked_by = 'B:1', attempts = 2 WHERE id = $1", first.id
-    )
+async def _racing(pg_url: str, sql: str, head: uuid.UUID, write: Awaitable[T]) -> T:
+    """``write``'s result when ``sql`` (on ``head``) commits while ``write`` waits for its lock."""
+    other = await _taking_over(pg_url, sql, head)
     watcher = await asyncpg.connect(pg_url)
     try:
-        late = [WriteBack.succeeded(Lease.of(event)) for event in (first, second)]
-        writing = asyncio.create_task(pg_store.event_write_back(late, in_order=True))
+        writing = asyncio.ensure_future(write)
         await _blocked_on_a_lock(watcher)
-        await claim.execute("COMMIT")
-        assert await writing == 0  # neither: first is B's now, second waits for it
+        await other.execute("COMMIT")
+        return await writing
     finally:
-        await claim.close()
+        await other.close()
         await watcher.close()
+
+
+async def test_a_run_completing_while_its_head_is_taken_over(pg_store: Store, pg_url: str) -> None:
+    first, second = await _run(pg_store)
+    late = [WriteBack.succeeded(Lease.of(event)) for event in (first, second)]
+    written = await _racing(
+        pg_url,
+        "UPDATE events SET locked_by = 'B:1', attempts = 2 WHERE id = $1",
+        first.id,
+        pg_store.event_write_back(late, in_order=True),
+    )
+    assert written == 0  # neither: first is B's now, second waits for it
     second_now = await pg_store.event_get(second.id)
     assert second_now is not None and not second_now.processed
     # B's handling of first completes it; A's run stays refused (second runs
@@ -80,19 +92,14 @@ async def test_a_run_completing_while_nobody_takes_it_over_lands(
     # The same statement, with a concurrent writer that only touches the head
     # without taking it: the wait ends and the whole run completes.
     first, second = await _run(pg_store)
-    touch = await _taking_over(
-        pg_url, "UPDATE events SET locked_until = locked_until WHERE id = $1", first.id
+    late = [WriteBack.succeeded(Lease.of(event)) for event in (first, second)]
+    written = await _racing(
+        pg_url,
+        "UPDATE events SET locked_until = locked_until WHERE id = $1",
+        first.id,
+        pg_store.event_write_back(late, in_order=True),
     )
-    watcher = await asyncpg.connect(pg_url)
-    try:
-        late = [WriteBack.succeeded(Lease.of(event)) for event in (first, second)]
-        writing = asyncio.create_task(pg_store.event_write_back(late, in_order=True))
-        await _blocked_on_a_lock(watcher)
-        await touch.execute("COMMIT")
-        assert await writing == 2
-    finally:
-        await touch.close()
-        await watcher.close()
+    assert written == 2
 
 
 def _successes(*keys: tuple[uuid.UUID, str]) -> list[object]:
@@ -130,21 +137,14 @@ async def test_a_delivery_run_completing_while_its_head_is_taken_over(
          [True, True]],
     )  # fmt: skip
     assert len(opened) == 2
-    claim = await _taking_over(
+    late = _successes((first.id, "h"), (later.id, "h"))
+    written = await _racing(
         pg_url,
         "UPDATE event_deliveries SET locked_by = 'B:1' WHERE event_id = $1 AND handler = 'h'",
         first.id,
+        pg_store.driver.fetch("delivery_write_back", late),
     )
-    watcher = await asyncpg.connect(pg_url)
-    try:
-        late = _successes((first.id, "h"), (later.id, "h"))
-        writing = asyncio.create_task(pg_store.driver.fetch("delivery_write_back", late))
-        await _blocked_on_a_lock(watcher)
-        await claim.execute("COMMIT")
-        assert await writing == []  # later waits for first's new handling
-    finally:
-        await claim.close()
-        await watcher.close()
+    assert written == []  # later waits for first's new handling
     # Once B's handling of first is written, A's success of later lands.
     done = _successes((first.id, "h"))
     done[2] = ["B:1"]
