@@ -58,8 +58,8 @@ def free_port() -> int:
         return int(sock.getsockname()[1])
 
 
-async def publish(n: int) -> None:
-    store = open_store(pg_url(DB))
+async def publish(n: int, db: str = DB) -> None:
+    store = open_store(pg_url(db))
     try:
         await store.migrate()
         for start in range(0, n, 2000):

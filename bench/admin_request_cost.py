@@ -34,15 +34,16 @@ import httpx
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-import admin_poll
 from admin_poll import ENDPOINTS, _start_worker, free_port, publish
 from common import TMP, drop_pg_db, pg_url, proc_cpu_seconds, recreate_pg_db, table, worker_env
 
-DB = admin_poll.DB = "bench_admin_cost"  # publish() writes to admin_poll.DB
+DB = "bench_admin_cost"
 
 
-def backends_cpu(pids: list[int]) -> float:
-    return sum(proc_cpu_seconds(pid) or 0.0 for pid in pids)
+def cpu_seconds(worker_pid: int, pids: list[int]) -> tuple[float, float]:
+    """CPU seconds so far of the worker, and of the database backends ``pids`` together."""
+    backends = sum(proc_cpu_seconds(pid) or 0.0 for pid in pids)
+    return proc_cpu_seconds(worker_pid) or 0.0, backends
 
 
 async def backend_pids(conn: asyncpg.Connection) -> list[int]:
@@ -60,16 +61,12 @@ async def measure(base: str, conn: asyncpg.Connection, worker_pid: int, n: int) 
             for _ in range(5):  # warm-up: routes, statement caches, connections
                 (await client.get(path)).raise_for_status()
             pids = await backend_pids(conn)
-            worker0, pg0, t0 = (
-                proc_cpu_seconds(worker_pid) or 0.0,
-                backends_cpu(pids),
-                time.monotonic(),
-            )
+            (worker0, pg0), t0 = cpu_seconds(worker_pid, pids), time.monotonic()
             for _ in range(n):
                 (await client.get(path)).raise_for_status()
             elapsed = time.monotonic() - t0
-            worker = ((proc_cpu_seconds(worker_pid) or 0.0) - worker0) / n * 1000
-            database = (backends_cpu(pids) - pg0) / n * 1000
+            worker1, pg1 = cpu_seconds(worker_pid, pids)
+            worker, database = (worker1 - worker0) / n * 1000, (pg1 - pg0) / n * 1000
             rows.append([path, f"{worker:.2f}", f"{database:.2f}", f"{elapsed / n * 1000:.2f}"])
     return rows
 
@@ -79,15 +76,15 @@ async def cpu_per_second(
 ) -> tuple[float, float]:
     """(worker, PostgreSQL) CPU ms per second, with ``client`` polling (None: idle)."""
     pids = await backend_pids(conn)
-    worker0, pg0, t0 = proc_cpu_seconds(worker_pid) or 0.0, backends_cpu(pids), time.monotonic()
+    (worker0, pg0), t0 = cpu_seconds(worker_pid, pids), time.monotonic()
     while time.monotonic() - t0 < seconds:
         started = time.monotonic()
         for path in ENDPOINTS if client is not None else ():
             (await client.get(path)).raise_for_status()
         await asyncio.sleep(max(0.0, 1.0 - (time.monotonic() - started)))
     elapsed = time.monotonic() - t0
-    worker = ((proc_cpu_seconds(worker_pid) or 0.0) - worker0) / elapsed * 1000
-    return worker, (backends_cpu(pids) - pg0) / elapsed * 1000
+    worker1, pg1 = cpu_seconds(worker_pid, pids)
+    return (worker1 - worker0) / elapsed * 1000, (pg1 - pg0) / elapsed * 1000
 
 
 async def poll_cost(base: str, conn: asyncpg.Connection, worker_pid: int, seconds: float) -> str:
@@ -116,7 +113,7 @@ async def main() -> None:
         "TABLE_HEALTH_MAX_AGE_SECONDS": "0",
     }
     await recreate_pg_db(DB)
-    await publish(args.events)
+    await publish(args.events, DB)
     port = free_port()
     env = worker_env(
         pg_url(DB),

@@ -92,9 +92,6 @@ class Histograms:
             series = self.series[key] = Series(self.buckets)
         return series
 
-    def observe(self, key: tuple[str, ...], seconds: float) -> None:
-        self.slot(key).add(seconds)
-
     def regrouped(self, key_of: Callable[[tuple[str, ...]], tuple[str, ...]]) -> "Histograms":
         """The same observations under coarser keys (the series whose keys map alike, added)."""
         merged = Histograms(self.buckets)
