@@ -212,3 +212,25 @@ async def test_a_claim_whose_run_work_fails_gives_its_events_back(
     # The head's claim had committed; it was released, not left leased.
     [head] = await store.event_claim_many("w:2", policy(limit=1))
     assert head.payload["n"] == 0 and head.attempts == 1
+
+
+async def test_a_run_follows_a_head_whose_predecessor_waits_on_its_delivery(
+    store: Store,
+) -> None:
+    """The run behind a head skips routed events, as the claim's gate does.
+
+    With the aggregate's first event retrying on its delivery, the next one
+    on its row is a head; its followers must come with it (to wait behind
+    that delivery in one move), not one event per claim.
+    """
+    aggregate = uuid.uuid4()
+    await store.event_insert_many(
+        [NewEvent("t", {"n": n}, aggregate_id=aggregate) for n in range(30)]
+    )
+    [first] = await store.event_claim_many("w:1", policy(limit=1))
+    retry = WriteBack.retry(Lease.of(first), 60, "downstream is down", 1, handler="h")
+    assert await store.event_write_back([retry]) == 1
+    follow = ClaimPolicy(lease_seconds=30, ordered=True, limit=20, follow=True)
+    run = await store.event_claim_many("w:2", follow)
+    assert [e.payload["n"] for e in run] == list(range(1, 21))
+    assert all(e.blocked == {"h"} for e in run)  # each waits behind n=0

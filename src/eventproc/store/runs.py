@@ -90,9 +90,10 @@ async def _claim_followers(
 def runs_behind(heads: Sequence[Event], rows: Sequence[Row]) -> list[list[uuid.UUID]]:
     """Each head's run from ``event_runs_behind`` rows (head, id, processed, ready).
 
-    The head itself must come first in its aggregate: a run is only the
-    events directly behind it, and stops at the first one that is processed
-    (a dead letter, in block mode) or not ready.
+    The head itself must come first among its aggregate's events on their
+    own rows (routed ones wait on their deliveries, per handler): a run is
+    only the events directly behind it, and stops at the first one that is
+    processed (a dead letter, in block mode) or not ready.
     """
     by_head: dict[uuid.UUID, list[Row]] = {}
     for row in rows:

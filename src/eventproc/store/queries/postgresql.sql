@@ -485,11 +485,16 @@ SET locked_by = $2, locked_until = now() + $3 * interval '1 second',
     attempts = e.attempts + 1, next_attempt_at = NULL
 WHERE e.id = $1 AND NOT e.processed AND e.routed_at IS NULL
   AND (e.locked_until IS NULL OR e.locked_until < now())
-  AND (e.aggregate_id IS NULL OR NOT EXISTS (
-        SELECT 1 FROM events p
-        WHERE p.aggregate_id = e.aggregate_id
-          AND (NOT p.processed OR p.outcome = 'dead_lettered') AND p.routed_at IS NULL
-          AND (p.created_at, p.id) < (e.created_at, e.id)))
+  AND (e.aggregate_id IS NULL OR (
+        NOT EXISTS (
+            SELECT 1 FROM events p
+            WHERE p.aggregate_id = e.aggregate_id AND NOT p.processed AND p.routed_at IS NULL
+              AND (p.created_at, p.id) < (e.created_at, e.id))
+        AND NOT EXISTS (
+            SELECT 1 FROM events p
+            WHERE p.aggregate_id = e.aggregate_id AND p.outcome = 'dead_lettered'
+              AND p.routed_at IS NULL
+              AND (p.created_at, p.id) < (e.created_at, e.id))))
 RETURNING e.id, e.event_type, e.aggregate_id, e.aggregate_type, e.payload::text,
           e.metadata::text, e.processed, e.version, e.created_at, e.created_by, e.priority,
           e.attempts, e.next_attempt_at, e.locked_by, e.locked_until, e.processed_at, e.outcome,
@@ -516,21 +521,32 @@ WHERE id IN (
 RETURNING id;
 
 -- name: event_runs_behind
--- For each head $1: the first $2 events of its aggregate that are pending
--- (or, with $3, dead-lettered), in order, with whether each is processed and
--- ready (due, not leased). One index seek per aggregate
--- (events_aggregate_pending_idx), however many wait behind the head.
+-- For each head $1: the first $2 events of its aggregate still on their own
+-- rows that are pending (or, with $3, dead-lettered), in order, with whether
+-- each is processed and ready (due, not leased). Routed events are passed
+-- over, as the claim's gate passes them: their deliveries gate them per
+-- handler. Two ordered seeks merged (events_aggregate_unrouted_idx; the dead
+-- ones only with $3), so that a generic plan too reads $2 rows per
+-- aggregate, not every pending one (an OR of the two bitmap-scans them all).
 SELECT h.id, r.id, r.processed, r.ready
 FROM events h
 CROSS JOIN LATERAL (
-    SELECT e.id, e.processed, e.created_at,
-           ((e.next_attempt_at IS NULL OR e.next_attempt_at <= now())
-            AND (e.locked_until IS NULL OR e.locked_until < now())
-            AND e.routed_at IS NULL) AS ready
-    FROM events e
-    WHERE e.aggregate_id = h.aggregate_id
-      AND (NOT e.processed OR ($3::bool AND e.outcome = 'dead_lettered'))
-    ORDER BY e.created_at, e.id
+    SELECT u.id, u.processed, u.created_at,
+           ((u.next_attempt_at IS NULL OR u.next_attempt_at <= now())
+            AND (u.locked_until IS NULL OR u.locked_until < now())) AS ready
+    FROM ((SELECT e.id, e.processed, e.created_at, e.next_attempt_at, e.locked_until
+           FROM events e
+           WHERE e.aggregate_id = h.aggregate_id AND NOT e.processed AND e.routed_at IS NULL
+           ORDER BY e.created_at, e.id
+           LIMIT $2)
+          UNION ALL
+          (SELECT e.id, e.processed, e.created_at, e.next_attempt_at, e.locked_until
+           FROM events e
+           WHERE $3::bool AND e.aggregate_id = h.aggregate_id AND e.outcome = 'dead_lettered'
+             AND e.routed_at IS NULL
+           ORDER BY e.created_at, e.id
+           LIMIT $2)) u
+    ORDER BY u.created_at, u.id
     LIMIT $2) r
 WHERE h.id = ANY($1::uuid[])
 ORDER BY h.id, r.created_at, r.id;

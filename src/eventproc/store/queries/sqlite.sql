@@ -426,11 +426,17 @@ SET locked_by = ?2, locked_until = strftime('%Y-%m-%d %H:%M:%f', 'now', printf('
     attempts = attempts + 1, next_attempt_at = NULL
 WHERE id = ?1 AND processed = 0 AND routed_at IS NULL
   AND (locked_until IS NULL OR locked_until < strftime('%Y-%m-%d %H:%M:%f', 'now'))
-  AND (aggregate_id IS NULL OR NOT EXISTS (
-        SELECT 1 FROM events p
-        WHERE p.aggregate_id = events.aggregate_id
-          AND (p.processed = 0 OR p.outcome = 'dead_lettered') AND p.routed_at IS NULL
-          AND (p.created_at, p.id) < (events.created_at, events.id)))
+  AND (aggregate_id IS NULL OR (
+        NOT EXISTS (
+            SELECT 1 FROM events p
+            WHERE p.aggregate_id = events.aggregate_id AND p.processed = 0
+              AND p.routed_at IS NULL
+              AND (p.created_at, p.id) < (events.created_at, events.id))
+        AND NOT EXISTS (
+            SELECT 1 FROM events p
+            WHERE p.aggregate_id = events.aggregate_id AND p.outcome = 'dead_lettered'
+              AND p.routed_at IS NULL
+              AND (p.created_at, p.id) < (events.created_at, events.id))))
 RETURNING id, event_type, aggregate_id, aggregate_type, payload, metadata, processed, version,
           created_at, created_by, priority, attempts, next_attempt_at, locked_by,
           locked_until, processed_at, outcome,
@@ -449,20 +455,32 @@ WHERE aggregate_id IN (SELECT value FROM json_each(?1)) AND processed = 0
 RETURNING id;
 
 -- name: event_runs_behind
--- For each head ?1: the first ?2 events of its aggregate that are pending
--- (or, with ?3, dead-lettered), in order, with whether each is processed and
--- ready (due, not leased, on its own row). A bounded index seek per
--- aggregate (the correlated LIMIT).
+-- For each head ?1: the first ?2 events of its aggregate still on their own
+-- rows that are pending (or, with ?3, dead-lettered), in order, with whether
+-- each is processed and ready (due, not leased). Routed events are passed
+-- over, as the claim's gate passes them: their deliveries gate them per
+-- handler. Two bounded index seeks per aggregate (the correlated LIMITs;
+-- an OR of the two scans the table).
 SELECT h.id, e.id, e.processed,
        ((e.next_attempt_at IS NULL OR e.next_attempt_at <= strftime('%Y-%m-%d %H:%M:%f', 'now'))
-        AND (e.locked_until IS NULL OR e.locked_until < strftime('%Y-%m-%d %H:%M:%f', 'now'))
-        AND e.routed_at IS NULL) AS ready
+        AND (e.locked_until IS NULL OR e.locked_until < strftime('%Y-%m-%d %H:%M:%f', 'now')))
+        AS ready
 FROM events h
 JOIN events e ON e.id IN (
-    SELECT x.id FROM events x
-    WHERE x.aggregate_id = h.aggregate_id
-      AND (x.processed = 0 OR (?3 AND x.outcome = 'dead_lettered'))
-    ORDER BY x.created_at, x.id
+    SELECT u.id FROM (
+        SELECT * FROM (
+            SELECT x.id, x.created_at FROM events x
+            WHERE x.aggregate_id = h.aggregate_id AND x.processed = 0 AND x.routed_at IS NULL
+            ORDER BY x.created_at, x.id
+            LIMIT ?2)
+        UNION ALL
+        SELECT * FROM (
+            SELECT y.id, y.created_at FROM events y
+            WHERE ?3 AND y.aggregate_id = h.aggregate_id AND y.outcome = 'dead_lettered'
+              AND y.routed_at IS NULL
+            ORDER BY y.created_at, y.id
+            LIMIT ?2)) u
+    ORDER BY u.created_at, u.id
     LIMIT ?2)
 WHERE h.id IN (SELECT value FROM json_each(?1))
 ORDER BY h.id, e.created_at, e.id;
