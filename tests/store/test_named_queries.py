@@ -91,3 +91,44 @@ async def test_every_sqlite_query_prepares(sqlite_store: object, sqlite_url: str
                     pytest.fail(f"{name}: {exc}")
     finally:
         connection.close()
+
+
+_TABLE_REFERENCE = re.compile(
+    r"\b(?:FROM|JOIN|UPDATE)\s+(events|event_\w+)\b(?:\s+(?:AS\s+)?(\w+))?"
+)
+_NOT_ALIASES = {"WHERE", "SET", "ON", "JOIN", "LEFT", "ORDER", "GROUP", "USING", "RETURNING"}
+
+
+def _full_scans(plan: list[tuple[int, int, int, str]], statement: str) -> list[str]:
+    """The plan's steps that read a whole table (SCAN without an index) of ours."""
+    tables: set[str] = set()
+    for table, alias in _TABLE_REFERENCE.findall(statement):
+        tables.add(table)
+        if alias and alias.upper() not in _NOT_ALIASES:
+            tables.add(alias)
+    return [
+        step[3]
+        for step in plan
+        if step[3].startswith("SCAN ") and step[3].split()[1] in tables and "USING" not in step[3]
+    ]
+
+
+async def test_no_sqlite_lifecycle_query_reads_a_whole_table(
+    sqlite_store: object, sqlite_url: str
+) -> None:
+    # SQLite's planner gives up on a partial index when a clause ORs two
+    # conditions: the aggregate gate and the runs then scanned the table.
+    connection = sqlite3.connect(sqlite_url.removeprefix("sqlite:///"))
+    try:
+        scans = {}
+        for name, text in queries.load("sqlite").items():
+            if not name.startswith(("event_", "delivery_")):
+                continue
+            for statement in queries.sqlite_statements(text):
+                params = [None] * _highest(r"\?(\d+)", statement)
+                plan = connection.execute(f"EXPLAIN QUERY PLAN {statement}", params).fetchall()
+                if found := _full_scans(plan, statement):
+                    scans[name] = found
+        assert scans == {}
+    finally:
+        connection.close()

@@ -944,16 +944,17 @@ ON CONFLICT (event_id, handler) DO NOTHING;
 
 -- name: delivery_claim_followers
 -- The deliveries right behind each claimed head (?1 event ids, ?2 handlers),
--- up to ?3 per head, leased to ?4 for ?5 seconds (see postgresql.sql). The
--- rows leased carry the mark '#follow:<token>' until the last statement.
+-- up to ?3 per head, leased to ?4 for ?5 seconds (see postgresql.sql): each
+-- head's candidates are one bounded seek of event_deliveries_aggregate_idx
+-- (the correlated LIMIT), and the event's columns come back by primary-key
+-- lookups, as delivery_claim's do.
 UPDATE event_deliveries
-SET locked_by = '#follow:' || ?4,
+SET locked_by = ?4,
     locked_until = strftime('%Y-%m-%d %H:%M:%f', 'now', printf('%+.3f seconds', ?5)),
     attempts = attempts + 1
 WHERE (event_id, handler) IN (
     SELECT event_id, handler FROM (
         SELECT q.event_id, q.handler,
-               row_number() OVER w AS k,
                count(*) FILTER (WHERE NOT (
                    (q.next_attempt_at IS NULL
                     OR q.next_attempt_at <= strftime('%Y-%m-%d %H:%M:%f', 'now'))
@@ -965,23 +966,36 @@ WHERE (event_id, handler) IN (
           ON h.event_id = hh.id AND h.handler = hh.handler AND h.aggregate_id IS NOT NULL
          AND h.handler NOT IN (SELECT handler FROM handler_pauses)
         JOIN event_deliveries q
-          ON q.aggregate_id = h.aggregate_id AND q.handler = h.handler
-         AND q.status = 'pending'
-         AND (q.event_created_at, q.event_id) > (h.event_created_at, h.event_id)
-        WHERE NOT EXISTS (
-            SELECT 1 FROM events p
-            WHERE p.aggregate_id = h.aggregate_id AND p.processed = 0
-              AND p.routed_at IS NULL
-              AND (p.created_at, p.id) < (q.event_created_at, q.event_id))
+          ON q.handler = h.handler AND q.event_id IN (
+              SELECT x.event_id FROM event_deliveries x
+              WHERE x.aggregate_id = h.aggregate_id AND x.handler = h.handler
+                AND x.status = 'pending'
+                AND (x.event_created_at, x.event_id) > (h.event_created_at, h.event_id)
+                AND NOT EXISTS (
+                    SELECT 1 FROM events p
+                    WHERE p.aggregate_id = h.aggregate_id AND p.processed = 0
+                      AND p.routed_at IS NULL
+                      AND (p.created_at, p.id) < (x.event_created_at, x.event_id))
+              ORDER BY x.event_created_at, x.event_id
+              LIMIT ?3)
         WINDOW w AS (PARTITION BY h.event_id, h.handler
                      ORDER BY q.event_created_at, q.event_id))
-    WHERE k <= ?3 AND stops = 0);
-SELECT e.id, e.event_type, e.aggregate_id, e.aggregate_type, e.payload, e.metadata,
-       e.processed, e.version, e.created_at, e.created_by, e.priority,
-       d.attempts, d.next_attempt_at, ?4, d.locked_until, e.processed_at, e.outcome, d.handler
-FROM event_deliveries d JOIN events e ON e.id = d.event_id
-WHERE d.locked_by = '#follow:' || ?4;
-UPDATE event_deliveries SET locked_by = ?4 WHERE locked_by = '#follow:' || ?4;
+    WHERE stops = 0)
+RETURNING event_id,
+          (SELECT e.event_type FROM events e WHERE e.id = event_deliveries.event_id),
+          (SELECT e.aggregate_id FROM events e WHERE e.id = event_deliveries.event_id),
+          (SELECT e.aggregate_type FROM events e WHERE e.id = event_deliveries.event_id),
+          (SELECT e.payload FROM events e WHERE e.id = event_deliveries.event_id),
+          (SELECT e.metadata FROM events e WHERE e.id = event_deliveries.event_id),
+          (SELECT e.processed FROM events e WHERE e.id = event_deliveries.event_id),
+          (SELECT e.version FROM events e WHERE e.id = event_deliveries.event_id),
+          (SELECT e.created_at FROM events e WHERE e.id = event_deliveries.event_id),
+          (SELECT e.created_by FROM events e WHERE e.id = event_deliveries.event_id),
+          (SELECT e.priority FROM events e WHERE e.id = event_deliveries.event_id),
+          attempts, next_attempt_at, locked_by, locked_until,
+          (SELECT e.processed_at FROM events e WHERE e.id = event_deliveries.event_id),
+          (SELECT e.outcome FROM events e WHERE e.id = event_deliveries.event_id),
+          handler;
 
 -- name: delivery_revoke_stale_runs
 -- The rest of the runs behind delivery heads just taken over (?1 their
