@@ -350,7 +350,14 @@ class Workers:
             await asyncio.sleep(0.5)
 
     async def stop_all(self) -> None:
-        """SIGTERM everyone (they finish what runs within the grace), then SIGKILL stragglers."""
+        """SIGTERM everyone (they finish what runs within the grace), then SIGKILL stragglers.
+
+        A replacement started moments before the end may still be importing
+        Python, before any code of ours can catch a signal: each is given
+        the time to start first, so that what is judged is its shutdown.
+        """
+        with contextlib.suppress(RuntimeError):  # one that does not start is reported
+            await self.wait_ready([w.name for w in self.running()], WORKER_READY_SECONDS)
         for worker in self.all:
             if worker.fate == "running" and worker.process.poll() is not None:
                 worker.fate = "exited on its own"  # since the last look of watch()

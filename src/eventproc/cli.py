@@ -11,7 +11,7 @@ from typing import TYPE_CHECKING, Annotated, Any
 import typer
 from rich.console import Console
 
-from eventproc import cli_admin, cli_prune, logs
+from eventproc import cli_admin, cli_prune, early_signals, logs
 from eventproc.config import Settings, load_settings
 from eventproc.errors import ConfigError, EventprocError
 from eventproc.event import NewEvent
@@ -113,6 +113,7 @@ def run(
     Creates or upgrades the schema first. Stops cleanly on SIGTERM/SIGINT:
     running handlers get SHUTDOWN_GRACE_SECONDS to finish.
     """
+    early_signals.catch()
     settings = _settings(database_url=database_url, port=port, host=host)
     try:
         settings.check_bind()
@@ -125,6 +126,7 @@ def run(
 @app.command()
 def worker(database_url: DatabaseOption = None) -> None:
     """Run the processor only (no HTTP): for extra workers beside one `eventproc run`."""
+    early_signals.catch()
     settings = _settings(database_url=database_url)
     _run(_serve(settings, http=False))
 

@@ -21,7 +21,7 @@ from typing import Any
 
 import uvicorn
 
-from eventproc import __version__
+from eventproc import __version__, early_signals
 from eventproc.admin.chores import CHORES
 from eventproc.admin.pruner import Pruner
 from eventproc.config import AggregateFailure, Ordering, Settings
@@ -272,6 +272,8 @@ class Runtime:
             tasks = [self._starting]
             if sock is not None:
                 tasks.append(asyncio.create_task(self._serve_http(sock), name="eventproc-http"))
+            if (caught := early_signals.take()) is not None:
+                self._on_signal(caught)  # came while the command was starting
             try:
                 done, _ = await asyncio.wait(tasks, return_when=asyncio.FIRST_COMPLETED)
                 for task in done:
@@ -329,6 +331,8 @@ class Runtime:
             self.http_app(self), log_config=None, access_log=False, lifespan="off"
         )
         self._server = _QuietServer(config, on_started=self._on_listening)
+        # A stop asked for before this task first ran found no server to tell.
+        self._server.should_exit = self.processor.slots.stopping.is_set()
         await self._server.serve(sockets=[sock])
         # The HTTP server stopping (not by a signal) stops the processor too.
         self.shutdown()

@@ -13,6 +13,7 @@ from collections.abc import AsyncIterator
 from pathlib import Path
 
 import httpx
+import pytest
 from sqlalchemy.engine import make_url
 
 from eventproc.event import NewEvent
@@ -25,7 +26,8 @@ TESTS = Path(__file__).resolve().parents[1]
 
 def env(**values: str) -> dict[str, str]:
     base = {k: v for k, v in os.environ.items() if k not in ("DATABASE_URL", "HANDLERS")}
-    base.update(PYTHONPATH=str(TESTS), HANDLERS="support.handlers:registry", **values)
+    base.update(PYTHONPATH=str(TESTS), HANDLERS="support.handlers:registry")
+    base.update(values)
     return base
 
 
@@ -386,3 +388,40 @@ async def test_publish_unhandled_type_warns_naming_the_registry_and_publishes(
 
     code, out, err = await eventproc("publish", "test.ok", DATABASE_URL=url)
     assert code == 0 and err == "" and uuid.UUID(out.strip())
+
+
+@pytest.mark.parametrize("command", ["run", "worker"])
+async def test_sigterm_while_starting_stops_cleanly(
+    command: str, tmp_path: Path, sqlite_url: str
+) -> None:
+    """A SIGTERM during a slow start (here: importing the handlers) exits 0, not 143."""
+    process = await asyncio.create_subprocess_exec(
+        sys.executable,
+        "-m",
+        "eventproc",
+        command,
+        env=env(
+            DATABASE_URL=sqlite_url,
+            PORT="0",
+            HANDLERS="support.slow_start_handlers:registry",
+            TEST_MARKS_DIR=str(tmp_path),
+            SLOW_IMPORT_SECONDS="2",
+        ),
+        stderr=asyncio.subprocess.PIPE,
+    )
+    try:
+
+        async def importing() -> bool:
+            return (tmp_path / "importing").exists()
+
+        await eventually(importing, within=30)
+        process.send_signal(signal.SIGTERM)
+        code = await asyncio.wait_for(process.wait(), 30)
+    finally:
+        if process.returncode is None:
+            process.kill()
+            await process.wait()
+    assert process.stderr is not None
+    err = (await process.stderr.read()).decode()
+    assert code == 0, err
+    assert "SIGTERM received" in err and "eventproc stopped" in err
