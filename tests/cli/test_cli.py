@@ -395,33 +395,19 @@ async def test_sigterm_while_starting_stops_cleanly(
     command: str, tmp_path: Path, sqlite_url: str
 ) -> None:
     """A SIGTERM during a slow start (here: importing the handlers) exits 0, not 143."""
-    process = await asyncio.create_subprocess_exec(
-        sys.executable,
-        "-m",
-        "eventproc",
+
+    async def importing() -> bool:
+        return (tmp_path / "importing").exists()
+
+    async with started(
         command,
-        env=env(
-            DATABASE_URL=sqlite_url,
-            PORT="0",
-            HANDLERS="support.slow_start_handlers:registry",
-            TEST_MARKS_DIR=str(tmp_path),
-            SLOW_IMPORT_SECONDS="2",
-        ),
-        stderr=asyncio.subprocess.PIPE,
-    )
-    try:
-
-        async def importing() -> bool:
-            return (tmp_path / "importing").exists()
-
+        DATABASE_URL=sqlite_url,
+        PORT="0",
+        HANDLERS="support.slow_start_handlers:registry",
+        TEST_MARKS_DIR=str(tmp_path),
+        SLOW_IMPORT_SECONDS="2",
+    ) as starting:
         await eventually(importing, within=30)
-        process.send_signal(signal.SIGTERM)
-        code = await asyncio.wait_for(process.wait(), 30)
-    finally:
-        if process.returncode is None:
-            process.kill()
-            await process.wait()
-    assert process.stderr is not None
-    err = (await process.stderr.read()).decode()
-    assert code == 0, err
-    assert "SIGTERM received" in err and "eventproc stopped" in err
+        assert await starting.stop() == 0
+        await starting.line_matching(re.compile(r"SIGTERM received"), within=10)
+        await starting.line_matching(re.compile(r"eventproc stopped"), within=10)
