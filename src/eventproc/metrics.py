@@ -389,8 +389,8 @@ class Metrics:
         created_at = event.created_at
         if created_at is None or event.metadata.get("replayed"):
             return
-        created = created_at.timestamp()
+        waited = max(started_at - created_at.timestamp(), 0.0)  # clocks may disagree
         if event.attempts == 1:
-            series.wait.add(max(started_at - created, 0.0))
+            series.wait.add(waited)
         if series.lag is not None:
-            series.lag.add(max(started_at + seconds - created, 0.0))
+            series.lag.add(waited + seconds)

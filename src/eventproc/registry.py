@@ -28,8 +28,9 @@ _Test: TypeAlias = Callable[[Envelope], bool]
 # Per event type: the candidate subscriptions (by type, in registration
 # order) and, when one of them has a filter, each paired with its filter's
 # test (None: takes every event of its types).
+# Their names too: what the engine routes by.
 _Candidates: TypeAlias = tuple[
-    tuple["Handler", ...], tuple[tuple["Handler", _Test | None], ...] | None
+    tuple["Handler", ...], tuple[tuple["Handler", _Test | None], ...] | None, tuple[str, ...]
 ]
 
 _CACHE_LIMIT = 4_096  # distinct event types whose candidates are remembered
@@ -206,11 +207,20 @@ class Registry:
         found = self._candidates.get(event.event_type)
         if found is None:
             found = self._find(event.event_type)
-        handlers, filtered = found
+        handlers, filtered, _ = found
         if filtered is None:
             return handlers
         envelope = envelope_of(event)
         return tuple([handler for handler, test in filtered if test is None or test(envelope)])
+
+    def route_names(self, event: Event) -> tuple[str, ...]:
+        """The names of :meth:`route`'s subscriptions: one cached tuple per unfiltered type."""
+        found = self._candidates.get(event.event_type)
+        if found is None:
+            found = self._find(event.event_type)
+        if found[1] is None:
+            return found[2]
+        return tuple([handler.name for handler in self.route(event)])
 
     def _find(self, event_type: str) -> _Candidates:
         handlers = tuple(entry for entry in self._handlers.values() if entry.takes(event_type))
@@ -222,7 +232,7 @@ class Registry:
             )
         if len(self._candidates) >= _CACHE_LIMIT:  # publishers may send any type
             self._candidates.clear()
-        found: _Candidates = (handlers, filtered)
+        found: _Candidates = (handlers, filtered, tuple(entry.name for entry in handlers))
         self._candidates[event_type] = found
         return found
 

@@ -352,4 +352,7 @@ def _carriable(result: WriteBack) -> bool:
     A delivery's result needs its own statement (and must land before the
     rows' successes behind it), so one in the buffer means a flush.
     """
-    return result.closing is not None and result.lease.handler is None
+    return result.kind in _CARRIABLE and result.lease.handler is None
+
+
+_CARRIABLE = frozenset((Kind.SUCCEEDED, Kind.SKIPPED))  # the kinds WriteBack.closing closes

@@ -9,12 +9,14 @@ import logging
 import time
 import traceback
 from collections.abc import Sequence
+from dataclasses import dataclass
 from types import CoroutineType
 
 from pydantic import ValidationError
 
 from eventproc import tracing
 from eventproc.engine import handling_log
+from eventproc.engine.call_sinks import SuccessSinks
 from eventproc.engine.handling_log import FailedAttempt, HandlingLog
 from eventproc.engine.runners import Stepped
 from eventproc.errors import LeaseLost, PermanentError, RetryLater, StoreUnavailable
@@ -60,6 +62,7 @@ class Dispatcher:
         self.timeout_seconds = timeout_seconds
         self.worker_id = worker_id
         self.metrics = metrics
+        self._sinks = SuccessSinks(metrics, self.log)
 
     async def run(self, event: Event) -> WriteBack | None:
         """Handle ``event`` (routed: ``event.handler``); ``None``: the lease was lost."""
@@ -110,18 +113,21 @@ class Dispatcher:
     async def _call(
         self, event: Event, lease: Lease, handler: Handler, payload: object
     ) -> WriteBack | None:
-        destination = type_label(handler.types, event.event_type)
         tracer = tracing.tracer()
         span = (
-            tracing.start(tracer, event, handler.name, destination, self.worker_id)
+            tracing.start(
+                tracer,
+                event,
+                handler.name,
+                type_label(handler.types, event.event_type),
+                self.worker_id,
+            )
             if tracer is not None
             else None
         )
         started_at = time.time()
         started = time.perf_counter()
         timeout = handler.timeout_seconds or self.timeout_seconds
-        result: WriteBack | None
-        error_type = ""
         try:
             result = await self._invoke(event, lease, handler, payload, started, timeout)
         except asyncio.CancelledError:
@@ -129,31 +135,46 @@ class Dispatcher:
                 span.cancelled()
             raise
         except Exception as exc:  # a handler may raise anything
-            result = self._after_error(event, lease, handler, exc, timeout)
-            # The same label as the attempt's count in eventproc_events.
-            outcome = (
-                "store_unavailable" if isinstance(exc, StoreUnavailable) else _outcome_of(result)
-            )
-            duration = time.perf_counter() - started
-            error_type = error_type_of(exc)
-            if span is not None:
-                span.failed(exc, outcome, error_type)
-            if result is not None:
-                self._log_failure(event, handler, result, outcome, duration, exc)
-        else:
-            outcome = "succeeded"
-            duration = time.perf_counter() - started
-            if span is not None:
-                span.succeeded()
-            self.log.succeeded(handler.name, duration)
-        self.metrics.handled(
-            event, handler.name, destination, outcome, error_type, duration, started_at
-        )
-        if outcome == "succeeded":
-            self.metrics.count(destination[0], outcome)
+            failure = Failure(exc, time.perf_counter() - started, started_at, timeout)
+            return self._after_failure(event, lease, handler, failure, span)
+        duration = time.perf_counter() - started
+        if span is not None:
+            span.succeeded()
+        self._sinks.of(handler, event.event_type).record(event, duration, started_at)
+        if logger.isEnabledFor(logging.INFO):
             log_processed(
                 str(event.id), event.event_type, event.attempts, round(duration * 1000, 2)
             )
+        return result
+
+    def _after_failure(
+        self,
+        event: Event,
+        lease: Lease,
+        handler: Handler,
+        failure: "Failure",
+        span: tracing.ProcessSpan | None,
+    ) -> WriteBack | None:
+        """Decide, count and log a call that raised."""
+        exc = failure.exc
+        result = self._after_error(event, lease, handler, exc, failure.timeout)
+        # The same label as the attempt's count in eventproc_events.
+        outcome = "store_unavailable" if isinstance(exc, StoreUnavailable) else _outcome_of(result)
+        error_type = error_type_of(exc)
+        if span is not None:
+            span.failed(exc, outcome, error_type)
+        if result is not None:
+            self._log_failure(event, handler, result, outcome, failure.seconds, exc)
+        destination = type_label(handler.types, event.event_type)
+        self.metrics.handled(
+            event,
+            handler.name,
+            destination,
+            outcome,
+            error_type,
+            failure.seconds,
+            failure.started_at,
+        )
         return result
 
     def _log_failure(
@@ -324,6 +345,16 @@ class Dispatcher:
             handler=handler.name if handler else event.handler,
             fingerprint=fingerprint(message),
         )
+
+
+@dataclass(frozen=True, slots=True)
+class Failure:
+    """A handler call that raised: what, after how long, begun when, under which limit."""
+
+    exc: Exception
+    seconds: float
+    started_at: float
+    timeout: float
 
 
 def _outcome_of(result: WriteBack | None) -> str:

@@ -44,8 +44,14 @@ def route_claim(
     events of it too: a run's head that waits holds back its followers.
     ``paused`` subscriptions wait the same way (nothing of them starts).
     """
+    taken_by = [route(event) for event in claimed]
+    only = None if paused else _one_taker(claimed, taken_by)
+    if only is not None:  # the common case: every event stays on its row
+        for event in claimed:
+            event.routed_to(only)
+        return Routed(on_rows=list(claimed))
     routed = Routed()
-    names_of = {event.id: route(event) for event in claimed}
+    names_of = {event.id: taking for event, taking in zip(claimed, taken_by, strict=True)}
     shared = _shared_aggregates(claimed, names_of)
     waiting: dict[uuid.UUID, set[str]] = {}
     for event in sorted(claimed, key=_in_order):
@@ -65,6 +71,17 @@ def route_claim(
             if aggregate is not None and held:
                 waiting.setdefault(aggregate, set()).update(held & set(names))
     return routed
+
+
+def _one_taker(claimed: Sequence[Event], names: list[Sequence[str]]) -> str | None:
+    """The one subscription that takes every claimed event, none of them held; else None."""
+    if not names or len(names[0]) != 1:
+        return None
+    first = names[0]
+    for event, taking in zip(claimed, names, strict=True):
+        if event.blocked or (taking is not first and taking != first):
+            return None
+    return first[0]
 
 
 def _shared_aggregates(

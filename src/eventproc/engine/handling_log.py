@@ -13,12 +13,15 @@ from collections import deque
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 
+from eventproc.metrics import PROCESS_BUCKETS
 from eventproc.store.protocol import FailedAttempt
 
 __all__ = ["FailedAttempt", "HandlingLog", "Tally"]
 
-# Seconds: the OpenTelemetry messaging conventions' process-duration buckets.
-DURATION_BOUNDS = (0.005, 0.01, 0.025, 0.05, 0.075, 0.1, 0.25, 0.5, 0.75, 1.0, 2.5, 5.0, 7.5, 10.0)
+# Seconds: the OpenTelemetry messaging conventions' process-duration buckets,
+# the same as the Prometheus histogram's, so that a success finds its bucket
+# once for both (engine/call_sinks.py).
+DURATION_BOUNDS = PROCESS_BUCKETS
 KEEP_ATTEMPTS = 10_000  # unwritten failed attempts kept (a database outage): the oldest go first
 
 
@@ -39,37 +42,52 @@ class Tally:
         self.seconds += seconds
         self.buckets[bisect.bisect_left(DURATION_BOUNDS, seconds)] += 1
 
+    def taken(self) -> "Tally":
+        """A copy of the counts so far; this tally starts again from zero."""
+        copy = Tally(self.succeeded, self.failed, self.seconds, self.buckets)
+        self.succeeded = self.failed = 0
+        self.seconds = 0.0
+        self.buckets = [0] * (len(DURATION_BOUNDS) + 1)
+        return copy
+
 
 class HandlingLog:
+    """The tallies live as long as the log: the dispatcher keeps each one it counts into."""
+
     def __init__(self) -> None:
         self._tallies: dict[str, Tally] = {}
         self._attempts: deque[FailedAttempt] = deque(maxlen=KEEP_ATTEMPTS)
 
-    def succeeded(self, handler: str, seconds: float) -> None:
+    def tally(self, handler: str) -> Tally:
+        """``handler``'s tally, made on first use."""
         tally = self._tallies.get(handler)
         if tally is None:
             tally = self._tallies[handler] = Tally()
-        tally.add(seconds, ok=True)
+        return tally
+
+    def succeeded(self, handler: str, seconds: float) -> None:
+        self.tally(handler).add(seconds, ok=True)
 
     def failed(
         self, handler: str, seconds: float, attempt: FailedAttempt, *, counted: bool
     ) -> None:
         """A call that did not succeed; ``counted``: a failure of the handler (not RetryLater)."""
         if counted:
-            tally = self._tallies.get(handler)
-            if tally is None:
-                tally = self._tallies[handler] = Tally()
-            tally.add(seconds, ok=False)
+            self.tally(handler).add(seconds, ok=False)
         self._attempts.append(attempt)
 
     def take_tallies(self) -> dict[str, Tally]:
-        tallies, self._tallies = self._tallies, {}
-        return tallies
+        """The calls counted since the last take, per subscription that had any."""
+        return {
+            handler: tally.taken()
+            for handler, tally in self._tallies.items()
+            if tally.succeeded or tally.failed
+        }
 
     def give_back_tallies(self, tallies: dict[str, Tally]) -> None:
         """Tallies a flush could not write: merged into the current ones."""
         for handler, old in tallies.items():
-            tally = self._tallies.setdefault(handler, Tally())
+            tally = self.tally(handler)
             tally.succeeded += old.succeeded
             tally.failed += old.failed
             tally.seconds += old.seconds

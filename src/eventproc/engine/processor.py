@@ -81,7 +81,7 @@ class Processor:
             metrics=self.metrics,
             signals=self.signals,
             worker_id=self.worker_id,
-            route=lambda event: [handler.name for handler in registry.route(event)],
+            route=registry.route_names,
         )
         # Read at scrape time: setting a gauge per event takes a lock each time.
         self.metrics.in_flight.set_function(lambda: slots.busy)
