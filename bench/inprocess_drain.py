@@ -2,6 +2,10 @@
 
     PYTHONPATH=/tmp/snap/src .venv/bin/python bench/inprocess_drain.py SUBSCRIPTIONS [N] [agg]
 
+With ``LOG=info`` in the environment, logging is configured as the CLI
+does (JSON lines to a file under /tmp, one per handled event), as a worker
+runs in production and in the peer benchmark.
+
 Publishes N events (default 20,000; with ``agg`` over 1,000 aggregates and
 ORDERING=aggregate) into a fresh database ``inprocess_drain`` on
 127.0.0.1:5432, drains them with a Processor in this process, and prints
@@ -29,6 +33,8 @@ SERVER = "postgresql://postgres@127.0.0.1:5432"
 
 
 async def main(subscriptions: int, n: int, ordered: bool) -> None:
+    if os.environ.get("LOG"):
+        _log_to_file(os.environ["LOG"])
     admin = await asyncpg.connect(f"{SERVER}/postgres")
     await admin.execute("DROP DATABASE IF EXISTS inprocess_drain")
     await admin.execute("CREATE DATABASE inprocess_drain")
@@ -78,6 +84,15 @@ async def main(subscriptions: int, n: int, ordered: bool) -> None:
     for name, count in counts.most_common():
         print(f"  {name}: {count} calls, {spent[name] * 1000 / count:.2f} ms mean")
     await store.close()
+
+
+def _log_to_file(level: str) -> None:
+    """The CLI's logging, its lines to /tmp/inprocess_drain.log instead of stderr."""
+    from eventproc import logs
+
+    log = open("/tmp/inprocess_drain.log", "w")  # noqa: SIM115 (open for the whole run)
+    sys.stderr = log
+    logs.configure(level, "json", production=True)
 
 
 if __name__ == "__main__":

@@ -57,13 +57,12 @@ class JsonFormatter(logging.Formatter):
         action: str,
     ) -> str:
         """What :meth:`format` makes of an INFO record with these fields, without the record."""
-        return (
-            f'{{"severity": "INFO", "message": {_json_string(message)}, '
-            f'"time": "{self._timestamp(created)}", "logger": {_json_string(logger_name)}, '
-            f'"event_id": {_json_string(event_id)}, "event_type": {_json_string(event_type)}, '
-            f'"attempt": {int(attempt)}, "duration_ms": {float(duration_ms)!r}, '
-            f'"action": {_json_string(action)}}}'
-        )
+        template = self.event_template(logger_name, message, action)
+        return template.line(created, event_id, event_type, attempt, duration_ms)
+
+    def event_template(self, logger_name: str, message: str, action: str) -> "EventTemplate":
+        """:meth:`event_line` with its constant parts encoded once."""
+        return EventTemplate(self, logger_name, message, action)
 
     def _timestamp(self, created: float) -> str:
         """RFC 3339 in UTC, always with six fractional digits (truncated)."""
@@ -73,6 +72,29 @@ class JsonFormatter(logging.Formatter):
             self._prefix = time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(second))
         micros = min(int((created - second) * 1_000_000), 999_999)
         return f"{self._prefix}.{micros:06d}+00:00"
+
+
+class EventTemplate:
+    """One kind of event line (logger, message, action), its constant JSON encoded once."""
+
+    __slots__ = ("_head", "_middle", "_tail", "_timestamp")
+
+    def __init__(
+        self, formatter: JsonFormatter, logger_name: str, message: str, action: str
+    ) -> None:
+        self._timestamp = formatter._timestamp
+        self._head = f'{{"severity": "INFO", "message": {_json_string(message)}, "time": "'
+        self._middle = f'", "logger": {_json_string(logger_name)}, "event_id": '
+        self._tail = f', "action": {_json_string(action)}}}'
+
+    def line(
+        self, created: float, event_id: str, event_type: str, attempt: int, duration_ms: float
+    ) -> str:
+        return (
+            f"{self._head}{self._timestamp(created)}{self._middle}{_json_string(event_id)}, "
+            f'"event_type": {_json_string(event_type)}, "attempt": {int(attempt)}, '
+            f'"duration_ms": {float(duration_ms)!r}{self._tail}'
+        )
 
 
 class TextFormatter(logging.Formatter):
@@ -126,8 +148,9 @@ class LoopBatchedHandler(logging.StreamHandler[TextIO]):
 
     def write_line(self, line: str) -> None:
         """Queue a line already formatted (see :class:`EventLine`) like an INFO record."""
-        self.acquire()
-        try:
+        lock = self.lock
+        assert lock is not None  # made by Handler.__init__
+        with lock:
             self._waiting.append(line)
             try:
                 loop = asyncio.get_running_loop()
@@ -138,8 +161,6 @@ class LoopBatchedHandler(logging.StreamHandler[TextIO]):
             elif self._scheduled_on is not loop:
                 self._scheduled_on = loop
                 loop.call_soon(self._write_scheduled)
-        finally:
-            self.release()
 
     def flush(self) -> None:
         self.acquire()
@@ -183,6 +204,7 @@ class EventLine:
         self.logger = logger
         self.message = message
         self.action = action
+        self._template: tuple[JsonFormatter, EventTemplate] | None = None  # of the last formatter
 
     def __call__(self, event_id: str, event_type: str, attempt: int, duration_ms: float) -> None:
         logger = self.logger
@@ -202,18 +224,11 @@ class EventLine:
             )
             return
         formatter: JsonFormatter = handler.formatter  # type: ignore[assignment]
-        handler.write_line(
-            formatter.event_line(
-                time.time(),
-                logger.name,
-                self.message,
-                event_id,
-                event_type,
-                attempt,
-                duration_ms,
-                self.action,
-            )
-        )
+        known = self._template
+        if known is None or known[0] is not formatter:
+            template = formatter.event_template(logger.name, self.message, self.action)
+            known = self._template = (formatter, template)
+        handler.write_line(known[1].line(time.time(), event_id, event_type, attempt, duration_ms))
 
 
 def _only_json_handler(logger: logging.Logger) -> LoopBatchedHandler | None:

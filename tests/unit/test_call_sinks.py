@@ -63,9 +63,15 @@ def test_a_sink_counts_what_metrics_handled_and_the_tally_count() -> None:
     assert _exposition(by_sink) == _exposition(by_series)
     assert 'messaging_destination_template="user.*"' in "".join(_exposition(by_sink))
     assert by_sink.event_counts.outcomes == {("user.*", "succeeded"): 5}
-    assert sink_log.take_tallies() == series_log.take_tallies() == {
-        "audit": Tally(5, 0, sum(call[2] for call in CALLS), _buckets(0.003, 0.07, 0.3, 0.5, 12))
-    }
+    assert (
+        sink_log.take_tallies()
+        == series_log.take_tallies()
+        == {
+            "audit": Tally(
+                5, 0, sum(call[2] for call in CALLS), _buckets(0.003, 0.07, 0.3, 0.5, 12)
+            )
+        }
+    )
 
 
 def test_the_sink_keeps_counting_after_the_heartbeat_takes_the_tallies() -> None:
