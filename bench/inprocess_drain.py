@@ -16,6 +16,7 @@ against ``git archive <commit> src`` snapshots one after another to compare.
 
 import asyncio
 import collections
+import gc
 import os
 import sys
 import time
@@ -74,12 +75,16 @@ async def main(subscriptions: int, n: int, ordered: bool) -> None:
 
     store.driver.fetch = timed  # type: ignore[method-assign]
     processor = Processor(store, registry, ProcessorConfig(ordered=ordered, poll_interval_ms=1000))
-    started, cpu = time.perf_counter(), time.process_time()
+    gc_before = sum(stat["collections"] for stat in gc.get_stats())
+    started, cpu, own = time.perf_counter(), time.process_time(), time.thread_time()
     await processor.run(until_idle=True)
     elapsed, cpu = time.perf_counter() - started, time.process_time() - cpu
+    own = time.thread_time() - own
+    collections_run = sum(stat["collections"] for stat in gc.get_stats()) - gc_before
     print(
         f"subscriptions={subscriptions} ordered={ordered} events/s={n / elapsed:.0f} "
-        f"deliveries/s={calls[0] / elapsed:.0f} python_cpu_us/event={cpu * 1e6 / n:.0f}"
+        f"deliveries/s={calls[0] / elapsed:.0f} python_cpu_us/event={cpu * 1e6 / n:.0f} "
+        f"loop_thread_us/event={own * 1e6 / n:.0f} gc_collections={collections_run}"
     )
     for name, count in counts.most_common():
         print(f"  {name}: {count} calls, {spent[name] * 1000 / count:.2f} ms mean")
