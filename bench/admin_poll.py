@@ -9,7 +9,13 @@ worker, for the whole drain, as a dashboard left open would. Runs alternate
 quiet / polling; the report is events/s per mode (median [min-max]) and
 their ratio, and the polling client's answer times.
 
-    .venv/bin/python bench/admin_poll.py [--events 300000] [--runs 3]
+With ``--split`` each round has a third run: the client polls a second
+process on the same database that serves the API and never drains
+(``eventproc run`` with ENABLE_POLLING=false), the deployment README.md
+recommends for a dashboard left open on a busy worker: the worker then
+pays only for the database's share.
+
+    .venv/bin/python bench/admin_poll.py [--events 300000] [--runs 3] [--split]
 """
 
 from __future__ import annotations
@@ -87,7 +93,11 @@ async def poll(
                 await asyncio.wait_for(stop.wait(), max(0.0, 1.0 - (time.monotonic() - started)))
 
 
-async def one_run(n: int, polling: bool) -> dict[str, Any]:
+MODES = {"quiet": "quiet", "polling": "polling the worker", "split": "polling an API process"}
+
+
+async def one_run(n: int, mode: str) -> dict[str, Any]:
+    """One drain of ``n`` events; ``mode``: a key of MODES."""
     await recreate_pg_db(DB)
     await publish(n)
     port = free_port()
@@ -95,6 +105,11 @@ async def one_run(n: int, polling: bool) -> dict[str, Any]:
         pg_url(DB), TMP / "admin-poll.rec", PORT=str(port), ORDERING="none", LOG_LEVEL="warning"
     )
     env.pop("BENCH_RECORD_FILE")
+    served = None
+    if mode == "split":  # the API's own process: serves, never claims
+        port = free_port()
+        served = _start_worker({**env, "PORT": str(port), "ENABLE_POLLING": "false"}, "api")
+        await _wait_answering(f"http://127.0.0.1:{port}")
     worker = _start_worker(env)
     conn = await asyncpg.connect(pg_url(DB))
     stop, errors = asyncio.Event(), []
@@ -103,7 +118,7 @@ async def one_run(n: int, polling: bool) -> dict[str, Any]:
     try:
         base = f"http://127.0.0.1:{port}"
         started = await _wait_started(conn, n)
-        if polling:
+        if mode != "quiet":
             poller = asyncio.create_task(poll(base, stop, answers, errors))
         while await conn.fetchval("SELECT count(*) FROM events WHERE NOT processed"):  # noqa: ASYNC110 (the database's state)
             await asyncio.sleep(0.2)
@@ -112,12 +127,15 @@ async def one_run(n: int, polling: bool) -> dict[str, Any]:
         stop.set()
         if poller is not None:
             await poller
-        worker.terminate()
-        worker.wait(30)
+        for process in (worker, served):
+            if process is not None:
+                process.terminate()
+                process.wait(30)
         await conn.close()
         await drop_pg_db(DB)
     return {
-        "polling": polling,
+        "mode": mode,
+        "polling": mode != "quiet",
         "events_per_s": n / elapsed,
         "requests": sum(len(times) for times in answers.values()),
         "answer_ms_p50": statistics.median(flat) * 1000 if (flat := _flat(answers)) else None,
@@ -127,13 +145,23 @@ async def one_run(n: int, polling: bool) -> dict[str, Any]:
     }
 
 
+async def _wait_answering(base: str) -> None:
+    async with httpx.AsyncClient(base_url=base, timeout=2) as client:
+        for _ in range(300):
+            with contextlib.suppress(httpx.HTTPError):
+                if (await client.get("/health/ready")).status_code == 200:
+                    return
+            await asyncio.sleep(0.1)
+    raise RuntimeError(f"the API process at {base} did not answer within 30 s")
+
+
 def _flat(answers: dict[str, list[float]]) -> list[float]:
     return [t for times in answers.values() for t in times]
 
 
-def _start_worker(env: dict[str, str]) -> subprocess.Popen[bytes]:
+def _start_worker(env: dict[str, str], name: str = "worker") -> subprocess.Popen[bytes]:
     TMP.mkdir(parents=True, exist_ok=True)
-    with open(TMP / "admin-poll-worker.log", "wb") as log:
+    with open(TMP / f"admin-poll-{name}.log", "wb") as log:
         return subprocess.Popen(
             [str(VENV_BIN / "eventproc"), "run"], env=env, stdout=log, stderr=log
         )
@@ -153,39 +181,40 @@ async def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--events", type=int, default=300_000)
     parser.add_argument("--runs", type=int, default=3)
+    parser.add_argument("--split", action="store_true", help="also poll an API-only process")
     args = parser.parse_args()
-    results: list[dict[str, Any]] = []
+    modes = ["quiet", "polling", *(["split"] if args.split else [])]
+    rounds: list[dict[str, dict[str, Any]]] = []
     for run in range(args.runs):
-        for polling in (False, True):
-            result = await one_run(args.events, polling)
-            results.append(result)
-            print(
-                f"run {run + 1} polling={polling}: {result['events_per_s']:,.0f} events/s",
-                flush=True,
-            )
-    quiet = [r["events_per_s"] for r in results if not r["polling"]]
-    busy = [r["events_per_s"] for r in results if r["polling"]]
-    answers = [r["answer_ms_p50"] for r in results if r["polling"] and r["answer_ms_p50"]]
-    print()
-    print(
-        table(
-            ["mode", "events/s median [min-max]", "admin answer p50 ms (median of runs)"],
+        rounds.append({})
+        for mode in modes:
+            result = rounds[-1][mode] = await one_run(args.events, mode)
+            print(f"run {run + 1} {mode}: {result['events_per_s']:,.0f} events/s", flush=True)
+    _report(rounds, modes)
+
+
+def _report(rounds: list[dict[str, dict[str, Any]]], modes: list[str]) -> None:
+    """Events/s per mode, and each polled mode's rate over the same round's quiet one."""
+    rows = []
+    for mode in modes:
+        rates = [round(r[mode]["events_per_s"]) for r in rounds]
+        ratios = [r[mode]["events_per_s"] / r["quiet"]["events_per_s"] for r in rounds]
+        answers = [a for r in rounds if (a := r[mode]["answer_ms_p50"])]
+        rows.append(
             [
-                ["quiet", fmt_med([round(x) for x in quiet]), ""],
-                [
-                    "polling every list endpoint 1/s",
-                    fmt_med([round(x) for x in busy]),
-                    fmt_med(answers, 1),
-                ],
-            ],
+                MODES[mode],
+                fmt_med(rates),
+                "" if mode == "quiet" else fmt_med([round(x * 100, 1) for x in ratios], 1),
+                fmt_med(answers, 1) if answers else "",
+            ]
         )
-    )
-    print(f"\npolling / quiet (medians): {statistics.median(busy) / statistics.median(quiet):.1%}")
+    headers = ["mode", "events/s median [min-max]", "% of quiet, per round", "answer p50 ms"]
+    print()
+    print(table(headers, rows))
     for path in ENDPOINTS:
-        per_run = [r["per_path_ms_p50"][path] for r in results if r.get("per_path_ms_p50")]
-        if per_run:
-            print(f"  {path}: answer p50 {fmt_med(per_run, 1)} ms")
-    errors = sorted({e for r in results for e in r["errors"]})
+        per_run = [r["polling"]["per_path_ms_p50"][path] for r in rounds]
+        print(f"  {path}: answer p50 {fmt_med(per_run, 1)} ms (polling the worker)")
+    errors = sorted({e for r in rounds for result in r.values() for e in result["errors"]})
     if errors:
         print("non-200 answers:", ", ".join(errors))
     print(f"load average at the end: {os.getloadavg()[0]:.2f}")

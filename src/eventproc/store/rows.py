@@ -44,26 +44,51 @@ def event_from_returned(
     """An Event from a named query's RETURNING row (columns as in ``EVENT_COLUMNS``).
 
     payload and metadata arrive as JSON text. The converters accept what
-    both backends return; a driver whose values are already right may pass
-    cheaper ones.
+    both backends return; see :func:`event_from_native` for a driver whose
+    values are already right.
     """
+    return _event(
+        row,
+        to_uuid(row[0]),
+        to_uuid(row[2]),
+        to_time(row[8]),
+        to_time(row[12]),
+        to_time(row[14]),
+        to_time(row[15]),
+    )
+
+
+def event_from_native(row: Sequence[Any]) -> Event:
+    """:func:`event_from_returned` for rows whose uuids and times need no converting (asyncpg)."""
+    return _event(row, row[0], row[2], row[8], row[12], row[14], row[15])
+
+
+def _event(
+    row: Sequence[Any],
+    event_id: Any,
+    aggregate_id: Any,
+    created_at: Any,
+    next_attempt_at: Any,
+    locked_until: Any,
+    processed_at: Any,
+) -> Event:
     return Event(
-        id=to_uuid(row[0]),
+        id=event_id,
         event_type=row[1],
-        aggregate_id=to_uuid(row[2]),
+        aggregate_id=aggregate_id,
         aggregate_type=row[3],
         payload=json.loads(row[4]),
         metadata=(json.loads(row[5]) if row[5] is not None else None) or {},
         processed=bool(row[6]),
         version=row[7] if row[7] is not None else 1,
-        created_at=to_time(row[8]),
+        created_at=created_at,
         created_by=row[9],
         priority=row[10],
         attempts=row[11],
-        next_attempt_at=to_time(row[12]),
+        next_attempt_at=next_attempt_at,
         locked_by=row[13],
-        locked_until=to_time(row[14]),
-        processed_at=to_time(row[15]),
+        locked_until=locked_until,
+        processed_at=processed_at,
         outcome=row[16],
     )
 

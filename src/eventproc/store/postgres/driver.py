@@ -29,7 +29,7 @@ from eventproc.store.postgres.listen import listen
 from eventproc.store.postgres.transport import SET_SESSION, connect, session_arguments
 from eventproc.store.postgres.url import ConnectionKind, PgUrl, Pooler, UrlError
 from eventproc.store.protocol import SchemaHook, WakeUps
-from eventproc.store.rows import event_from_returned
+from eventproc.store.rows import event_from_native
 from eventproc.store.types import UTCDateTime
 
 QUERIES = queries.load("postgresql")
@@ -100,7 +100,7 @@ class PostgresDriver:
 
     def event(self, row: Row) -> Event:
         # asyncpg already returns uuids and aware datetimes.
-        return event_from_returned(row, to_uuid=_same, to_time=_same)
+        return event_from_native(row)
 
     async def fetch(self, name: str, args: Sequence[Any], *, durable: bool = False) -> list[Row]:
         sql = QUERIES[name]
@@ -219,10 +219,6 @@ class PostgresDriver:
                     _discard(connection)
                 else:
                     self._hot_idle.append(connection)
-
-
-def _same(value: Any) -> Any:
-    return value
 
 
 def _discard(connection: asyncpg.Connection | None) -> None:
