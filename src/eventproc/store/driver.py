@@ -26,7 +26,9 @@ class Driver(Protocol):
     backend: Backend
     url_for_display: str
     engine: AsyncEngine  # writes through SQLAlchemy: handlers' transactions, packs
-    reader: AsyncEngine  # reads that never wait for a writer
+    reader: AsyncEngine  # reads that never wait for a writer (PostgreSQL: no transaction)
+    # Reads that need a transaction of their own (SET LOCAL of a setting).
+    read_transaction: AsyncEngine
 
     def now(self) -> ColumnElement[datetime]:
         """The clock every scheduling decision uses, for Core reads."""

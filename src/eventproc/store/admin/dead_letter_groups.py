@@ -75,7 +75,7 @@ class GroupPage:
 
 async def read(driver: Driver, query: GroupQuery) -> GroupPage:
     """Open dead letters by (handler, error_fingerprint), biggest group first."""
-    async with driver.reader.connect() as conn:
+    async with driver.read_transaction.connect() as conn:
         if driver.backend == "postgresql":
             # The recursive scan's row estimates are guesses (x10 per level):
             # its cost passes jit_above_cost, and compiling took 0.4-6 s for

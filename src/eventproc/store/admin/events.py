@@ -244,7 +244,7 @@ async def page(driver: Driver, query: EventQuery) -> list[EventRow]:
 
 async def _page(driver: Driver, query: EventQuery) -> list[EventRow]:
     statement = _page_statement(driver, query)
-    async with driver.reader.connect() as conn:
+    async with driver.read_transaction.connect() as conn:
         if driver.backend == "postgresql":  # SET LOCAL: this read's transaction only
             await conn.execute(text(f"SET LOCAL statement_timeout = {int(LIST_SECONDS * 1000)}"))
         rows = (await conn.execute(statement)).all()

@@ -86,6 +86,7 @@ class SqliteDriver:
         # WAL mode they never wait for the writer.
         self.reader = create_async_engine(self.url, connect_args={"timeout": 30})
         _configure(self.reader.sync_engine, immediate=False)
+        self.read_transaction = self.reader
         # One writer at a time in this process, queued here instead of
         # spinning in SQLite's busy handler (which sleeps up to 100 ms a try).
         self._write_lock = asyncio.Lock()
