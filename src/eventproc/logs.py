@@ -206,7 +206,18 @@ class EventLine:
         self.action = action
         self._template: tuple[JsonFormatter, EventTemplate] | None = None  # of the last formatter
 
-    def __call__(self, event_id: str, event_type: str, attempt: int, duration_ms: float) -> None:
+    def __call__(
+        self,
+        event_id: object,
+        event_type: str,
+        attempt: int,
+        duration_ms: float,
+        created: float | None = None,
+    ) -> None:
+        """One line; ``event_id`` is made text and ``duration_ms`` rounded only if it is written.
+
+        ``created``: the line's time (time.time()), when the caller has it already.
+        """
         logger = self.logger
         if not logger.isEnabledFor(logging.INFO):
             return
@@ -215,10 +226,10 @@ class EventLine:
             logger.info(
                 self.message,
                 extra={
-                    "event_id": event_id,
+                    "event_id": str(event_id),
                     "event_type": event_type,
                     "attempt": attempt,
-                    "duration_ms": duration_ms,
+                    "duration_ms": round(duration_ms, 2),
                     "action": self.action,
                 },
             )
@@ -228,7 +239,14 @@ class EventLine:
         if known is None or known[0] is not formatter:
             template = formatter.event_template(logger.name, self.message, self.action)
             known = self._template = (formatter, template)
-        handler.write_line(known[1].line(time.time(), event_id, event_type, attempt, duration_ms))
+        line = known[1].line(
+            time.time() if created is None else created,
+            str(event_id),
+            event_type,
+            attempt,
+            round(duration_ms, 2),
+        )
+        handler.write_line(line)
 
 
 def _only_json_handler(logger: logging.Logger) -> LoopBatchedHandler | None:

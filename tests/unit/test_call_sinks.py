@@ -51,7 +51,7 @@ def test_a_sink_counts_what_metrics_handled_and_the_tally_count() -> None:
     now = time.time()
     by_sink, by_series = Metrics(), Metrics()
     sink_log, series_log = HandlingLog(), HandlingLog()
-    sinks = SuccessSinks(by_sink, sink_log)
+    sinks = SuccessSinks(by_sink, sink_log, registry)
     for event_type, attempt, seconds, age, replayed in CALLS:
         event = _event(event_type, attempt, age, replayed, now)
         sinks.of(handler, event_type).record(event, seconds, now)
@@ -78,7 +78,7 @@ def test_the_sink_keeps_counting_after_the_heartbeat_takes_the_tallies() -> None
     registry = Registry()
     handler = registry.register("t.a", _noop, name="h")
     log = HandlingLog()
-    sinks = SuccessSinks(Metrics(), log)
+    sinks = SuccessSinks(Metrics(), log, registry)
     now = time.time()
     sinks.of(handler, "t.a").record(_event("t.a", 1, 1.0, False, now), 0.01, now)
     first = log.take_tallies()
@@ -94,3 +94,14 @@ def _buckets(*seconds: float) -> list[int]:
     for value in seconds:
         tally.add(value, ok=True)
     return tally.buckets
+
+
+def test_find_gives_the_subscription_and_its_sink_or_none_for_an_unknown_name() -> None:
+    registry = Registry()
+    handler = registry.register(["user.*"], _noop, name="audit")
+    sinks = SuccessSinks(Metrics(), HandlingLog(), registry)
+    found = sinks.find("audit", "user.created")
+    assert found is not None and found[0] is handler
+    assert sinks.find("audit", "user.created") == found  # the same sink, looked up once
+    assert sinks.find("audit", "user.deleted") != found  # one per event type
+    assert sinks.find("renamed", "user.created") is None

@@ -14,7 +14,7 @@ from datetime import datetime
 from eventproc.engine.handling_log import HandlingLog, Tally
 from eventproc.event import Event
 from eventproc.metrics import LAG_BUCKETS, PROCESS_BUCKETS, Metrics, Series, type_label
-from eventproc.registry import Handler
+from eventproc.registry import Handler, Registry
 
 _CACHE_LIMIT = 4_096  # (subscription, event type) pairs: a wildcard takes any type
 
@@ -61,19 +61,27 @@ class SuccessSink:
 
 
 class SuccessSinks:
-    """The sinks of one dispatcher, by (subscription, event type)."""
+    """The sinks of one dispatcher, with their subscriptions, by (subscription, event type)."""
 
-    def __init__(self, metrics: Metrics, log: HandlingLog) -> None:
-        self.metrics, self.log = metrics, log
-        self._sinks: dict[tuple[str, str], SuccessSink] = {}
+    def __init__(self, metrics: Metrics, log: HandlingLog, registry: Registry) -> None:
+        self.metrics, self.log, self.registry = metrics, log, registry
+        self._known: dict[tuple[str, str], tuple[Handler, SuccessSink]] = {}
+
+    def find(self, name: str, event_type: str) -> tuple[Handler, SuccessSink] | None:
+        """The subscription named ``name`` and its sink for ``event_type``; None: no such one."""
+        known = self._known.get((name, event_type))
+        if known is None:
+            handler = self.registry.subscription(name)
+            if handler is None:
+                return None
+            known = self._made(handler, event_type)
+        return known
 
     def of(self, handler: Handler, event_type: str) -> SuccessSink:
-        sink = self._sinks.get((handler.name, event_type))
-        if sink is None:
-            sink = self._made(handler, event_type)
-        return sink
+        known = self._known.get((handler.name, event_type))
+        return (known or self._made(handler, event_type))[1]
 
-    def _made(self, handler: Handler, event_type: str) -> SuccessSink:
+    def _made(self, handler: Handler, event_type: str) -> tuple[Handler, SuccessSink]:
         destination = type_label(handler.types, event_type)
         counts = self.metrics.event_counts
         series = counts.calls(handler.name, destination, "succeeded", "")
@@ -86,7 +94,7 @@ class SuccessSinks:
             counts.outcomes,
             (destination[0], "succeeded"),
         )
-        if len(self._sinks) >= _CACHE_LIMIT:
-            self._sinks.clear()
-        self._sinks[(handler.name, event_type)] = sink
-        return sink
+        if len(self._known) >= _CACHE_LIMIT:
+            self._known.clear()
+        known = self._known[(handler.name, event_type)] = (handler, sink)
+        return known

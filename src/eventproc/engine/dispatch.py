@@ -16,7 +16,7 @@ from pydantic import ValidationError
 
 from eventproc import tracing
 from eventproc.engine import handling_log
-from eventproc.engine.call_sinks import SuccessSinks
+from eventproc.engine.call_sinks import SuccessSink, SuccessSinks
 from eventproc.engine.handling_log import FailedAttempt, HandlingLog
 from eventproc.engine.runners import Stepped
 from eventproc.errors import LeaseLost, PermanentError, RetryLater, StoreUnavailable
@@ -62,7 +62,7 @@ class Dispatcher:
         self.timeout_seconds = timeout_seconds
         self.worker_id = worker_id
         self.metrics = metrics
-        self._sinks = SuccessSinks(metrics, self.log)
+        self._sinks = SuccessSinks(metrics, self.log, registry)
 
     async def run(self, event: Event) -> WriteBack | None:
         """Handle ``event`` (routed: ``event.handler``); ``None``: the lease was lost."""
@@ -76,9 +76,10 @@ class Dispatcher:
                 "lost their lease while handling it",
                 handler=None,
             )
-        handler = self.registry.subscription(event.handler) if event.handler else None
-        if handler is None:
+        known = self._sinks.find(event.handler, event.event_type) if event.handler else None
+        if known is None:
             return self._unroutable(event, lease)
+        handler, sink = known
         try:
             payload = (
                 handler.payload_model.model_validate(event.payload)
@@ -92,7 +93,7 @@ class Dispatcher:
                 f"Invalid payload for {event.event_type}: {_fields_of(exc)}",
                 handler=handler,
             )
-        return await self._call(event, lease, handler, payload)
+        return await self._call(event, lease, handler, payload, sink)
 
     def _unroutable(self, event: Event, lease: Lease) -> WriteBack:
         """No subscription takes the event (skipped), or a delivery's is gone (dead letter)."""
@@ -111,7 +112,7 @@ class Dispatcher:
         return WriteBack.skipped(lease)
 
     async def _call(
-        self, event: Event, lease: Lease, handler: Handler, payload: object
+        self, event: Event, lease: Lease, handler: Handler, payload: object, sink: SuccessSink
     ) -> WriteBack | None:
         tracer = tracing.tracer()
         span = (
@@ -140,11 +141,10 @@ class Dispatcher:
         duration = time.perf_counter() - started
         if span is not None:
             span.succeeded()
-        self._sinks.of(handler, event.event_type).record(event, duration, started_at)
-        if logger.isEnabledFor(logging.INFO):
-            log_processed(
-                str(event.id), event.event_type, event.attempts, round(duration * 1000, 2)
-            )
+        sink.record(event, duration, started_at)
+        log_processed(
+            event.id, event.event_type, event.attempts, duration * 1000, started_at + duration
+        )
         return result
 
     def _after_failure(

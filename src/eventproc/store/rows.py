@@ -126,6 +126,15 @@ def sorted_for_handling(claimed: list[Event]) -> list[Event]:
     return sorted(claimed, key=lambda e: (-e.priority, e.created_at or datetime.min, e.id))
 
 
+def claimed_events(
+    event: Callable[[Sequence[Any]], Event], rows: Sequence[Sequence[Any]], *, ordered: bool
+) -> list[Event]:
+    """A claim's rows as events; an unordered claim's have no 18th column (nothing held)."""
+    if ordered:
+        return [with_blocked(event(row), row) for row in rows]
+    return [event(row) for row in rows]
+
+
 def with_blocked(event: Event, row: Sequence[Any]) -> Event:
     """An ordered claim's event, with its 18th column: the handlers it must wait for.
 

@@ -37,7 +37,7 @@ from eventproc.store.protocol import (
     WakeUps,
     WriteBack,
 )
-from eventproc.store.rows import sorted_for_handling, uuid_of, with_blocked
+from eventproc.store.rows import claimed_events, sorted_for_handling, uuid_of, with_blocked
 
 
 @final
@@ -164,7 +164,7 @@ class Store:
         rows = await self.driver.fetch(
             name, args.claim(token, policy, self.worker_name, completing)
         )
-        claimed = [with_blocked(self.driver.event(row), row) for row in rows]
+        claimed = claimed_events(self.driver.event, rows, ordered=policy.ordered)
         return await self._finish_claim(claimed, token, policy)
 
     async def _finish_claim(
