@@ -204,10 +204,7 @@ class Registry:
         Candidates by type are cached per event type; the envelope is built
         only when one of them has a filter, and then once.
         """
-        found = self._candidates.get(event.event_type)
-        if found is None:
-            found = self._find(event.event_type)
-        handlers, filtered, _ = found
+        handlers, filtered, _ = self._candidates_for(event.event_type)
         if filtered is None:
             return handlers
         envelope = envelope_of(event)
@@ -215,12 +212,14 @@ class Registry:
 
     def route_names(self, event: Event) -> tuple[str, ...]:
         """The names of :meth:`route`'s subscriptions: one cached tuple per unfiltered type."""
-        found = self._candidates.get(event.event_type)
-        if found is None:
-            found = self._find(event.event_type)
-        if found[1] is None:
-            return found[2]
+        _, filtered, names = self._candidates_for(event.event_type)
+        if filtered is None:
+            return names
         return tuple([handler.name for handler in self.route(event)])
+
+    def _candidates_for(self, event_type: str) -> _Candidates:
+        found = self._candidates.get(event_type)
+        return found if found is not None else self._find(event_type)
 
     def _find(self, event_type: str) -> _Candidates:
         handlers = tuple(entry for entry in self._handlers.values() if entry.takes(event_type))
@@ -247,8 +246,7 @@ class Registry:
 
     def get(self, event_type: str) -> Handler | None:
         """The first subscription whose types take ``event_type``, filters aside (compatibility)."""
-        found = self._candidates.get(event_type)
-        handlers = (found or self._find(event_type))[0]
+        handlers = self._candidates_for(event_type)[0]
         return handlers[0] if handlers else None
 
     @property

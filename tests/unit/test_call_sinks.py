@@ -7,7 +7,7 @@ from typing import Any
 
 from prometheus_client import generate_latest
 
-from eventproc.engine.call_sinks import SuccessSinks
+from eventproc.engine.call_sinks import SuccessSink, SuccessSinks
 from eventproc.engine.handling_log import HandlingLog, Tally
 from eventproc.event import Event
 from eventproc.metrics import Metrics, type_label
@@ -54,7 +54,7 @@ def test_a_sink_counts_what_metrics_handled_and_the_tally_count() -> None:
     sinks = SuccessSinks(by_sink, sink_log, registry)
     for event_type, attempt, seconds, age, replayed in CALLS:
         event = _event(event_type, attempt, age, replayed, now)
-        sinks.of(handler, event_type).record(event, seconds, now)
+        _sink(sinks, "audit", event_type).record(event, seconds, now)
         destination = type_label(handler.types, event_type)
         by_series.handled(event, "audit", destination, "succeeded", "", seconds, now)
         by_series.count(destination[0], "succeeded")
@@ -76,17 +76,23 @@ def test_a_sink_counts_what_metrics_handled_and_the_tally_count() -> None:
 
 def test_the_sink_keeps_counting_after_the_heartbeat_takes_the_tallies() -> None:
     registry = Registry()
-    handler = registry.register("t.a", _noop, name="h")
+    registry.register("t.a", _noop, name="h")
     log = HandlingLog()
     sinks = SuccessSinks(Metrics(), log, registry)
     now = time.time()
-    sinks.of(handler, "t.a").record(_event("t.a", 1, 1.0, False, now), 0.01, now)
+    _sink(sinks, "h", "t.a").record(_event("t.a", 1, 1.0, False, now), 0.01, now)
     first = log.take_tallies()
     assert log.take_tallies() == {}  # nothing since
-    sinks.of(handler, "t.a").record(_event("t.a", 1, 1.0, False, now), 0.02, now)
-    sinks.of(handler, "t.a").record(_event("t.a", 1, 1.0, False, now), 0.03, now)
+    _sink(sinks, "h", "t.a").record(_event("t.a", 1, 1.0, False, now), 0.02, now)
+    _sink(sinks, "h", "t.a").record(_event("t.a", 1, 1.0, False, now), 0.03, now)
     assert first["h"].succeeded == 1
     assert log.take_tallies()["h"].succeeded == 2
+
+
+def _sink(sinks: SuccessSinks, name: str, event_type: str) -> SuccessSink:
+    found = sinks.find(name, event_type)
+    assert found is not None
+    return found[1]
 
 
 def _buckets(*seconds: float) -> list[int]:
@@ -102,6 +108,7 @@ def test_find_gives_the_subscription_and_its_sink_or_none_for_an_unknown_name() 
     sinks = SuccessSinks(Metrics(), HandlingLog(), registry)
     found = sinks.find("audit", "user.created")
     assert found is not None and found[0] is handler
+    assert found[1].destination == ("user.*", True)  # the label its traces and failures use
     assert sinks.find("audit", "user.created") == found  # the same sink, looked up once
     assert sinks.find("audit", "user.deleted") != found  # one per event type
     assert sinks.find("renamed", "user.created") is None

@@ -20,10 +20,13 @@ _CACHE_LIMIT = 4_096  # (subscription, event type) pairs: a wildcard takes any t
 
 
 class SuccessSink:
-    __slots__ = ("lag", "outcome", "outcomes", "process", "tally", "wait")
+    """``destination``: the event type's bounded label in the subscription (metrics.type_label)."""
+
+    __slots__ = ("destination", "lag", "outcome", "outcomes", "process", "tally", "wait")
 
     def __init__(
         self,
+        destination: tuple[str, bool],
         process: Series,
         wait: Series,
         lag: Series,
@@ -31,6 +34,7 @@ class SuccessSink:
         outcomes: dict[tuple[str, str], int],
         outcome: tuple[str, str],
     ) -> None:
+        self.destination = destination
         self.process, self.wait, self.lag, self.tally = process, wait, lag, tally
         self.outcomes, self.outcome = outcomes, outcome
 
@@ -77,16 +81,13 @@ class SuccessSinks:
             known = self._made(handler, event_type)
         return known
 
-    def of(self, handler: Handler, event_type: str) -> SuccessSink:
-        known = self._known.get((handler.name, event_type))
-        return (known or self._made(handler, event_type))[1]
-
     def _made(self, handler: Handler, event_type: str) -> tuple[Handler, SuccessSink]:
         destination = type_label(handler.types, event_type)
         counts = self.metrics.event_counts
         series = counts.calls(handler.name, destination, "succeeded", "")
         assert series.lag is not None  # a success ends its delivery
         sink = SuccessSink(
+            destination,
             series.process,
             series.wait,
             series.lag,

@@ -118,8 +118,7 @@ class Completer:
             if not self._batch:
                 self._oldest = time.monotonic()
             self._batch.append(result)
-            # Inline _carriable (once per handled event).
-            self._failing += result.kind not in _CARRIABLE or result.lease.handler is not None
+            self._failing += not _carriable(result)
             self._added += 1
         self._idle.clear()
         self._ready.set()

@@ -116,13 +116,7 @@ class Dispatcher:
     ) -> WriteBack | None:
         tracer = tracing.tracer()
         span = (
-            tracing.start(
-                tracer,
-                event,
-                handler.name,
-                type_label(handler.types, event.event_type),
-                self.worker_id,
-            )
+            tracing.start(tracer, event, handler.name, sink.destination, self.worker_id)
             if tracer is not None
             else None
         )
@@ -137,7 +131,7 @@ class Dispatcher:
             raise
         except Exception as exc:  # a handler may raise anything
             failure = Failure(exc, time.perf_counter() - started, started_at, timeout)
-            return self._after_failure(event, lease, handler, failure, span)
+            return self._after_failure(event, lease, handler, failure, sink.destination, span)
         duration = time.perf_counter() - started
         if span is not None:
             span.succeeded()
@@ -153,6 +147,7 @@ class Dispatcher:
         lease: Lease,
         handler: Handler,
         failure: "Failure",
+        destination: tuple[str, bool],
         span: tracing.ProcessSpan | None,
     ) -> WriteBack | None:
         """Decide, count and log a call that raised."""
@@ -165,7 +160,6 @@ class Dispatcher:
             span.failed(exc, outcome, error_type)
         if result is not None:
             self._log_failure(event, handler, result, outcome, failure.seconds, exc)
-        destination = type_label(handler.types, event.event_type)
         self.metrics.handled(
             event,
             handler.name,
