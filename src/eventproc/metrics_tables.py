@@ -61,6 +61,11 @@ class TableWatch(Collector):
         for table, rows in sorted(self.pruner.totals.items()):
             pruned.add_metric([table], rows)
         yield pruned
+        yield CounterMetricFamily(
+            "eventproc_prune_deferred_seconds",
+            "Time this process's pruner waited before its batches while the claims were behind.",
+            value=self.pruner.deferred_seconds,
+        )
         health = self.latest
         if health is None:
             return

@@ -112,6 +112,7 @@ class Runtime:
             settings.retention_policy(),
             holder=f"{self.worker_id}:{os.getpid()}",
             jsonl=settings.archive_path,
+            busy=self.claims_behind,
         )
         tables = TableWatch(
             self.store.driver,
@@ -121,6 +122,15 @@ class Runtime:
         )
         self.metrics.registry.register(tables)
         return pruner, tables
+
+    def claims_behind(self) -> bool:
+        """Whether the claim loop has due work it has not started: its last claim came
+        back full, or no slot is free for the next. The pruner gives way meanwhile
+        (admin/pruner.py); the engine's own counters, no query."""
+        slots = self.processor.slots
+        if not (slots.producing and slots.polling_enabled and slots.database_ok):
+            return False  # no claims to give way to (stopped, manual triggers only, an outage)
+        return slots.more_available or slots.free() <= 0
 
     @property
     def backend(self) -> str:

@@ -1,8 +1,10 @@
-"""Retention on both backends: each guard, the clocks, archives, dry runs, the lease, space."""
+"""Retention on both backends: each guard, the clocks, archives, dry runs, the lease, space,
+and the pruner giving way to its process's claims."""
 
 import asyncio
 import json
 import sqlite3
+import time
 import uuid
 from collections.abc import AsyncIterator
 from dataclasses import replace
@@ -11,12 +13,18 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from prometheus_client import generate_latest
 from sqlalchemy import delete, func, insert, select
 
+from eventproc import Event, HandlerContext, Registry
+from eventproc.admin import pruner as pruner_module
 from eventproc.admin.pruner import Pruner
+from eventproc.config import Settings
 from eventproc.event import NewEvent
+from eventproc.runtime import Runtime
 from eventproc.store import Store, open_store, retention
 from eventproc.store.retention import RetentionPolicy
+from eventproc.store.rows import aware
 from eventproc.store.schema import (
     admin_actions,
     attempts,
@@ -378,3 +386,119 @@ async def test_a_new_sqlite_file_is_incremental_and_an_old_one_is_converted(
             assert raw.execute("PRAGMA auto_vacuum").fetchone()[0] == 2
     finally:
         await store.close()
+
+
+# -- giving way to the claims: a pruner waits while its process's claims are behind ------
+
+
+async def test_a_pruner_waits_while_its_claims_are_behind(st: Store) -> None:
+    for days in range(8, 11):
+        await finished(st, days)
+    behind = asyncio.Event()
+    behind.set()
+    pruner = Pruner(st.driver, POLICY, holder="giving-way", busy=behind.is_set)
+    started = time.monotonic()
+    passing = asyncio.create_task(pruner.run_pass())
+    await asyncio.sleep(0.5)
+    assert not passing.done() and len(await ids_left(st)) == 3  # nothing deleted meanwhile
+    async with st.engine.connect() as conn:  # and the lease is ours, far from expiring
+        lease = (await conn.execute(select(leases))).one()
+    assert lease.holder == "giving-way"
+    assert aware(lease.expires_at) > datetime.now(UTC) + timedelta(seconds=30)
+    behind.clear()
+    pruned = await asyncio.wait_for(passing, 10)
+    assert pruned is not None and pruned["events"] == 3 and await ids_left(st) == set()
+    assert pruner.deferred_seconds >= 0.5 and time.monotonic() - started >= 0.5
+    # Waiting is capped well below the lease, which only the batches renew.
+    assert pruner_module.DEFER_MAX_SECONDS * 4 <= pruner_module.LEASE_SECONDS
+
+
+async def test_a_backlog_that_never_clears_lets_one_batch_through_per_wait(
+    st: Store, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(pruner_module, "DEFER_MAX_SECONDS", 0.2)
+    at = datetime.now(UTC) - timedelta(days=8)
+    rows = [
+        {"id": uuid.uuid4(), "event_type": "retention.test", "payload": {}, "processed": True}
+        | {"outcome": "succeeded", "processed_at": at, "created_at": at}
+        for _ in range(pruner_module.FIRST_BATCH + 50)
+    ]
+    async with st.engine.begin() as conn:
+        await conn.execute(insert(events), rows)
+    seen: list[int] = []  # events pruned so far, each time the pruner asks
+
+    def always_behind() -> bool:
+        seen.append(pruner.totals["events"])
+        return True
+
+    pruner = Pruner(st.driver, POLICY, busy=always_behind)
+    started = time.monotonic()
+    pruned = await prune_with(pruner)
+    # Two events batches (200, then the last 50) and one per clocked table: five waits.
+    assert pruned["events"] == pruner_module.FIRST_BATCH + 50 and await ids_left(st) == set()
+    assert sorted(seen) == seen and set(seen) == {0, pruner_module.FIRST_BATCH, len(rows)}
+    assert all(seen.count(total) >= 2 for total in set(seen))  # waited in steps each time
+    assert pruner.deferred_seconds >= 5 * 0.2 and time.monotonic() - started >= 5 * 0.2
+
+
+async def test_a_pruner_whose_claims_keep_up_prunes_at_once(st: Store) -> None:
+    for days in range(8, 11):
+        await finished(st, days)
+    asked = []
+
+    def keeping_up() -> bool:
+        asked.append(True)
+        return False
+
+    pruner = Pruner(st.driver, POLICY, busy=keeping_up)
+    pruned = await prune_with(pruner)
+    assert pruned["events"] == 3 and await ids_left(st) == set()
+    assert len(asked) == 1 + len(retention.CLOCKED_TABLES)  # once before each batch
+    assert pruner.deferred_seconds == 0
+
+
+async def prune_with(pruner: Pruner) -> dict[str, int]:
+    result = await asyncio.wait_for(pruner.run_pass(), 30)
+    assert result is not None
+    return result
+
+
+async def test_a_worker_pruner_gives_way_to_its_claim_backlog(store_url: str) -> None:
+    """The runtime wires its claim loop's own signal: a real backlog holds the pass back."""
+    registry, release = Registry(), asyncio.Event()
+
+    @registry.handler("backlog.test", name="slow")
+    async def slow(event: Event, ctx: HandlerContext) -> None:
+        await release.wait()
+
+    settings = Settings(
+        database_url=store_url, poll_interval_ms=60_000, batch_size=5, concurrency=1, prune=True
+    )
+    runtime = Runtime(settings, registry=registry)
+    await runtime.prepare(attempts=1)
+    processing: asyncio.Task[None] | None = None
+    try:
+        old = await finished(runtime.store, 8)
+        await runtime.store.event_insert_many([NewEvent("backlog.test", {}) for _ in range(20)])
+        assert runtime.pruner.busy is not None and not runtime.pruner.busy()  # no claims yet
+        processing = asyncio.create_task(runtime.processor.run())
+        await asyncio.wait_for(runtime.processor.signals.claimed.wait(), 10)
+        assert runtime.claims_behind() and runtime.pruner.busy == runtime.claims_behind
+        passing = asyncio.create_task(runtime.pruner.run_pass())
+        await asyncio.sleep(0.5)
+        assert not passing.done() and old in await ids_left(runtime.store)
+        release.set()  # the backlog drains; the claims come back short; the pass goes on
+        pruned = await asyncio.wait_for(passing, 20)
+        assert pruned is not None and pruned["events"] == 1
+        assert not runtime.claims_behind()
+        assert 0.5 <= runtime.pruner.deferred_seconds < pruner_module.DEFER_MAX_SECONDS
+        scraped = generate_latest(runtime.metrics.registry).decode()
+        assert f"eventproc_prune_deferred_seconds_total {runtime.pruner.deferred_seconds}" in (
+            scraped
+        )
+    finally:
+        release.set()
+        runtime.processor.stop()
+        if processing is not None:
+            await asyncio.wait_for(processing, 30)
+        await runtime.store.close()
