@@ -314,8 +314,13 @@ async def test_live_demo_on_a_terminal_prints_log_lines_above_its_table(tmp_path
         if process.returncode is None:
             process.kill()
             await process.wait()
-    assert code == 0
-    assert b"No handler registered" in shown[screen]
+    # What the demo printed, to tell a crash from a late start when this fails.
+    tails = (
+        shown[screen][-3000:].decode(errors="replace"),
+        shown[logs][-3000:].decode(errors="replace"),
+    )
+    assert code == 0, tails
+    assert b"No handler registered" in shown[screen], tails
     assert b"No handler registered" not in shown[logs]
     assert shown[screen].count(b"\x1b[1A") > 5  # the table is redrawn in place
     assert b"this run's events (read from the database)" in shown[screen]
