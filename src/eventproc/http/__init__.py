@@ -18,6 +18,7 @@ from eventproc.http import admin, docs, health, metrics_route, triggers
 from eventproc.http.auth import without_auth
 from eventproc.http.errors import COMMON_RESPONSES, install_error_handlers
 from eventproc.http.middleware import BodyLimit, CatchAll, JsonNesting
+from eventproc.http.routes import add_routes
 
 if TYPE_CHECKING:
     from eventproc.runtime import Runtime
@@ -49,9 +50,8 @@ def create_app(runtime: "Runtime") -> FastAPI:
         responses=COMMON_RESPONSES,
     )
     app.state.runtime = runtime
-    app.include_router(health.router)
-    app.include_router(triggers.router)
-    app.include_router(metrics_route.router)
+    for router in (health.router, triggers.router, metrics_route.router):
+        add_routes(app, router)  # not included: see eventproc.http.routes
     admin.include(app)
     docs.install_docs(app)
     install_error_handlers(app)

@@ -50,15 +50,24 @@ AUTH_RESPONSES[401]["headers"] = {
 }
 
 Guard = Callable[..., Awaitable[Principal]]
+Check = Callable[[Request], None]
 
 
-def require(role: Role) -> Guard:
-    """A dependency that answers who is calling, refusing anyone below ``role``."""
+def require(role: Role, *, first: Check | None = None) -> Guard:
+    """A dependency that answers who is calling, refusing anyone below ``role``.
+
+    ``first``: a check of the request that runs before the token's (the
+    admin lists' refusal of unknown query parameters). One dependency
+    instead of two: FastAPI's solving of a dependency costs more of the
+    worker's CPU than either check.
+    """
 
     async def guard(
         request: Request,
         credentials: HTTPAuthorizationCredentials | None = Security(bearer),  # noqa: B008
     ) -> Principal:
+        if first is not None:
+            first(request)
         principal = _principal(request, credentials)
         if not principal.role.allows(role):
             raise ApiError(

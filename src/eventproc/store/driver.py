@@ -50,6 +50,18 @@ class Driver(Protocol):
         """Run a named query inside ``conn``'s open transaction; its rows."""
         ...
 
+    async def read(self, name: str, args: Sequence[Any]) -> list[Row]:
+        """Run a named read on one of ``reader``'s connections; its rows.
+
+        For the admin API's fixed-shape reads: no statement to build or
+        compile, and on PostgreSQL straight on the pooled connection's
+        asyncpg driver (no transaction, no SQLAlchemy execution layers).
+        Driver errors come out as eventproc.errors. Rows hold what the
+        database returns: uuids and times as each backend gives them (see
+        store.rows), JSON as text (the queries cast it on PostgreSQL).
+        """
+        ...
+
     def event(self, row: Row) -> Event:
         """An Event from a claim's RETURNING row."""
         ...

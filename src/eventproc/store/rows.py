@@ -35,6 +35,11 @@ def as_time(value: Any) -> datetime | None:
     return None if value is None else aware(value)
 
 
+def json_of(text: str | None) -> Any:
+    """A JSON column a named query read (text on both backends; NULL is None)."""
+    return None if text is None else json.loads(text)
+
+
 def event_from_returned(
     row: Sequence[Any],
     *,

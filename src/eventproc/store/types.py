@@ -70,11 +70,7 @@ class UTCDateTime(TypeDecorator[datetime]):
             return value
         if isinstance(value, str):
             value = datetime.fromisoformat(value)
-        if value.tzinfo is not None:
-            value = value.astimezone(UTC).replace(tzinfo=None)
-        # Milliseconds, exactly like strftime('%f') in SQL defaults and the
-        # store's clock, so that times compare correctly as text.
-        return f"{value.strftime(SQLITE_TIME_FORMAT)}.{value.microsecond // 1000:03d}"
+        return sqlite_time(value)
 
     def process_result_value(self, value: Any, dialect: Dialect) -> datetime | None:
         if value is None:
@@ -85,6 +81,17 @@ class UTCDateTime(TypeDecorator[datetime]):
             value = value.replace(tzinfo=UTC)
         assert isinstance(value, datetime)
         return value
+
+
+def sqlite_time(value: datetime) -> str:
+    """A time as SQLite's columns hold it: UTC text, naive times taken as UTC.
+
+    Milliseconds, exactly like strftime('%f') in SQL defaults and the
+    store's clock, so that times compare correctly as text.
+    """
+    if value.tzinfo is not None:
+        value = value.astimezone(UTC).replace(tzinfo=None)
+    return f"{value.strftime(SQLITE_TIME_FORMAT)}.{value.microsecond // 1000:03d}"
 
 
 class utc_now(FunctionElement[datetime]):

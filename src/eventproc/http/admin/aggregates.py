@@ -6,11 +6,10 @@ from typing import Annotated, Literal
 
 from fastapi import APIRouter, Depends, Request
 
-from eventproc.admin.roles import Principal, Role
+from eventproc.admin.roles import Principal
 from eventproc.config import AggregateFailure, Ordering
 from eventproc.http.admin import paging
-from eventproc.http.admin.common import READ_RESPONSES, serialized
-from eventproc.http.auth import require
+from eventproc.http.admin.common import READ_RESPONSES, serialized, viewer
 from eventproc.http.deps import get_runtime
 from eventproc.http.schemas import OpenModel
 from eventproc.store import BlockedSummary
@@ -45,12 +44,11 @@ class BlockedPage(OpenModel):
     "/blocked",
     response_model=BlockedPage,
     responses=READ_RESPONSES,
-    dependencies=[Depends(paging.only("limit"))],
 )
 @serialized
 async def blocked_aggregates(
     request: Request,
-    who: Annotated[Principal, Depends(require(Role.VIEWER))],
+    who: Annotated[Principal, Depends(viewer("limit"))],
     limit: Annotated[int, paging.Limit] = paging.DEFAULT_LIMIT,
 ) -> BlockedPage:
     """Read now, as /health's blockedAggregates are; with ORDERING=none nothing waits, so none.

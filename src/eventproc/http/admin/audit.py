@@ -6,10 +6,9 @@ from typing import Annotated, Any
 
 from fastapi import APIRouter, Depends, Query, Request
 
-from eventproc.admin.roles import Principal, Role
+from eventproc.admin.roles import Principal
 from eventproc.http.admin import paging
-from eventproc.http.admin.common import READ_RESPONSES, serialized
-from eventproc.http.auth import require
+from eventproc.http.admin.common import READ_RESPONSES, serialized, viewer
 from eventproc.http.deps import get_runtime
 from eventproc.http.schemas import OpenModel
 
@@ -37,12 +36,11 @@ class AuditPage(paging.Page):
     "",
     response_model=AuditPage,
     responses=READ_RESPONSES,
-    dependencies=[Depends(paging.only("action", "actor", "limit", "cursor"))],
 )
 @serialized
 async def list_audit(
     request: Request,
-    who: Annotated[Principal, Depends(require(Role.VIEWER))],
+    who: Annotated[Principal, Depends(viewer("action", "actor", "limit", "cursor"))],
     action: Annotated[str | None, Query(min_length=1, max_length=100)] = None,
     actor: Annotated[str | None, Query(min_length=1, max_length=200)] = None,
     limit: Annotated[int, paging.Limit] = paging.DEFAULT_LIMIT,

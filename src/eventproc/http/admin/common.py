@@ -9,9 +9,10 @@ from typing import TYPE_CHECKING, Any, ParamSpec
 from pydantic import BaseModel, ConfigDict, Field
 from starlette.responses import Response
 
-from eventproc.admin.roles import Principal
+from eventproc.admin.roles import Principal, Role
 from eventproc.errors import StoreError
-from eventproc.http.auth import AUTH_RESPONSES
+from eventproc.http.admin import paging
+from eventproc.http.auth import AUTH_RESPONSES, Guard, require
 from eventproc.http.errors import error_responses
 from eventproc.http.schemas import OpenModel
 from eventproc.store.admin import Audit
@@ -31,6 +32,15 @@ WRITE_RESPONSES: dict[int | str, dict[str, Any]] = {
 }
 
 P = ParamSpec("P")
+
+
+def viewer(*params: str) -> Guard:
+    """The guard of a read taking only the query parameters ``params`` (422 for any other).
+
+    The parameters are checked first, then the token (as two dependencies
+    did, in that order).
+    """
+    return require(Role.VIEWER, first=paging.only(*params))
 
 
 def serialized(endpoint: Callable[P, Awaitable[BaseModel]]) -> Callable[P, Awaitable[Response]]:

@@ -15,6 +15,7 @@ from eventproc.http.admin.common import (
     ActionBody,
     audit_of,
     serialized,
+    viewer,
 )
 from eventproc.http.admin.shapes import DeadLetterItem, dead_letter_item, shown
 from eventproc.http.auth import require
@@ -97,12 +98,11 @@ class Discarded(OpenModel):
     "",
     response_model=DeadLetterPage,
     responses=READ_RESPONSES,
-    dependencies=[Depends(paging.only(*_LIST_PARAMS))],
 )
 @serialized
 async def list_dead_letters(
     request: Request,
-    who: Annotated[Principal, Depends(require(Role.VIEWER))],
+    who: Annotated[Principal, Depends(viewer(*_LIST_PARAMS))],
     handler: Handler = None,
     event_type: EventType = None,
     fingerprint: Annotated[
@@ -138,12 +138,11 @@ async def list_dead_letters(
     "/groups",
     response_model=GroupPage,
     responses=READ_RESPONSES,
-    dependencies=[Depends(paging.only(*_GROUP_PARAMS))],
 )
 @serialized
 async def list_groups(
     request: Request,
-    who: Annotated[Principal, Depends(require(Role.VIEWER))],
+    who: Annotated[Principal, Depends(viewer(*_GROUP_PARAMS))],
     handler: Handler = None,
     event_type: EventType = None,
     since: Since = None,

@@ -15,6 +15,7 @@ from eventproc.http.admin.common import (
     audit_of,
     serialized,
     utc_now,
+    viewer,
 )
 from eventproc.http.admin.shapes import (
     Attempt,
@@ -67,12 +68,11 @@ class Replayed(OpenModel):
     "",
     response_model=EventPage,
     responses=READ_RESPONSES,
-    dependencies=[Depends(paging.only(*_LIST_PARAMS))],
 )
 @serialized
 async def list_events(
     request: Request,
-    who: Annotated[Principal, Depends(require(Role.VIEWER))],
+    who: Annotated[Principal, Depends(viewer(*_LIST_PARAMS))],
     type: Annotated[
         str | None, Query(min_length=1, max_length=100, description="Exact, or with *")
     ] = None,

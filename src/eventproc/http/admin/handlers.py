@@ -24,6 +24,7 @@ from eventproc.http.admin.common import (
     audit_of,
     learn_pauses,
     serialized,
+    viewer,
 )
 from eventproc.http.auth import require
 from eventproc.http.deps import get_runtime
@@ -103,12 +104,11 @@ class Paused(OpenModel):
     "",
     response_model=HandlerPage,
     responses=READ_RESPONSES,
-    dependencies=[Depends(paging.only("limit", "cursor"))],
 )
 @serialized
 async def list_handlers(
     request: Request,
-    who: Annotated[Principal, Depends(require(Role.VIEWER))],
+    who: Annotated[Principal, Depends(viewer("limit", "cursor"))],
     limit: Annotated[int, paging.Limit] = paging.DEFAULT_LIMIT,
     cursor: Annotated[str | None, paging.Cursor] = None,
 ) -> HandlerPage:

@@ -24,6 +24,7 @@ from eventproc.http.admin.common import (
     audit_of,
     learn_pauses,
     serialized,
+    viewer,
 )
 from eventproc.http.auth import require
 from eventproc.http.deps import get_runtime
@@ -335,12 +336,11 @@ async def cancel_operation(
     "",
     response_model=OperationPage,
     responses=READ_RESPONSES,
-    dependencies=[Depends(paging.only("status", "action", "limit", "cursor"))],
 )
 @serialized
 async def list_operations(
     request: Request,
-    who: Annotated[Principal, Depends(require(Role.VIEWER))],
+    who: Annotated[Principal, Depends(viewer("status", "action", "limit", "cursor"))],
     status: Status | None = None,
     action: Action | None = None,
     limit: Annotated[int, paging.Limit] = paging.DEFAULT_LIMIT,

@@ -11,11 +11,9 @@ from typing import TYPE_CHECKING, Annotated, Any, Literal
 from fastapi import APIRouter, Depends, Request
 from pydantic import Field
 
-from eventproc.admin.roles import Principal, Role
+from eventproc.admin.roles import Principal
 from eventproc.errors import StoreUnavailable
-from eventproc.http.admin import paging
-from eventproc.http.admin.common import READ_RESPONSES
-from eventproc.http.auth import require
+from eventproc.http.admin.common import READ_RESPONSES, viewer
 from eventproc.http.deps import get_runtime
 from eventproc.http.schemas import OpenModel
 from eventproc.store.table_health import TableHealth
@@ -68,12 +66,8 @@ class TablesReport(OpenModel):
     sqlite: SqliteFile | None
 
 
-@router.get(
-    "", response_model=TablesReport, responses=READ_RESPONSES, dependencies=[Depends(paging.only())]
-)
-async def tables(
-    request: Request, who: Annotated[Principal, Depends(require(Role.VIEWER))]
-) -> TablesReport:
+@router.get("", response_model=TablesReport, responses=READ_RESPONSES)
+async def tables(request: Request, who: Annotated[Principal, Depends(viewer())]) -> TablesReport:
     """Rows, bytes and dead tuples per eventproc table; what holds vacuum back; prune lag."""
     runtime = get_runtime(request)
     health = await runtime.tables.read() if runtime.prepared else None

@@ -7,10 +7,9 @@ from fastapi import APIRouter, Depends, Request
 from pydantic import Field
 
 from eventproc.admin.heartbeat import ALIVE_HEARTBEATS, HEARTBEAT_SECONDS
-from eventproc.admin.roles import Principal, Role
+from eventproc.admin.roles import Principal
 from eventproc.http.admin import paging
-from eventproc.http.admin.common import READ_RESPONSES, serialized
-from eventproc.http.auth import require
+from eventproc.http.admin.common import READ_RESPONSES, serialized, viewer
 from eventproc.http.deps import get_runtime
 from eventproc.http.schemas import OpenModel
 from eventproc.store.admin.handlers import WorkerRow
@@ -40,12 +39,11 @@ class WorkerPage(paging.Page):
     "",
     response_model=WorkerPage,
     responses=READ_RESPONSES,
-    dependencies=[Depends(paging.only("limit", "cursor"))],
 )
 @serialized
 async def list_workers(
     request: Request,
-    who: Annotated[Principal, Depends(require(Role.VIEWER))],
+    who: Annotated[Principal, Depends(viewer("limit", "cursor"))],
     limit: Annotated[int, paging.Limit] = paging.DEFAULT_LIMIT,
     cursor: Annotated[str | None, paging.Cursor] = None,
 ) -> WorkerPage:

@@ -6,14 +6,14 @@ operator's attempt is part of the story of a bad day.
 
 import uuid
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import UTC, datetime
 from typing import Any
 
-from sqlalchemy import insert, select, tuple_
+from sqlalchemy import insert
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from eventproc.store.driver import Driver
-from eventproc.store.rows import as_uuid, aware
+from eventproc.store.rows import as_uuid, aware, json_of
 from eventproc.store.schema import admin_actions
 
 
@@ -63,6 +63,10 @@ async def record(
     )
 
 
+# The keyset of the first page: past every entry (the statement always has one).
+FIRST_PAGE = (datetime.max.replace(tzinfo=UTC), 2**63 - 1)
+
+
 async def page(
     driver: Driver,
     *,
@@ -72,28 +76,20 @@ async def page(
     actor: str | None = None,
 ) -> list[AuditEntry]:
     """Newest first, by keyset on (at, id): admin_actions_at_idx serves every page."""
-    statement = select(admin_actions)
-    if action is not None:
-        statement = statement.where(admin_actions.c.action == action)
-    if actor is not None:
-        statement = statement.where(admin_actions.c.actor == actor)
-    if after is not None:
-        statement = statement.where(tuple_(admin_actions.c.at, admin_actions.c.id) < after)
-    statement = statement.order_by(admin_actions.c.at.desc(), admin_actions.c.id.desc())
-    async with driver.reader.connect() as conn:
-        rows = (await conn.execute(statement.limit(limit))).all()
+    at, entry_id = after if after is not None else FIRST_PAGE
+    rows = await driver.read("admin_audit_page", [action, actor, at, entry_id, limit])
     return [
         AuditEntry(
-            id=row.id,
-            at=aware(row.at),
-            actor=row.actor,
-            role=row.role,
-            action=row.action,
-            target=row.target,
-            reason=row.reason,
-            counts=row.counts or {},
-            result=row.result,
-            operation_id=as_uuid(row.operation_id),
+            id=row[0],
+            at=aware(row[1]),
+            actor=row[2],
+            role=row[3],
+            action=row[4],
+            target=json_of(row[5]),
+            reason=row[6],
+            counts=json_of(row[7]) or {},
+            result=row[8],
+            operation_id=as_uuid(row[9]),
         )
         for row in rows
     ]

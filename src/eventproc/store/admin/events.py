@@ -79,7 +79,10 @@ class AttemptRow:
 
 @dataclass(slots=True)
 class EventRow:
-    """An event as the admin API lists it: the row, its routing, and its deliveries."""
+    """An event as the admin API lists it: the row, its routing, and its deliveries.
+
+    A listed event's payload is left out (``{}``): only the detail shows it.
+    """
 
     event: Event
     routed_at: datetime | None
@@ -165,6 +168,8 @@ def _error_clause(driver: Driver, text: str) -> ColumnElement[bool]:
 # every column) cost more of the worker's CPU than the database's answer.
 _PAGES: OrderedDict[tuple[str, EventQuery], Select[Any]] = OrderedDict()
 PAGES_KEPT = 128
+# A list leaves out the payload (an item does not show it; the detail reads it).
+_LISTED = [column for column in events.c if column.name != "payload"]
 
 
 def _page_statement(driver: Driver, query: EventQuery) -> Select[Any]:
@@ -197,10 +202,10 @@ def _build_page_statement(driver: Driver, query: EventQuery) -> Select[Any]:
     if driver.backend != "postgresql" or exact:
         if query.event_type is not None:
             clauses.append(_type_clause(query.event_type))
-        return select(events).where(*clauses).order_by(*newest).limit(query.limit)
+        return select(*_LISTED).where(*clauses).order_by(*newest).limit(query.limit)
     present = types_present()
     per_type = (
-        select(events)
+        select(*_LISTED)
         .where(events.c.event_type == present.c.event_type, *clauses)
         .order_by(*newest)
         .limit(query.limit)
@@ -248,9 +253,7 @@ async def _page(driver: Driver, query: EventQuery) -> list[EventRow]:
         if driver.backend == "postgresql":  # SET LOCAL: this read's transaction only
             await conn.execute(text(f"SET LOCAL statement_timeout = {int(LIST_SECONDS * 1000)}"))
         rows = (await conn.execute(statement)).all()
-        found = [
-            EventRow(row_to_event(row), _time(row.routed_at), row.deliveries_open) for row in rows
-        ]
+        found = [_listed(row) for row in rows]
         routed = [
             item.event.id for item in found if item.routed_at is not None or item.deliveries_open
         ]
@@ -297,6 +300,35 @@ async def detail(driver: Driver, event_id: uuid.UUID) -> EventDetail | None:
         return EventDetail(
             item, [_attempt(a) for a in tried], [row_to_dead_letter(d) for d in letters]
         )
+
+
+def _listed(row: Any) -> EventRow:
+    """A listed event (its payload left out: ``{}``), by position in ``_LISTED``."""
+    (
+        event_id, event_type, aggregate_id, aggregate_type, metadata, processed, version,
+        created_at, created_by, priority, attempts, next_attempt_at, locked_by, locked_until,
+        processed_at, outcome, routed_at, deliveries_open,
+    ) = row  # fmt: skip
+    event = Event(
+        id=event_id,
+        event_type=event_type,
+        payload={},
+        aggregate_id=aggregate_id,
+        aggregate_type=aggregate_type,
+        metadata=metadata or {},
+        processed=bool(processed),
+        version=version if version is not None else 1,
+        created_at=created_at,
+        created_by=created_by,
+        priority=priority,
+        attempts=attempts,
+        next_attempt_at=next_attempt_at,
+        locked_by=locked_by,
+        locked_until=locked_until,
+        processed_at=processed_at,
+        outcome=outcome,
+    )
+    return EventRow(event, _time(routed_at), deliveries_open)
 
 
 def _delivery(row: Any) -> DeliveryRow:

@@ -10,6 +10,7 @@ heartbeat fills (one row per handler, minute and worker); the reads sum
 them over the fleet.
 """
 
+import functools
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
@@ -20,6 +21,7 @@ from sqlalchemy import (
     Select,
     String,
     and_,
+    bindparam,
     case,
     delete,
     false,
@@ -39,6 +41,7 @@ from eventproc.store.driver import Driver
 from eventproc.store.errors import idempotent, translated
 from eventproc.store.rows import as_time, aware
 from eventproc.store.schema import deliveries, events, handler_pauses, handler_stats, workers
+from eventproc.store.types import UTCDateTime
 
 BACKLOG_CAP = 10_000  # most rows of each kind a backlog count reads (then capped)
 
@@ -205,8 +208,10 @@ class HandlerReads:
             now = await _now(self.driver, conn)
             if not subscriptions:
                 return now, []
-            delivered = (await conn.execute(_backlog_of_deliveries(names, now))).all()
-            on_rows = (await conn.execute(_backlog_on_rows(self.driver, subscriptions, now))).all()
+            at_now, patterns = {"now": now}, tuple((n, tuple(t)) for n, t in subscriptions)
+            delivered = (await conn.execute(_backlog_of_deliveries(tuple(names)), at_now)).all()
+            found = await conn.execute(_backlog_on_rows(self.driver.backend, patterns), at_now)
+            on_rows = found.all()
             minute = now.replace(second=0, microsecond=0)
             windows = {
                 name: (Window(_covered(now, minute, 1)), Window(_covered(now, minute, 60)))
@@ -214,9 +219,7 @@ class HandlerReads:
             }
             since_minute = minute - timedelta(minutes=1)
             rows = await conn.execute(
-                select(handler_stats).where(
-                    _s.handler.in_(names), _s.minute >= minute - timedelta(minutes=60)
-                )
+                _STATS, {"names": names, "since": minute - timedelta(minutes=60)}
             )
             for row in rows:
                 last_minute, last_hour = windows[row.handler]
@@ -233,25 +236,14 @@ class HandlerReads:
         self, seen_seconds: float, *, after: str | None, limit: int
     ) -> tuple[datetime, list[WorkerRow]]:
         """Workers seen in the last ``seen_seconds``, by id (keyset after ``after``)."""
-        async with self.driver.reader.connect() as conn:
-            now = await _now(self.driver, conn)
-            statement = select(workers).where(
-                _w.last_seen_at >= now - timedelta(seconds=seen_seconds)
-            )
-            if after is not None:
-                statement = statement.where(_w.id > after)
-            rows = await conn.execute(statement.order_by(_w.id).limit(limit))
-            return now, [
-                WorkerRow(
-                    **{
-                        **row._asdict(),
-                        "started_at": aware(row.started_at),
-                        "last_claim_at": as_time(row.last_claim_at),
-                        "last_seen_at": aware(row.last_seen_at),
-                    }
-                )
-                for row in rows
-            ]
+        rows = await self.driver.read("admin_workers", [seen_seconds, after, limit])
+        return aware(rows[0][0]), [_worker(row) for row in rows if row[1] is not None]
+
+
+def _worker(row: Sequence[Any]) -> WorkerRow:
+    """A row of admin_workers: the clock, then WorkerRow's columns in order."""
+    worker, host, pid, version, started, claimed, seen = row[1:]
+    return WorkerRow(worker, host, pid, version, aware(started), as_time(claimed), aware(seen))
 
 
 def _insert(driver: Driver) -> Any:
@@ -286,8 +278,16 @@ def _covered(now: datetime, minute: datetime, minutes: int) -> float:
     return (now - (minute - timedelta(minutes=minutes))).total_seconds()
 
 
+# The figures' statements: built once per page of subscriptions, the time a
+# parameter (building them cost more of a request's CPU than running them).
+_NOW = bindparam("now", type_=UTCDateTime())
+_STATS = select(handler_stats).where(
+    _s.handler.in_(bindparam("names", expanding=True)), _s.minute >= bindparam("since")
+)
+
+
 def _counted(
-    key: int, columns: Any, created: Any, next_attempt: Any, locked: Any, now: datetime
+    key: int, columns: Any, created: Any, next_attempt: Any, locked: Any, now: Any = _NOW
 ) -> Select[Any]:
     """One subscription's bounded count: how many, due, leased, oldest."""
     inner = columns.subquery()
@@ -304,7 +304,8 @@ def _counted(
     ).select_from(inner)
 
 
-def _backlog_of_deliveries(names: Sequence[str], now: datetime) -> Any:
+@functools.lru_cache(maxsize=64)
+def _backlog_of_deliveries(names: tuple[str, ...]) -> Any:
     parts = [
         _counted(
             k,
@@ -315,35 +316,32 @@ def _backlog_of_deliveries(names: Sequence[str], now: datetime) -> Any:
             "event_created_at",
             "next_attempt_at",
             "locked_until",
-            now,
         )
         for k, name in enumerate(names)
     ]
     return union_all(*parts) if len(parts) > 1 else parts[0]
 
 
-def _backlog_on_rows(
-    driver: Driver, subscriptions: Sequence[tuple[str, Sequence[str]]], now: datetime
-) -> Any:
+@functools.lru_cache(maxsize=64)
+def _backlog_on_rows(backend: str, subscriptions: tuple[tuple[str, tuple[str, ...]], ...]) -> Any:
     """Events still on their rows (not routed yet) whose type a subscription takes."""
     parts = [
         _counted(
             k,
             select(_e.created_at, _e.next_attempt_at, _e.locked_until)
-            .where(_e.processed == false(), _e.routed_at.is_(None), _types(driver, types))
+            .where(_e.processed == false(), _e.routed_at.is_(None), _types(backend, types))
             .order_by(_e.priority.desc(), _e.created_at, _e.id)
             .limit(BACKLOG_CAP + 1),
             "created_at",
             "next_attempt_at",
             "locked_until",
-            now,
         )
         for k, (_, types) in enumerate(subscriptions)
     ]
     return union_all(*parts) if len(parts) > 1 else parts[0]
 
 
-def _types(driver: Driver, patterns: Sequence[str]) -> ColumnElement[bool]:
+def _types(backend: str, patterns: Sequence[str]) -> ColumnElement[bool]:
     """SQL for type patterns: exact names, ``user.*`` (``user.`` and more), ``*``."""
     if "*" in patterns:
         return true()
@@ -353,13 +351,13 @@ def _types(driver: Driver, patterns: Sequence[str]) -> ColumnElement[bool]:
         clauses.append(_e.event_type.in_(exact))
     for pattern in patterns:
         if pattern.endswith(".*"):
-            clauses.append(_prefix(driver, pattern[:-1]))
+            clauses.append(_prefix(backend, pattern[:-1]))
     return or_(*clauses)
 
 
-def _prefix(driver: Driver, prefix: str) -> ColumnElement[bool]:
+def _prefix(backend: str, prefix: str) -> ColumnElement[bool]:
     """Types that start with ``prefix`` and go on, case-sensitive on both backends."""
-    if driver.backend == "postgresql":
+    if backend == "postgresql":
         escaped = prefix.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_")
         return _e.event_type.like(escaped + "_%", escape="\\")
     # SQLite's LIKE ignores case; GLOB does not ([x] quotes a special character).

@@ -17,7 +17,7 @@ from sqlalchemy.ext.asyncio import AsyncConnection
 
 from eventproc.store.admin.audit import Audit, record
 from eventproc.store.driver import Driver
-from eventproc.store.rows import uuid_of
+from eventproc.store.rows import aware, uuid_of
 from eventproc.store.schema import dead_letters, events, handler_pauses
 
 
@@ -148,6 +148,5 @@ async def resume(driver: Driver, handler: str, audit: Audit) -> bool:
 
 async def paused_handlers(driver: Driver) -> dict[str, tuple[Any, str, str | None]]:
     """handler -> (paused_at, actor, reason)."""
-    async with driver.reader.connect() as conn:
-        rows = (await conn.execute(select(handler_pauses))).all()
-    return {row.handler: (row.paused_at, row.actor, row.reason) for row in rows}
+    rows = await driver.read("admin_paused", [])
+    return {row[0]: (aware(row[1]), row[2], row[3]) for row in rows}

@@ -15,17 +15,17 @@ import secrets
 import uuid
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from datetime import datetime, timedelta
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
-from sqlalchemy import insert, or_, select, tuple_, update
+from sqlalchemy import insert, or_, select, update
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from eventproc.store.admin import operation_work as work
 from eventproc.store.admin.audit import Audit, record
 from eventproc.store.driver import Driver
 from eventproc.store.errors import idempotent, translated
-from eventproc.store.rows import aware
+from eventproc.store.rows import as_time, aware, json_of, uuid_of
 from eventproc.store.schema import operations
 
 PLAN_TTL = timedelta(minutes=15)
@@ -75,6 +75,11 @@ class Plan:
 
 
 _FIELDS = tuple(field.name for field in dataclasses.fields(Operation))
+_TIMES = (
+    "created_at", "started_at", "finished_at", "updated_at", "plan_expires_at", "locked_until",
+)  # fmt: skip
+# The keyset of the first page: past every operation (the statement always has one).
+FIRST_PAGE = (datetime.max.replace(tzinfo=UTC), uuid.UUID(int=2**128 - 1))
 
 
 def _operation(row: Any) -> Operation:
@@ -315,17 +320,21 @@ class OperationRows:
         action: str | None = None,
     ) -> list[Operation]:
         """Newest first, by keyset on (created_at, id): admin_operations_created_idx."""
-        statement = select(operations)
-        if status is not None:
-            statement = statement.where(operations.c.status == status)
-        if action is not None:
-            statement = statement.where(operations.c.action == action)
-        if after is not None:
-            statement = statement.where(tuple_(operations.c.created_at, operations.c.id) < after)
-        statement = statement.order_by(operations.c.created_at.desc(), operations.c.id.desc())
-        async with self.driver.reader.connect() as conn:
-            rows = (await conn.execute(statement.limit(limit))).all()
-        return [_operation(row) for row in rows]
+        created_at, op_id = after if after is not None else FIRST_PAGE
+        rows = await self.driver.read(
+            "admin_operations_page", [status, action, created_at, op_id, limit]
+        )
+        return [_listed(row) for row in rows]
+
+
+def _listed(row: Sequence[Any]) -> Operation:
+    """An Operation from admin_operations_page's row (its columns in _FIELDS order)."""
+    values = dict(zip(_FIELDS, row, strict=True))
+    for name in _TIMES:
+        values[name] = as_time(values[name])
+    values["id"] = uuid_of(values["id"])
+    values["selector"] = json_of(values["selector"])
+    return Operation(**values)
 
 
 async def _now(driver: Driver, conn: AsyncConnection) -> datetime:

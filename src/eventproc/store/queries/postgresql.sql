@@ -1065,3 +1065,219 @@ WHERE (event_id, handler) IN (
     WHERE d.status = 'pending' AND d.locked_by IS NOT NULL AND d.locked_by <> $3
     FOR UPDATE OF d SKIP LOCKED)
 RETURNING event_id;
+
+-- Admin reads
+-- ==========================================================================
+-- The admin API's (and /health's) fixed-shape reads, run by Driver.read on
+-- a pooled connection in autocommit: one round trip each, nothing built or
+-- compiled per request. The same names are in sqlite.sql. JSON columns are
+-- cast to text (SQLite returns text), so that one mapping reads the rows of
+-- both backends. An optional filter is `$n IS NULL OR ...`: each execution
+-- is planned with its values (plan_cache_mode=force_custom_plan on the
+-- pool, or an unnamed statement behind a transaction pooler), so a filter
+-- not given folds away. A keyset bound is always given (the first page's
+-- is past every row), so that it stays an index range.
+
+-- name: admin_audit_page
+-- The audit trail newest first, $5 entries before the keyset ($3 at, $4
+-- id), of action $1 and actor $2 when given: admin_actions_at_idx.
+SELECT id, at, actor, role, action, target::text, reason, counts::text, result, operation_id
+FROM admin_actions
+WHERE ($1::text IS NULL OR action = $1)
+  AND ($2::text IS NULL OR actor = $2)
+  AND (at, id) < ($3::timestamptz, $4::bigint)
+ORDER BY at DESC, id DESC
+LIMIT $5;
+
+-- name: admin_operations_page
+-- Bulk operations newest first, $5 of them before the keyset ($3
+-- created_at, $4 id), of status $1 and action $2 when given:
+-- admin_operations_created_idx. The columns of store.admin.Operation.
+SELECT id, action, selector::text, max_items, rate_per_second, status, planned_count, total,
+       done_count, changed_count, actor, role, reason, created_at, started_at, finished_at,
+       updated_at, plan_expires_at, locked_by, locked_until, "cursor", error
+FROM admin_operations
+WHERE ($1::text IS NULL OR status = $1)
+  AND ($2::text IS NULL OR action = $2)
+  AND (created_at, id) < ($3::timestamptz, $4::uuid)
+ORDER BY created_at DESC, id DESC
+LIMIT $5;
+
+-- name: admin_workers
+-- The database's clock, and the workers seen in the last $1 seconds by id,
+-- $3 of them after id $2 when given; one row of NULLs beside the clock
+-- when there are none.
+SELECT c.now, w.id, w.host, w.pid, w.version, w.started_at, w.last_claim_at, w.last_seen_at
+FROM (SELECT now() AS now) AS c
+LEFT JOIN eventproc_workers AS w
+  ON w.last_seen_at >= c.now - $1::float8 * interval '1 second'
+ AND ($2::text IS NULL OR w.id > $2)
+ORDER BY w.id
+LIMIT $3;
+
+-- name: admin_paused
+-- The paused subscriptions, with when, by whom and why.
+SELECT handler, paused_at, actor, reason FROM handler_pauses;
+
+-- name: admin_stats
+-- /health's figures in one statement: the backlog (pending events), due
+-- and leased work on events' rows, the oldest pending event's time; due and
+-- leased deliveries; open dead letters; the database's clock.
+SELECT e.backlog, e.due, e.in_flight, e.oldest, d.due, d.in_flight,
+       (SELECT count(*) FROM event_dead_letters WHERE replayed_at IS NULL),
+       now()
+FROM (SELECT count(*) AS backlog,
+             count(*) FILTER (WHERE routed_at IS NULL
+                                AND (next_attempt_at IS NULL OR next_attempt_at <= now())
+                                AND (locked_until IS NULL OR locked_until < now())) AS due,
+             count(*) FILTER (WHERE routed_at IS NULL AND locked_until >= now()) AS in_flight,
+             min(created_at) AS oldest
+      FROM events WHERE processed = false) AS e,
+     (SELECT count(*) FILTER (WHERE (next_attempt_at IS NULL OR next_attempt_at <= now())
+                                AND (locked_until IS NULL OR locked_until < now())) AS due,
+             count(*) FILTER (WHERE locked_until >= now()) AS in_flight
+      FROM event_deliveries WHERE status = 'pending') AS d;
+
+-- name: admin_blocked_heads
+-- The heads of blocked aggregates (store.summaries), each row with the
+-- database's clock (one row of NULLs beside it when there are none): $1 at
+-- most of each kind, oldest first. An event on its own row (handler NULL):
+-- the earliest retrying one of its aggregate, with later pending events
+-- there; a delivery: the earliest retrying one of its (handler, aggregate),
+-- with later pending deliveries of that handler there. Each with what waits
+-- behind it: how many, how many would be due, since when. Retrying only
+-- (AGGREGATE_FAILURE=park); admin_blocked_heads_blocking counts dead letters.
+SELECT c.now, h.handler, h.event_id, h.event_type, h.aggregate_id, h.aggregate_type,
+       h.created_at, h.next_attempt_at, h.retrying, h.waiting, h.waiting_due, h.waiting_since
+FROM (SELECT now() AS now) AS c
+LEFT JOIN (
+    (SELECT NULL::text AS handler, r.id AS event_id, r.event_type, r.aggregate_id,
+            r.aggregate_type, r.created_at, r.next_attempt_at, NOT r.processed AS retrying,
+            (SELECT count(*) FROM events AS l
+             WHERE l.aggregate_id = r.aggregate_id AND l.processed = false
+               AND (l.created_at, l.id) > (r.created_at, r.id)) AS waiting,
+            (SELECT count(*) FROM events AS l
+             WHERE l.aggregate_id = r.aggregate_id AND l.processed = false
+               AND (l.created_at, l.id) > (r.created_at, r.id)
+               AND (l.next_attempt_at IS NULL OR l.next_attempt_at <= now())
+               AND (l.locked_until IS NULL OR l.locked_until < now())) AS waiting_due,
+            (SELECT min(l.created_at) FROM events AS l
+             WHERE l.aggregate_id = r.aggregate_id AND l.processed = false
+               AND (l.created_at, l.id) > (r.created_at, r.id)) AS waiting_since
+     FROM (SELECT id, event_type, aggregate_id, aggregate_type, created_at, next_attempt_at,
+                  processed,
+                  row_number() OVER (PARTITION BY aggregate_id ORDER BY created_at, id) AS rank
+           FROM events
+           WHERE aggregate_id IS NOT NULL AND routed_at IS NULL
+             AND processed = false AND next_attempt_at > now()) AS r
+     WHERE r.rank = 1
+       AND EXISTS (SELECT 1 FROM events AS l
+                   WHERE l.aggregate_id = r.aggregate_id AND l.processed = false
+                     AND (l.created_at, l.id) > (r.created_at, r.id))
+     ORDER BY r.created_at, r.id
+     LIMIT $1)
+    UNION ALL
+    (SELECT r.handler, r.event_id, r.event_type, r.aggregate_id, e.aggregate_type,
+            r.event_created_at, r.next_attempt_at, r.status = 'pending' AS retrying,
+            (SELECT count(*) FROM event_deliveries AS l
+             WHERE l.aggregate_id = r.aggregate_id AND l.handler = r.handler
+               AND l.status = 'pending'
+               AND (l.event_created_at, l.event_id) > (r.event_created_at, r.event_id))
+               AS waiting,
+            (SELECT count(*) FROM event_deliveries AS l
+             WHERE l.aggregate_id = r.aggregate_id AND l.handler = r.handler
+               AND l.status = 'pending'
+               AND (l.event_created_at, l.event_id) > (r.event_created_at, r.event_id)
+               AND (l.next_attempt_at IS NULL OR l.next_attempt_at <= now())
+               AND (l.locked_until IS NULL OR l.locked_until < now())) AS waiting_due,
+            (SELECT min(l.event_created_at) FROM event_deliveries AS l
+             WHERE l.aggregate_id = r.aggregate_id AND l.handler = r.handler
+               AND l.status = 'pending'
+               AND (l.event_created_at, l.event_id) > (r.event_created_at, r.event_id))
+               AS waiting_since
+     FROM (SELECT event_id, handler, event_type, aggregate_id, event_created_at,
+                  next_attempt_at, status,
+                  row_number() OVER (PARTITION BY aggregate_id, handler
+                                     ORDER BY event_created_at, event_id) AS rank
+           FROM event_deliveries
+           WHERE aggregate_id IS NOT NULL
+             AND status = 'pending' AND next_attempt_at > now()) AS r
+     JOIN events AS e ON e.id = r.event_id
+     WHERE r.rank = 1
+       AND EXISTS (SELECT 1 FROM event_deliveries AS l
+                   WHERE l.aggregate_id = r.aggregate_id AND l.handler = r.handler
+                     AND l.status = 'pending'
+                     AND (l.event_created_at, l.event_id) > (r.event_created_at, r.event_id))
+     ORDER BY r.event_created_at, r.event_id, r.handler
+     LIMIT $1)
+) AS h ON true;
+
+-- name: admin_blocked_heads_blocking
+-- admin_blocked_heads with AGGREGATE_FAILURE=block: a dead-lettered event
+-- (or delivery) heads a block too, and is no longer retrying.
+SELECT c.now, h.handler, h.event_id, h.event_type, h.aggregate_id, h.aggregate_type,
+       h.created_at, h.next_attempt_at, h.retrying, h.waiting, h.waiting_due, h.waiting_since
+FROM (SELECT now() AS now) AS c
+LEFT JOIN (
+    (SELECT NULL::text AS handler, r.id AS event_id, r.event_type, r.aggregate_id,
+            r.aggregate_type, r.created_at, r.next_attempt_at, NOT r.processed AS retrying,
+            (SELECT count(*) FROM events AS l
+             WHERE l.aggregate_id = r.aggregate_id AND l.processed = false
+               AND (l.created_at, l.id) > (r.created_at, r.id)) AS waiting,
+            (SELECT count(*) FROM events AS l
+             WHERE l.aggregate_id = r.aggregate_id AND l.processed = false
+               AND (l.created_at, l.id) > (r.created_at, r.id)
+               AND (l.next_attempt_at IS NULL OR l.next_attempt_at <= now())
+               AND (l.locked_until IS NULL OR l.locked_until < now())) AS waiting_due,
+            (SELECT min(l.created_at) FROM events AS l
+             WHERE l.aggregate_id = r.aggregate_id AND l.processed = false
+               AND (l.created_at, l.id) > (r.created_at, r.id)) AS waiting_since
+     FROM (SELECT id, event_type, aggregate_id, aggregate_type, created_at, next_attempt_at,
+                  processed,
+                  row_number() OVER (PARTITION BY aggregate_id ORDER BY created_at, id) AS rank
+           FROM events
+           WHERE aggregate_id IS NOT NULL AND routed_at IS NULL
+             AND (processed = false AND next_attempt_at > now()
+                  OR outcome = 'dead_lettered')) AS r
+     WHERE r.rank = 1
+       AND EXISTS (SELECT 1 FROM events AS l
+                   WHERE l.aggregate_id = r.aggregate_id AND l.processed = false
+                     AND (l.created_at, l.id) > (r.created_at, r.id))
+     ORDER BY r.created_at, r.id
+     LIMIT $1)
+    UNION ALL
+    (SELECT r.handler, r.event_id, r.event_type, r.aggregate_id, e.aggregate_type,
+            r.event_created_at, r.next_attempt_at, r.status = 'pending' AS retrying,
+            (SELECT count(*) FROM event_deliveries AS l
+             WHERE l.aggregate_id = r.aggregate_id AND l.handler = r.handler
+               AND l.status = 'pending'
+               AND (l.event_created_at, l.event_id) > (r.event_created_at, r.event_id))
+               AS waiting,
+            (SELECT count(*) FROM event_deliveries AS l
+             WHERE l.aggregate_id = r.aggregate_id AND l.handler = r.handler
+               AND l.status = 'pending'
+               AND (l.event_created_at, l.event_id) > (r.event_created_at, r.event_id)
+               AND (l.next_attempt_at IS NULL OR l.next_attempt_at <= now())
+               AND (l.locked_until IS NULL OR l.locked_until < now())) AS waiting_due,
+            (SELECT min(l.event_created_at) FROM event_deliveries AS l
+             WHERE l.aggregate_id = r.aggregate_id AND l.handler = r.handler
+               AND l.status = 'pending'
+               AND (l.event_created_at, l.event_id) > (r.event_created_at, r.event_id))
+               AS waiting_since
+     FROM (SELECT event_id, handler, event_type, aggregate_id, event_created_at,
+                  next_attempt_at, status,
+                  row_number() OVER (PARTITION BY aggregate_id, handler
+                                     ORDER BY event_created_at, event_id) AS rank
+           FROM event_deliveries
+           WHERE aggregate_id IS NOT NULL
+             AND (status = 'pending' AND next_attempt_at > now()
+                  OR outcome = 'dead_lettered')) AS r
+     JOIN events AS e ON e.id = r.event_id
+     WHERE r.rank = 1
+       AND EXISTS (SELECT 1 FROM event_deliveries AS l
+                   WHERE l.aggregate_id = r.aggregate_id AND l.handler = r.handler
+                     AND l.status = 'pending'
+                     AND (l.event_created_at, l.event_id) > (r.event_created_at, r.event_id))
+     ORDER BY r.event_created_at, r.event_id, r.handler
+     LIMIT $1)
+) AS h ON true;

@@ -1008,3 +1008,223 @@ WHERE status = 'pending' AND locked_by IS NOT NULL AND locked_by <> ?3
       WHERE i.value = event_deliveries.aggregate_id
         AND ?2 ->> i.key = event_deliveries.handler)
 RETURNING event_id;
+
+-- Admin reads
+-- ==========================================================================
+-- The admin API's (and /health's) fixed-shape reads, run by Driver.read on
+-- the reader's pool (see postgresql.sql). Times, uuids and JSON come back
+-- as the text the columns hold. The database's clock is read once per
+-- statement, in a MATERIALIZED CTE: 'now' is only stable within one step.
+
+-- name: admin_audit_page
+-- The audit trail newest first, ?5 entries before the keyset (?3 at, ?4
+-- id), of action ?1 and actor ?2 when given: admin_actions_at_idx.
+SELECT id, at, actor, role, action, target, reason, counts, result, operation_id
+FROM admin_actions
+WHERE (?1 IS NULL OR action = ?1)
+  AND (?2 IS NULL OR actor = ?2)
+  AND (at, id) < (?3, ?4)
+ORDER BY at DESC, id DESC
+LIMIT ?5;
+
+-- name: admin_operations_page
+-- Bulk operations newest first, ?5 of them before the keyset (?3
+-- created_at, ?4 id), of status ?1 and action ?2 when given:
+-- admin_operations_created_idx. The columns of store.admin.Operation.
+SELECT id, action, selector, max_items, rate_per_second, status, planned_count, total,
+       done_count, changed_count, actor, role, reason, created_at, started_at, finished_at,
+       updated_at, plan_expires_at, locked_by, locked_until, "cursor", error
+FROM admin_operations
+WHERE (?1 IS NULL OR status = ?1)
+  AND (?2 IS NULL OR action = ?2)
+  AND (created_at, id) < (?3, ?4)
+ORDER BY created_at DESC, id DESC
+LIMIT ?5;
+
+-- name: admin_workers
+-- The database's clock, and the workers seen in the last ?1 seconds by id,
+-- ?3 of them after id ?2 when given; one row of NULLs beside the clock
+-- when there are none.
+WITH c AS MATERIALIZED (SELECT strftime('%Y-%m-%d %H:%M:%f', 'now') AS now)
+SELECT c.now, w.id, w.host, w.pid, w.version, w.started_at, w.last_claim_at, w.last_seen_at
+FROM c
+LEFT JOIN eventproc_workers AS w
+  ON w.last_seen_at >= strftime('%Y-%m-%d %H:%M:%f', c.now, printf('%+.3f seconds', -?1))
+ AND (?2 IS NULL OR w.id > ?2)
+ORDER BY w.id
+LIMIT ?3;
+
+-- name: admin_paused
+-- The paused subscriptions, with when, by whom and why.
+SELECT handler, paused_at, actor, reason FROM handler_pauses;
+
+-- name: admin_stats
+-- /health's figures in one statement (see postgresql.sql).
+WITH c AS MATERIALIZED (SELECT strftime('%Y-%m-%d %H:%M:%f', 'now') AS now)
+SELECT e.backlog, e.due, e.in_flight, e.oldest, d.due, d.in_flight,
+       (SELECT count(*) FROM event_dead_letters WHERE replayed_at IS NULL),
+       c.now
+FROM c,
+     (SELECT count(*) AS backlog,
+             count(*) FILTER (WHERE routed_at IS NULL
+                                AND (next_attempt_at IS NULL
+                                     OR next_attempt_at <= (SELECT now FROM c))
+                                AND (locked_until IS NULL
+                                     OR locked_until < (SELECT now FROM c))) AS due,
+             count(*) FILTER (WHERE routed_at IS NULL
+                                AND locked_until >= (SELECT now FROM c)) AS in_flight,
+             min(created_at) AS oldest
+      FROM events WHERE processed = 0) AS e,
+     (SELECT count(*) FILTER (WHERE (next_attempt_at IS NULL
+                                     OR next_attempt_at <= (SELECT now FROM c))
+                                AND (locked_until IS NULL
+                                     OR locked_until < (SELECT now FROM c))) AS due,
+             count(*) FILTER (WHERE locked_until >= (SELECT now FROM c)) AS in_flight
+      FROM event_deliveries WHERE status = 'pending') AS d;
+
+-- name: admin_blocked_heads
+-- The heads of blocked aggregates and what waits behind each, each row with
+-- the database's clock (see postgresql.sql). Retrying only.
+WITH c AS MATERIALIZED (SELECT strftime('%Y-%m-%d %H:%M:%f', 'now') AS now)
+SELECT c.now, h.handler, h.event_id, h.event_type, h.aggregate_id, h.aggregate_type,
+       h.created_at, h.next_attempt_at, h.retrying, h.waiting, h.waiting_due, h.waiting_since
+FROM c
+LEFT JOIN (
+    SELECT * FROM (
+        SELECT NULL AS handler, r.id AS event_id, r.event_type, r.aggregate_id,
+               r.aggregate_type, r.created_at, r.next_attempt_at, r.processed = 0 AS retrying,
+               (SELECT count(*) FROM events AS l
+                WHERE l.aggregate_id = r.aggregate_id AND l.processed = 0
+                  AND (l.created_at, l.id) > (r.created_at, r.id)) AS waiting,
+               (SELECT count(*) FROM events AS l
+                WHERE l.aggregate_id = r.aggregate_id AND l.processed = 0
+                  AND (l.created_at, l.id) > (r.created_at, r.id)
+                  AND (l.next_attempt_at IS NULL OR l.next_attempt_at <= (SELECT now FROM c))
+                  AND (l.locked_until IS NULL OR l.locked_until < (SELECT now FROM c))) AS waiting_due,
+               (SELECT min(l.created_at) FROM events AS l
+                WHERE l.aggregate_id = r.aggregate_id AND l.processed = 0
+                  AND (l.created_at, l.id) > (r.created_at, r.id)) AS waiting_since
+        FROM (SELECT id, event_type, aggregate_id, aggregate_type, created_at, next_attempt_at,
+                     processed,
+                     row_number() OVER (PARTITION BY aggregate_id ORDER BY created_at, id)
+                       AS rank
+              FROM events
+              WHERE aggregate_id IS NOT NULL AND routed_at IS NULL
+                AND processed = 0 AND next_attempt_at > (SELECT now FROM c)) AS r
+        WHERE r.rank = 1
+          AND EXISTS (SELECT 1 FROM events AS l
+                      WHERE l.aggregate_id = r.aggregate_id AND l.processed = 0
+                        AND (l.created_at, l.id) > (r.created_at, r.id))
+        ORDER BY r.created_at, r.id
+        LIMIT ?1)
+    UNION ALL
+    SELECT * FROM (
+        SELECT r.handler, r.event_id, r.event_type, r.aggregate_id, e.aggregate_type,
+               r.event_created_at, r.next_attempt_at, r.status = 'pending' AS retrying,
+               (SELECT count(*) FROM event_deliveries AS l
+                WHERE l.aggregate_id = r.aggregate_id AND l.handler = r.handler
+                  AND l.status = 'pending'
+                  AND (l.event_created_at, l.event_id) > (r.event_created_at, r.event_id))
+                  AS waiting,
+               (SELECT count(*) FROM event_deliveries AS l
+                WHERE l.aggregate_id = r.aggregate_id AND l.handler = r.handler
+                  AND l.status = 'pending'
+                  AND (l.event_created_at, l.event_id) > (r.event_created_at, r.event_id)
+                  AND (l.next_attempt_at IS NULL OR l.next_attempt_at <= (SELECT now FROM c))
+                  AND (l.locked_until IS NULL OR l.locked_until < (SELECT now FROM c))) AS waiting_due,
+               (SELECT min(l.event_created_at) FROM event_deliveries AS l
+                WHERE l.aggregate_id = r.aggregate_id AND l.handler = r.handler
+                  AND l.status = 'pending'
+                  AND (l.event_created_at, l.event_id) > (r.event_created_at, r.event_id))
+                  AS waiting_since
+        FROM (SELECT event_id, handler, event_type, aggregate_id, event_created_at,
+                     next_attempt_at, status,
+                     row_number() OVER (PARTITION BY aggregate_id, handler
+                                        ORDER BY event_created_at, event_id) AS rank
+              FROM event_deliveries
+              WHERE aggregate_id IS NOT NULL
+                AND status = 'pending' AND next_attempt_at > (SELECT now FROM c)) AS r
+        JOIN events AS e ON e.id = r.event_id
+        WHERE r.rank = 1
+          AND EXISTS (SELECT 1 FROM event_deliveries AS l
+                      WHERE l.aggregate_id = r.aggregate_id AND l.handler = r.handler
+                        AND l.status = 'pending'
+                        AND (l.event_created_at, l.event_id)
+                            > (r.event_created_at, r.event_id))
+        ORDER BY r.event_created_at, r.event_id, r.handler
+        LIMIT ?1)
+) AS h ON 1;
+
+-- name: admin_blocked_heads_blocking
+-- admin_blocked_heads with AGGREGATE_FAILURE=block: dead letters head blocks too.
+WITH c AS MATERIALIZED (SELECT strftime('%Y-%m-%d %H:%M:%f', 'now') AS now)
+SELECT c.now, h.handler, h.event_id, h.event_type, h.aggregate_id, h.aggregate_type,
+       h.created_at, h.next_attempt_at, h.retrying, h.waiting, h.waiting_due, h.waiting_since
+FROM c
+LEFT JOIN (
+    SELECT * FROM (
+        SELECT NULL AS handler, r.id AS event_id, r.event_type, r.aggregate_id,
+               r.aggregate_type, r.created_at, r.next_attempt_at, r.processed = 0 AS retrying,
+               (SELECT count(*) FROM events AS l
+                WHERE l.aggregate_id = r.aggregate_id AND l.processed = 0
+                  AND (l.created_at, l.id) > (r.created_at, r.id)) AS waiting,
+               (SELECT count(*) FROM events AS l
+                WHERE l.aggregate_id = r.aggregate_id AND l.processed = 0
+                  AND (l.created_at, l.id) > (r.created_at, r.id)
+                  AND (l.next_attempt_at IS NULL OR l.next_attempt_at <= (SELECT now FROM c))
+                  AND (l.locked_until IS NULL OR l.locked_until < (SELECT now FROM c))) AS waiting_due,
+               (SELECT min(l.created_at) FROM events AS l
+                WHERE l.aggregate_id = r.aggregate_id AND l.processed = 0
+                  AND (l.created_at, l.id) > (r.created_at, r.id)) AS waiting_since
+        FROM (SELECT id, event_type, aggregate_id, aggregate_type, created_at, next_attempt_at,
+                     processed,
+                     row_number() OVER (PARTITION BY aggregate_id ORDER BY created_at, id)
+                       AS rank
+              FROM events
+              WHERE aggregate_id IS NOT NULL AND routed_at IS NULL
+                AND (processed = 0 AND next_attempt_at > (SELECT now FROM c)
+                     OR outcome = 'dead_lettered')) AS r
+        WHERE r.rank = 1
+          AND EXISTS (SELECT 1 FROM events AS l
+                      WHERE l.aggregate_id = r.aggregate_id AND l.processed = 0
+                        AND (l.created_at, l.id) > (r.created_at, r.id))
+        ORDER BY r.created_at, r.id
+        LIMIT ?1)
+    UNION ALL
+    SELECT * FROM (
+        SELECT r.handler, r.event_id, r.event_type, r.aggregate_id, e.aggregate_type,
+               r.event_created_at, r.next_attempt_at, r.status = 'pending' AS retrying,
+               (SELECT count(*) FROM event_deliveries AS l
+                WHERE l.aggregate_id = r.aggregate_id AND l.handler = r.handler
+                  AND l.status = 'pending'
+                  AND (l.event_created_at, l.event_id) > (r.event_created_at, r.event_id))
+                  AS waiting,
+               (SELECT count(*) FROM event_deliveries AS l
+                WHERE l.aggregate_id = r.aggregate_id AND l.handler = r.handler
+                  AND l.status = 'pending'
+                  AND (l.event_created_at, l.event_id) > (r.event_created_at, r.event_id)
+                  AND (l.next_attempt_at IS NULL OR l.next_attempt_at <= (SELECT now FROM c))
+                  AND (l.locked_until IS NULL OR l.locked_until < (SELECT now FROM c))) AS waiting_due,
+               (SELECT min(l.event_created_at) FROM event_deliveries AS l
+                WHERE l.aggregate_id = r.aggregate_id AND l.handler = r.handler
+                  AND l.status = 'pending'
+                  AND (l.event_created_at, l.event_id) > (r.event_created_at, r.event_id))
+                  AS waiting_since
+        FROM (SELECT event_id, handler, event_type, aggregate_id, event_created_at,
+                     next_attempt_at, status,
+                     row_number() OVER (PARTITION BY aggregate_id, handler
+                                        ORDER BY event_created_at, event_id) AS rank
+              FROM event_deliveries
+              WHERE aggregate_id IS NOT NULL
+                AND (status = 'pending' AND next_attempt_at > (SELECT now FROM c)
+                     OR outcome = 'dead_lettered')) AS r
+        JOIN events AS e ON e.id = r.event_id
+        WHERE r.rank = 1
+          AND EXISTS (SELECT 1 FROM event_deliveries AS l
+                      WHERE l.aggregate_id = r.aggregate_id AND l.handler = r.handler
+                        AND l.status = 'pending'
+                        AND (l.event_created_at, l.event_id)
+                            > (r.event_created_at, r.event_id))
+        ORDER BY r.event_created_at, r.event_id, r.handler
+        LIMIT ?1)
+) AS h ON 1;

@@ -24,11 +24,12 @@ from sqlalchemy.ext.asyncio import AsyncConnection, create_async_engine
 from eventproc.event import Event
 from eventproc.store import queries
 from eventproc.store.driver import Row
+from eventproc.store.errors import translating
 from eventproc.store.protocol import SchemaHook, WakeUps
 from eventproc.store.rows import event_from_returned
 from eventproc.store.sqlite.schema import create_schema
 from eventproc.store.sqlite.writer import Statement, Writer
-from eventproc.store.types import UTCDateTime
+from eventproc.store.types import UTCDateTime, sqlite_time
 
 BUSY_TIMEOUT_MS = 30_000
 PRAGMAS = (
@@ -122,6 +123,11 @@ class SqliteDriver:
                 rows += result.all()
         return rows
 
+    async def read(self, name: str, args: Sequence[Any]) -> list[Row]:
+        # The reader's pool: WAL readers never wait for the writer (nor take its lock).
+        async with translating(), self.reader.connect() as conn:
+            return await self.run(conn, name, args)
+
     async def open(self) -> None:
         return None
 
@@ -176,7 +182,11 @@ def _encoded(args: Sequence[Any]) -> list[Any]:
 
 
 def _plain(value: Any) -> Any:
-    return str(value) if isinstance(value, uuid.UUID) else value
+    if isinstance(value, uuid.UUID):
+        return str(value)
+    if isinstance(value, datetime):  # as the columns hold times (UTCDateTime)
+        return sqlite_time(value)
+    return value
 
 
 async def _data_version(connection: aiosqlite.Connection) -> int:
