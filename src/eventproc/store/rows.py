@@ -99,12 +99,12 @@ def _event(
 
 
 def row_to_event(row: Row[Any]) -> Event:
-    """An Event from a SQLAlchemy Core row of ``events``."""
+    """An Event from a Core row of ``events``; a list reads no payload (``{}``)."""
     values = row._mapping
     return Event(
         id=values["id"],
         event_type=values["event_type"],
-        payload=values["payload"],
+        payload=values.get("payload", {}),
         aggregate_id=values["aggregate_id"],
         aggregate_type=values["aggregate_type"],
         metadata=values["metadata"] or {},

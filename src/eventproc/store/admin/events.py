@@ -253,7 +253,9 @@ async def _page(driver: Driver, query: EventQuery) -> list[EventRow]:
         if driver.backend == "postgresql":  # SET LOCAL: this read's transaction only
             await conn.execute(text(f"SET LOCAL statement_timeout = {int(LIST_SECONDS * 1000)}"))
         rows = (await conn.execute(statement)).all()
-        found = [_listed(row) for row in rows]
+        found = [
+            EventRow(row_to_event(row), _time(row.routed_at), row.deliveries_open) for row in rows
+        ]
         routed = [
             item.event.id for item in found if item.routed_at is not None or item.deliveries_open
         ]
@@ -300,35 +302,6 @@ async def detail(driver: Driver, event_id: uuid.UUID) -> EventDetail | None:
         return EventDetail(
             item, [_attempt(a) for a in tried], [row_to_dead_letter(d) for d in letters]
         )
-
-
-def _listed(row: Any) -> EventRow:
-    """A listed event (its payload left out: ``{}``), by position in ``_LISTED``."""
-    (
-        event_id, event_type, aggregate_id, aggregate_type, metadata, processed, version,
-        created_at, created_by, priority, attempts, next_attempt_at, locked_by, locked_until,
-        processed_at, outcome, routed_at, deliveries_open,
-    ) = row  # fmt: skip
-    event = Event(
-        id=event_id,
-        event_type=event_type,
-        payload={},
-        aggregate_id=aggregate_id,
-        aggregate_type=aggregate_type,
-        metadata=metadata or {},
-        processed=bool(processed),
-        version=version if version is not None else 1,
-        created_at=created_at,
-        created_by=created_by,
-        priority=priority,
-        attempts=attempts,
-        next_attempt_at=next_attempt_at,
-        locked_by=locked_by,
-        locked_until=locked_until,
-        processed_at=processed_at,
-        outcome=outcome,
-    )
-    return EventRow(event, _time(routed_at), deliveries_open)
 
 
 def _delivery(row: Any) -> DeliveryRow:
