@@ -34,7 +34,7 @@ import httpx
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from admin_poll import ENDPOINTS, _start_worker, free_port, publish
+from admin_poll import ENDPOINTS, LightClient, _start_worker, free_port, publish
 from common import TMP, drop_pg_db, pg_url, proc_cpu_seconds, recreate_pg_db, table, worker_env
 
 DB = "bench_admin_cost"
@@ -72,32 +72,39 @@ async def measure(base: str, conn: asyncpg.Connection, worker_pid: int, n: int) 
 
 
 async def cpu_per_second(
-    client: httpx.AsyncClient | None, conn: asyncpg.Connection, worker_pid: int, seconds: float
-) -> tuple[float, float]:
-    """(worker, PostgreSQL) CPU ms per second, with ``client`` polling (None: idle)."""
+    client: LightClient | None, conn: asyncpg.Connection, worker_pid: int, seconds: float
+) -> tuple[float, float, float]:
+    """(worker, PostgreSQL, this client) CPU ms per second, with ``client`` polling (None: idle)."""
     pids = await backend_pids(conn)
     (worker0, pg0), t0 = cpu_seconds(worker_pid, pids), time.monotonic()
+    client0 = time.process_time()
     while time.monotonic() - t0 < seconds:
         started = time.monotonic()
         for path in ENDPOINTS if client is not None else ():
-            (await client.get(path)).raise_for_status()
+            if (status := await client.get(path)) != 200:
+                raise RuntimeError(f"{path}: HTTP {status}")
         await asyncio.sleep(max(0.0, 1.0 - (time.monotonic() - started)))
     elapsed = time.monotonic() - t0
     worker1, pg1 = cpu_seconds(worker_pid, pids)
-    return (worker1 - worker0) / elapsed * 1000, (pg1 - pg0) / elapsed * 1000
+    client = (time.process_time() - client0) / elapsed * 1000
+    return (worker1 - worker0) / elapsed * 1000, (pg1 - pg0) / elapsed * 1000, client
 
 
 async def poll_cost(base: str, conn: asyncpg.Connection, worker_pid: int, seconds: float) -> str:
-    async with httpx.AsyncClient(base_url=base, timeout=30) as client:
+    client = LightClient(base)
+    try:
         for path in ENDPOINTS:  # warm-up: the backends the polling uses exist from here
-            (await client.get(path)).raise_for_status()
+            await client.get(path)
         idle = await cpu_per_second(None, conn, worker_pid, seconds)
         busy = await cpu_per_second(client, conn, worker_pid, seconds)
+    finally:
+        await client.close()
     return (
         f"one client polling {len(ENDPOINTS)} endpoints once a second, {seconds:.0f} s each "
         f"(default settings), CPU ms per second idle -> polling: worker {idle[0]:.1f} -> "
         f"{busy[0]:.1f}, PostgreSQL {idle[1]:.1f} -> {busy[1]:.1f}; the polling's share: "
-        f"{(busy[0] - idle[0] + busy[1] - idle[1]) / 10:.1f} % of one core"
+        f"{(busy[0] - idle[0] + busy[1] - idle[1]) / 10:.1f} % of one core; the polling "
+        f"client (admin_poll.LightClient, this process) {busy[2]:.1f} ms/s"
     )
 
 
