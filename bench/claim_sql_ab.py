@@ -131,11 +131,16 @@ async def main() -> None:
     parser.add_argument("--batch", type=int, default=20)
     parser.add_argument("--rounds", type=int, default=200)
     parser.add_argument("--variant", action="append", default=[], metavar="NAME=FILE")
+    parser.add_argument(
+        "--setup", metavar="FILE", help="SQL run once after filling (functions a variant calls)"
+    )
     args = parser.parse_args()
     await fill(args.n)
     versions = _versions(args.base, args.head, args.variant)
     conn = await asyncpg.connect(pg_url(DB))
     try:
+        if args.setup:
+            await conn.execute(Path(args.setup).read_text())  # noqa: ASYNC240 (once, before timing)
         await conn.execute("ANALYZE")
         await conn.execute("SET plan_cache_mode = force_custom_plan")
         found = await measure(conn, versions, args.batch, args.rounds)
