@@ -1,5 +1,7 @@
 """PostgreSQL claims and completions run on raw connections kept apart from the pool."""
 
+import asyncio
+
 import asyncpg
 import pytest
 from sqlalchemy import text
@@ -91,3 +93,29 @@ async def test_sqlalchemy_only_url_options_do_not_reach_the_driver(pg_url: str) 
         assert await store.event_write_back([WriteBack.succeeded(Lease.of(claimed))]) == 1
     finally:
         await store.close()
+
+
+async def test_a_read_cut_short_by_a_timeout_stops_on_the_server(
+    pg_store: Store, pg_url: str
+) -> None:
+    """The admin lists' 5 s bound (store/admin/events.py) is an asyncio timeout around
+    read_sql: the statement must end on the server too, not run on, holding a core."""
+    driver = pg_store.driver
+    assert isinstance(driver, PostgresDriver)
+    with pytest.raises(TimeoutError):
+        async with asyncio.timeout(0.3):
+            await driver.read_sql("SELECT pg_sleep(30), $1::int", [7])
+    admin = await asyncpg.connect(pg_url)
+    try:
+
+        async def stopped() -> bool:
+            return not await admin.fetchval(
+                "SELECT count(*) FROM pg_stat_activity WHERE state = 'active' "
+                "AND query LIKE 'SELECT pg_sleep(30)%'"
+            )
+
+        await eventually(stopped, within=3)
+    finally:
+        await admin.close()
+    # The pool hands out a working connection afterwards.
+    assert [tuple(r) for r in await driver.read_sql("SELECT $1::int", [5])] == [(5,)]

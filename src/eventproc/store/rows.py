@@ -2,7 +2,7 @@
 
 import json
 import uuid
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from datetime import UTC, datetime
 from typing import Any
 
@@ -119,6 +119,32 @@ def row_to_event(row: Row[Any]) -> Event:
         locked_until=values["locked_until"],
         processed_at=values["processed_at"],
         outcome=values["outcome"],
+    )
+
+
+def listed_event(record: Mapping[str, Any]) -> Event:
+    """An Event from an asyncpg record of a list's columns (no payload: ``{}``)."""
+    metadata = record["metadata"]
+    if isinstance(metadata, str):  # jsonb as text, where no codec decodes it
+        metadata = json.loads(metadata)
+    return Event(
+        id=record["id"],
+        event_type=record["event_type"],
+        payload={},
+        aggregate_id=record["aggregate_id"],
+        aggregate_type=record["aggregate_type"],
+        metadata=metadata or {},
+        processed=bool(record["processed"]),
+        version=record["version"] if record["version"] is not None else 1,
+        created_at=record["created_at"],
+        created_by=record["created_by"],
+        priority=record["priority"],
+        attempts=record["attempts"],
+        next_attempt_at=record["next_attempt_at"],
+        locked_by=record["locked_by"],
+        locked_until=record["locked_until"],
+        processed_at=record["processed_at"],
+        outcome=record["outcome"],
     )
 
 

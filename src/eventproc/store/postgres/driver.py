@@ -128,7 +128,14 @@ class PostgresDriver:
         greenlets), straight on the driver ~190 us; the pool still bounds
         the connections and checks them in and out.
         """
-        sql = QUERIES[name]
+        return await self.read_sql(QUERIES[name], args)
+
+    async def read_sql(self, sql: str, args: Sequence[Any]) -> list[Row]:
+        """:meth:`read` for a statement compiled once by its caller (store/admin/events.py).
+
+        Cancelled (a caller's timeout), asyncpg asks the server to stop the
+        statement, and the connection is dropped.
+        """
         try:
             async with self.reader.connect() as conn:
                 pooled = await conn.get_raw_connection()
