@@ -101,13 +101,28 @@ def _event(
 def row_to_event(row: Row[Any]) -> Event:
     """An Event from a Core row of ``events``; a list reads no payload (``{}``)."""
     values = row._mapping
+    # Not .get(): a RowMapping raises and catches a KeyError for a missing key.
+    payload = values["payload"] if "payload" in values else {}  # noqa: SIM401
+    return event_of(values, payload, values["metadata"])
+
+
+def listed_event(record: Mapping[str, Any]) -> Event:
+    """An Event from an asyncpg record of a list's columns (no payload: ``{}``)."""
+    metadata = record["metadata"]
+    if isinstance(metadata, str):  # jsonb as text, where no codec decodes it
+        metadata = json.loads(metadata)
+    return event_of(record, {}, metadata)
+
+
+def event_of(values: Mapping[Any, Any], payload: Any, metadata: Any) -> Event:
+    """An Event from the columns of ``events`` by name (payload and metadata decoded)."""
     return Event(
         id=values["id"],
         event_type=values["event_type"],
-        payload=values.get("payload", {}),
+        payload=payload,
         aggregate_id=values["aggregate_id"],
         aggregate_type=values["aggregate_type"],
-        metadata=values["metadata"] or {},
+        metadata=metadata or {},
         processed=bool(values["processed"]),
         version=values["version"] if values["version"] is not None else 1,
         created_at=values["created_at"],
@@ -119,32 +134,6 @@ def row_to_event(row: Row[Any]) -> Event:
         locked_until=values["locked_until"],
         processed_at=values["processed_at"],
         outcome=values["outcome"],
-    )
-
-
-def listed_event(record: Mapping[str, Any]) -> Event:
-    """An Event from an asyncpg record of a list's columns (no payload: ``{}``)."""
-    metadata = record["metadata"]
-    if isinstance(metadata, str):  # jsonb as text, where no codec decodes it
-        metadata = json.loads(metadata)
-    return Event(
-        id=record["id"],
-        event_type=record["event_type"],
-        payload={},
-        aggregate_id=record["aggregate_id"],
-        aggregate_type=record["aggregate_type"],
-        metadata=metadata or {},
-        processed=bool(record["processed"]),
-        version=record["version"] if record["version"] is not None else 1,
-        created_at=record["created_at"],
-        created_by=record["created_by"],
-        priority=record["priority"],
-        attempts=record["attempts"],
-        next_attempt_at=record["next_attempt_at"],
-        locked_by=record["locked_by"],
-        locked_until=record["locked_until"],
-        processed_at=record["processed_at"],
-        outcome=record["outcome"],
     )
 
 
