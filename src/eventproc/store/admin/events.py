@@ -11,10 +11,10 @@ import re
 import typing
 import uuid
 from collections import OrderedDict
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field, replace
 from datetime import datetime
-from typing import Any
+from typing import Any, TypeVar
 
 from sqlalchemy import Select, String, cast, exists, func, or_, select, true, tuple_
 from sqlalchemy.ext.asyncio import AsyncConnection
@@ -27,6 +27,9 @@ from eventproc.store.postgres.driver import PostgresDriver
 from eventproc.store.reads import types_present
 from eventproc.store.rows import aware, listed_event, row_to_dead_letter, row_to_event
 from eventproc.store.schema import attempts, dead_letters, deliveries, events
+
+K = TypeVar("K")
+V = TypeVar("V")
 
 _PATH_KEY = re.compile(r"^[A-Za-z0-9_\-]{1,64}$")
 
@@ -175,15 +178,19 @@ _LISTED = [column for column in events.c if column.name != "payload"]
 
 
 def _page_statement(driver: Driver, query: EventQuery) -> Select[Any]:
-    key = (driver.backend, query)
-    statement = _PAGES.get(key)
-    if statement is None:
-        statement = _PAGES[key] = _build_page_statement(driver, query)
-        if len(_PAGES) > PAGES_KEPT:
-            _PAGES.popitem(last=False)
+    return _kept(_PAGES, (driver.backend, query), lambda: _build_page_statement(driver, query))
+
+
+def _kept(cache: OrderedDict[K, V], key: K, build: Callable[[], V]) -> V:
+    """``cache[key]``, built on a miss; the PAGES_KEPT latest asked are kept."""
+    found = cache.get(key)
+    if found is None:
+        found = cache[key] = build()
+        if len(cache) > PAGES_KEPT:
+            cache.popitem(last=False)
     else:
-        _PAGES.move_to_end(key)
-    return statement
+        cache.move_to_end(key)
+    return found
 
 
 def _build_page_statement(driver: Driver, query: EventQuery) -> Select[Any]:
@@ -251,16 +258,16 @@ async def _page(driver: Driver, query: EventQuery) -> list[EventRow]:
         # asyncpg records: by position and by name
         records = typing.cast(list[Mapping[str, Any]], await driver.read_sql(sql, args))
         found = [EventRow(listed_event(r), r["routed_at"], r["deliveries_open"]) for r in records]
-        if _routed(found):
+        if routed := _routed(found):  # no connection to check out for a page without any
             async with driver.reader.connect() as conn:
-                await _add_deliveries(conn, found)
+                await _add_deliveries(conn, found, routed)
         return found
     async with driver.read_transaction.connect() as conn:
         rows = (await conn.execute(_page_statement(driver, query))).all()
         found = [
             EventRow(row_to_event(row), _time(row.routed_at), row.deliveries_open) for row in rows
         ]
-        await _add_deliveries(conn, found)
+        await _add_deliveries(conn, found, _routed(found))
     return found
 
 
@@ -268,8 +275,10 @@ def _routed(found: list[EventRow]) -> list[uuid.UUID]:
     return [item.event.id for item in found if item.routed_at is not None or item.deliveries_open]
 
 
-async def _add_deliveries(conn: AsyncConnection, found: list[EventRow]) -> None:
-    routed = _routed(found)
+async def _add_deliveries(
+    conn: AsyncConnection, found: list[EventRow], routed: list[uuid.UUID]
+) -> None:
+    """Each routed event's deliveries (``routed``: their ids, as :func:`_routed` gives)."""
     if not routed:
         return
     by_event: dict[uuid.UUID, list[DeliveryRow]] = {}
@@ -287,21 +296,13 @@ async def _add_deliveries(conn: AsyncConnection, found: list[EventRow]) -> None:
 # PostgreSQL: each page statement compiled once to its SQL and arguments,
 # run on the pooled asyncpg connection as the named admin reads are; page()'s
 # timeout, which asyncpg forwards to the server, replaces a statement_timeout
-# transaction. Through
-# SQLAlchemy one page of 50 cost 2.0 ms of the worker's CPU, its
-# transaction 0.4 ms more; on the driver 0.9 ms.
+# transaction. Through SQLAlchemy one page of 50 cost 2.0 ms of the worker's
+# CPU, its transaction 0.4 ms more; on the driver 0.9 ms.
 _COMPILED: OrderedDict[EventQuery, tuple[str, list[Any]]] = OrderedDict()
 
 
 def _compiled(driver: PostgresDriver, query: EventQuery) -> tuple[str, list[Any]]:
-    found = _COMPILED.get(query)
-    if found is None:
-        found = _COMPILED[query] = _compile(driver, _page_statement(driver, query))
-        if len(_COMPILED) > PAGES_KEPT:
-            _COMPILED.popitem(last=False)
-    else:
-        _COMPILED.move_to_end(query)
-    return found
+    return _kept(_COMPILED, query, lambda: _compile(driver, _build_page_statement(driver, query)))
 
 
 def _compile(driver: PostgresDriver, statement: Select[Any]) -> tuple[str, list[Any]]:
