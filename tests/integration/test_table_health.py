@@ -88,7 +88,10 @@ async def test_postgres_figures_match_its_statistics(runtime: Runtime, store_url
     for name in HOT:
         live, dead, size = after[name]
         assert (found[name].rows, found[name].dead_tuples, found[name].bytes) == (live, dead, size)
-    assert found["events"].rows == 200 and found["events"].dead_tuples == 100
+    # At least the 100 deleted: an earlier test's backend on this database may
+    # flush its own counts of dead rows after the fixture's TRUNCATE (PostgreSQL
+    # sends a backend's table counters on at most once a second).
+    assert found["events"].rows == 200 and found["events"].dead_tuples >= 100
     assert found["events"].last_autoanalyze is None or found["events"].last_autoanalyze.tzinfo
     assert health.claim_seconds > 0 and health.file_bytes is None
 
